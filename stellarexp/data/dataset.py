@@ -1,0 +1,216 @@
+"""The dataset file: one HDF5 file with images, labels, photometry, ids, folds and funnel.
+
+Schema: see ``docs/architecture.md``. Every stage trains on such a file; its content
+fingerprint tags every MLflow run so results are only compared on the same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stellarexp.data.sdss import BANDS
+from stellarexp.io_utils import atomic_path
+
+LABELS: tuple[str, ...] = ("teff", "logg", "fe_h")
+N_FOLDS = 10
+
+# split name -> {subset: folds}
+SPLITS: dict[str, dict[str, tuple[int, ...]]] = {
+    "paper": {"train": tuple(range(8)), "val": (8, 9), "test": ()},
+    "holdout": {"train": tuple(range(7)), "val": (7,), "test": (8, 9)},
+}
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, corrupt or does not follow the schema."""
+
+
+def fold_of(star_ids) -> np.ndarray:
+    """Deterministic fold 0..9 of each star id (CRC32 of the id, independent of order).
+
+    Parameters
+    ----------
+    star_ids : sequence of str
+
+    Returns
+    -------
+    numpy.ndarray of int8
+    """
+    return np.array([zlib.crc32(str(s).encode()) % N_FOLDS for s in star_ids], dtype=np.int8)
+
+
+def split_mask(folds, split: str, subset: str) -> np.ndarray:
+    """Boolean mask of the stars of ``subset`` (train/val/test) under ``split`` (paper/holdout)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
+    if subset not in SPLITS[split]:
+        raise ValueError(f"unknown subset {subset!r}; choose train, val or test")
+    return np.isin(np.asarray(folds), SPLITS[split][subset])
+
+
+def eval_subset(split: str) -> str:
+    """Subset a report evaluates on: ``val`` for the paper split, ``test`` for holdout."""
+    return "test" if SPLITS[split]["test"] else "val"
+
+
+@dataclass
+class DatasetContent:
+    """In-memory content of a dataset file."""
+
+    images: np.ndarray
+    stars: pd.DataFrame
+    rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["star_id", "reason", "detail"]))
+    funnel: list[tuple[str, int]] = field(default_factory=list)
+    name: str = "dataset"
+    label_free: bool = False
+    extra_attrs: dict = field(default_factory=dict)
+
+
+def _column_to_h5(values: pd.Series) -> np.ndarray:
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        return np.array([str(v).encode("utf-8") for v in values], dtype=object)
+    return values.to_numpy()
+
+
+def fingerprint(images: np.ndarray, stars: pd.DataFrame) -> str:
+    """sha256 of the images and the star table (column names, order and values)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    for col in sorted(stars.columns):
+        h.update(col.encode())
+        h.update(pd.util.hash_pandas_object(stars[col], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_dataset(path, content: DatasetContent) -> str:
+    """Write ``content`` to ``path`` atomically and return its fingerprint.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination ``.h5`` file.
+    content : DatasetContent
+        Images ``[N, 5, 48, 48]`` and the star table (N rows, must contain ``star_id``).
+    """
+    import h5py
+
+    stars = content.stars.reset_index(drop=True).copy()
+    images = np.asarray(content.images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] != len(BANDS):
+        raise DatasetError(f"images must be [N, {len(BANDS)}, H, W], got {images.shape}")
+    if len(stars) != len(images):
+        raise DatasetError(f"{len(stars)} star rows but {len(images)} images")
+    if "star_id" not in stars:
+        raise DatasetError("the star table needs a 'star_id' column")
+    if stars["star_id"].duplicated().any():
+        dup = stars.loc[stars["star_id"].duplicated(), "star_id"].iloc[0]
+        raise DatasetError(f"duplicated star_id {dup!r} in the star table")
+    if "fold" not in stars:
+        stars["fold"] = fold_of(stars["star_id"])
+    fp = fingerprint(images, stars)
+    str_dt = h5py.string_dtype("utf-8")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("images", data=images, chunks=(1,) + images.shape[1:] if len(images) else None,
+                              compression="gzip", compression_opts=1, shuffle=True)
+            grp = h5.create_group("stars")
+            for col in stars.columns:
+                data = _column_to_h5(stars[col])
+                grp.create_dataset(col, data=data, dtype=str_dt if data.dtype == object else data.dtype)
+            rej = h5.create_group("rejects")
+            rejects = content.rejects.reset_index(drop=True)
+            for col in ("star_id", "reason", "detail"):
+                vals = rejects[col] if col in rejects else pd.Series([""] * len(rejects))
+                rej.create_dataset(col, data=np.array([str(v) for v in vals], dtype=object), dtype=str_dt)
+            h5.attrs["name"] = content.name
+            h5.attrs["fingerprint"] = fp
+            h5.attrs["funnel"] = json.dumps([[str(s), int(n)] for s, n in content.funnel])
+            h5.attrs["label_free"] = bool(content.label_free)
+            h5.attrs["bands"] = "".join(BANDS)
+            h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            from stellarexp import __version__
+
+            h5.attrs["stellarexp_version"] = __version__
+            for k, v in content.extra_attrs.items():
+                h5.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    return fp
+
+
+def _open(path):
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(
+            f"dataset file {path} does not exist; build it with "
+            "`python -m stellarexp.data build data=...`"
+        )
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"dataset file {path} is not a readable HDF5 file ({exc}); rebuild it") from exc
+    if "images" not in h5 or "stars" not in h5:
+        h5.close()
+        raise DatasetError(f"dataset file {path} lacks the 'images' or 'stars' group; rebuild it")
+    return h5
+
+
+def _decode(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind in ("O", "S"):
+        return np.array([a.decode("utf-8") if isinstance(a, bytes) else str(a) for a in arr], dtype=object)
+    return arr
+
+
+def read_stars(path) -> pd.DataFrame:
+    """Read the star table (no images) of a dataset file as a DataFrame."""
+    with _open(path) as h5:
+        return pd.DataFrame({k: _decode(h5["stars"][k][()]) for k in h5["stars"].keys()})
+
+
+def read_rejects(path) -> pd.DataFrame:
+    """Read the rejects table (star_id, reason, detail) of a dataset file."""
+    with _open(path) as h5:
+        if "rejects" not in h5:
+            return pd.DataFrame(columns=["star_id", "reason", "detail"])
+        return pd.DataFrame({k: _decode(h5["rejects"][k][()]) for k in h5["rejects"].keys()})
+
+
+def read_attrs(path) -> dict:
+    """Read the file attributes (fingerprint, funnel decoded from JSON, name, ...)."""
+    with _open(path) as h5:
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
+    attrs["funnel"] = json.loads(attrs.get("funnel", "[]"))
+    return attrs
+
+
+def read_images(path, index=None) -> np.ndarray:
+    """Read images ``[N, 5, 48, 48]`` (all, or those at sorted integer ``index``)."""
+    with _open(path) as h5:
+        if index is None:
+            return h5["images"][()]
+        index = np.asarray(index)
+        order = np.argsort(index)
+        out = np.empty((len(index),) + h5["images"].shape[1:], dtype=np.float32)
+        out[order] = h5["images"][np.sort(index)]
+        return out
+
+
+def read_dataset(path) -> DatasetContent:
+    """Read a whole dataset file into memory."""
+    attrs = read_attrs(path)
+    return DatasetContent(
+        images=read_images(path),
+        stars=read_stars(path),
+        rejects=read_rejects(path),
+        funnel=[tuple(x) for x in attrs["funnel"]],
+        name=attrs.get("name", "dataset"),
+        label_free=bool(attrs.get("label_free", False)),
+    )
