@@ -1,0 +1,31 @@
+"""Hydra/OmegaConf helpers shared by every command line: resolvers and composition."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from stellarexp import home as _home
+
+
+def register_resolvers() -> None:
+    """Register the ``${stellarexp_home:}`` resolver (idempotent)."""
+    if not OmegaConf.has_resolver("stellarexp_home"):
+        OmegaConf.register_new_resolver("stellarexp_home", lambda: str(_home.home()))
+
+
+def compose(config_name: str, overrides: list[str] | None = None):
+    """Compose ``conf/<config_name>.yaml`` with ``overrides`` outside a Hydra app.
+
+    Parameters
+    ----------
+    config_name : str
+        Primary config file name (without ``.yaml``) in :func:`stellarexp.home.conf_dir`.
+    overrides : list of str, optional
+        Hydra command-line style overrides (``data.size=tiny``).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(_home.conf_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
