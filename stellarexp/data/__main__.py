@@ -1,0 +1,63 @@
+"""``python -m stellarexp.data simulate|build|describe [overrides]``.
+
+Examples
+--------
+python -m stellarexp.data simulate data=synthetic data.size=tiny
+python -m stellarexp.data build data=synthetic data.size=quick
+python -m stellarexp.data build data=sdss data.crossmatch=my.csv data.labels=allStar.fits data.frame_root=frames/
+python -m stellarexp.data describe data=synthetic data.size=quick
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+COMMANDS = ("simulate", "build", "describe")
+USAGE = f"""usage: python -m stellarexp.data {{{'|'.join(COMMANDS)}}} [key=value ...]
+
+  simulate   write the synthetic survey (frames, cross-match table, allStar labels) for data.size
+  build      quality-cut cross-match -> aligned 48x48 cutouts -> one HDF5 dataset file
+  describe   print counts, label statistics, the funnel and reject reasons of the dataset file
+
+Overrides use Hydra syntax and compose conf/data_cli.yaml, e.g. data=synthetic data.size=tiny,
+data=sdss data.crossmatch=... data.labels=... data.frame_root=..., force=true.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    from stellarexp.config import compose
+
+    try:
+        cfg = compose("data_cli", overrides)
+    except Exception as exc:  # Hydra's own message names the bad override
+        print(f"error: cannot compose the configuration: {exc}", file=sys.stderr)
+        return 2
+    from stellarexp.data import pipeline
+
+    try:
+        if command == "simulate":
+            summary = pipeline.simulate(cfg.data, progress=cfg.progress, force=cfg.force)
+            print(pipeline.format_survey_summary(summary))
+        elif command == "build":
+            path = pipeline.build(cfg.data, progress=cfg.progress, force=cfg.force)
+            print(pipeline.describe(path))
+        else:
+            print(pipeline.describe(pipeline.dataset_path(cfg.data)))
+    except pipeline.UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

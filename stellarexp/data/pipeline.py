@@ -1,0 +1,198 @@
+"""Orchestration of the data flow: survey -> catalogue cuts -> cutouts -> dataset file.
+
+Each arrow lives in its own module (:mod:`simulate`, :mod:`catalog`, :mod:`cutouts`,
+:mod:`dataset`); this module only chains them from a composed ``data`` config and is what the
+command line (``python -m stellarexp.data``) and the stages (:func:`ensure_dataset`) call.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stellarexp.data import dataset as ds
+from stellarexp.data.sdss import BANDS
+
+
+class UserInputError(RuntimeError):
+    """Bad input the user can fix (message says what and how)."""
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def dataset_path(data_cfg) -> Path:
+    """Path of the dataset file the ``data`` config points at."""
+    return Path(str(data_cfg.dataset_path))
+
+
+def simulate(data_cfg, *, progress: bool = True, force: bool = False) -> dict:
+    """Simulate the synthetic survey of ``data_cfg`` (no-op when complete) and return its summary."""
+    from stellarexp.data import simulate as sim
+
+    if str(data_cfg.name) != "synthetic":
+        raise UserInputError(f"`simulate` needs data=synthetic (got data={data_cfg.name}); real data is downloaded")
+    try:
+        spec = sim.spec_from_config(data_cfg)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from exc
+    if not force and sim.survey_complete(spec.root, spec):
+        _say(f"synthetic survey '{spec.size}' already complete in {spec.root}")
+    else:
+        _say(f"simulating the synthetic survey '{spec.size}' ({spec.n_fields} fields, "
+             f"{spec.n_fields * spec.labelled_per_field} labelled stars) into {spec.root}")
+    return sim.simulate_survey(spec, progress=progress, force=force)
+
+
+def format_survey_summary(summary: dict) -> str:
+    """Human-readable survey summary: counts per cut flag, label statistics, disk size."""
+    lines = [f"synthetic survey '{summary['size']}' at {summary['root']}",
+             f"  fields: {summary['n_fields']}   labelled stars: {summary['n_labelled']}   "
+             f"cross-match rows: {summary['n_crossmatch_rows']}   allStar rows: {summary['n_label_rows']} "
+             f"({summary['n_duplicates']} duplicated stars)",
+             "  stars with flag set (any band):"]
+    for name, count in summary["flag_counts"].items():
+        lines.append(f"    {name:<24s} {count}")
+    lines.append(f"  clean of the paper's flags: {summary['n_flag_clean']}   FE_H_FLAG set: {summary['fe_h_flagged']}   "
+                 f"sentinel labels: {summary['sentinel_labels']}")
+    lines.append("  true labels: " + "   ".join(
+        f"{k} {v['mean']:.2f} +- {v['std']:.2f}" for k, v in summary["label_stats"].items()))
+    lines.append(f"  dwarf fraction (logg > 4): {summary['dwarf_fraction']:.3f}")
+    lines.append(f"  disk: {summary['disk_mb']} MB" + (f"   time: {summary['simulate_seconds']} s"
+                                                        if "simulate_seconds" in summary else ""))
+    return "\n".join(lines)
+
+
+def _catalog_inputs(data_cfg) -> tuple[Path, Path | None, Path]:
+    cross = data_cfg.get("crossmatch")
+    if cross in (None, "???"):
+        raise UserInputError("data.crossmatch is not set: give the CasJobs cross-match table, "
+                             "e.g. data.crossmatch=/path/crossmatch.csv")
+    labels = data_cfg.get("labels")
+    return Path(str(cross)), (Path(str(labels)) if labels not in (None, "", "null") else None), Path(str(data_cfg.frame_root))
+
+
+def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
+    """Build the dataset file of ``data_cfg`` (simulating the synthetic survey first if needed).
+
+    Returns
+    -------
+    pathlib.Path
+        The dataset file.
+    """
+    from stellarexp.data import catalog, cutouts
+
+    out = dataset_path(data_cfg)
+    if out.is_file() and not force:
+        _say(f"dataset {out} exists; use force=true to rebuild")
+        return out
+    if str(data_cfg.name) == "synthetic":
+        simulate(data_cfg, progress=progress)
+    cross, labels, frame_root = _catalog_inputs(data_cfg)
+    for p in [cross] + ([labels] if labels else []):
+        if not p.is_file():
+            raise UserInputError(f"{p} does not exist; check data.crossmatch / data.labels")
+    if bool(data_cfg.get("download", False)):
+        from stellarexp.data import download
+
+        fields = catalog.read_crossmatch(cross)[["run", "camcol", "field"]].drop_duplicates()
+        download.download_frames(fields.itertuples(index=False, name=None), frame_root, progress=progress,
+                                 base_url=str(data_cfg.get("base_url", download.DEFAULT_BASE_URL)))
+    t0 = time.time()
+    try:
+        selection = catalog.select_stars(cross, labels)
+    except catalog.CatalogError as exc:
+        raise UserInputError(str(exc)) from exc
+    ccfg = cutouts.CutoutConfig(**dict(data_cfg.get("cutouts", {}) or {}))
+    result = cutouts.build_cutouts(selection.stars, frame_root, ccfg, progress=progress)
+    stars = result.stars.reset_index(drop=True)
+    funnel = list(selection.funnel) + [("cutouts accepted", len(stars))]
+    rejects = _concat_rejects(selection.rejects, result.rejects)
+    if len(stars) == 0:
+        raise UserInputError(f"no star survived the cuts and cutout checks (funnel: {funnel}); "
+                             "see the reject reasons above and loosen data.cutouts or check the inputs")
+    truth = data_cfg.get("truth")
+    if truth and Path(str(truth)).is_file():
+        stars = _attach_truth(stars, Path(str(truth)))
+    content = ds.DatasetContent(images=result.images, stars=stars, rejects=rejects, funnel=funnel,
+                                name=f"{data_cfg.name}" + (f"-{data_cfg.size}" if "size" in data_cfg else ""),
+                                label_free=labels is None,
+                                extra_attrs={"build_seconds": round(time.time() - t0, 1)})
+    ds.write_dataset(out, content)
+    _say(f"wrote {out} ({len(stars)} stars) in {time.time() - t0:.0f} s")
+    return out
+
+
+def _concat_rejects(*tables):
+    import pandas as pd
+
+    parts = [t[["star_id", "reason", "detail"]] for t in tables if t is not None and len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["star_id", "reason", "detail"])
+
+
+def _attach_truth(stars, truth_path: Path):
+    """Join the simulator's true labels (diagnostics: the label-noise floor) by apstar_id."""
+    import pandas as pd
+
+    truth = pd.read_csv(truth_path)
+    keep = ["apstar_id"] + [c for c in ("teff_true", "logg_true", "fe_h_true") if c in truth]
+    if "apstar_id" not in stars:
+        return stars
+    # duplicated APOGEE entries point at the same photometric star: map by objID when possible
+    merged = stars.merge(truth[keep].drop_duplicates("apstar_id"), on="apstar_id", how="left")
+    if "obj_id" in stars and "objID" in truth and merged["teff_true"].isna().any():
+        by_obj = truth.drop_duplicates("objID").set_index("objID")
+        for c in keep[1:]:
+            fill = stars["obj_id"].map(by_obj[c])
+            merged[c] = merged[c].fillna(fill)
+    return merged
+
+
+def ensure_dataset(data_cfg, *, progress: bool = True) -> Path:
+    """Return the dataset file of ``data_cfg``, building it (saying so) when absent."""
+    path = dataset_path(data_cfg)
+    if path.is_file():
+        return path
+    if str(data_cfg.name) == "table":
+        raise UserInputError("data=table reads its table directly; it has no dataset file")
+    _say(f"dataset {path} not found: building it now")
+    return build(data_cfg, progress=progress)
+
+
+def describe(path) -> str:
+    """Counts, label statistics, the funnel and reject reasons of a dataset file."""
+    path = Path(path)
+    try:
+        attrs = ds.read_attrs(path)
+        stars = ds.read_stars(path)
+        rejects = ds.read_rejects(path)
+    except ds.DatasetError as exc:
+        raise UserInputError(str(exc)) from exc
+    lines = [f"dataset {attrs.get('name')} at {path}",
+             f"  stars: {len(stars)}   label-free: {bool(attrs.get('label_free'))}   bands: {attrs.get('bands')}",
+             f"  fingerprint: {attrs.get('fingerprint')}",
+             "  funnel:"]
+    for step, count in attrs["funnel"]:
+        lines.append(f"    {count:>7d}  {step}")
+    if len(rejects):
+        lines.append("  reject reasons:")
+        for reason, count in rejects["reason"].value_counts().items():
+            lines.append(f"    {count:>7d}  {reason}")
+    lines.append("  labels:")
+    for col in ds.LABELS:
+        if col in stars and np.isfinite(stars[col].astype(float)).any():
+            v = stars[col].astype(float)
+            lines.append(f"    {col:<6s} mean {v.mean():9.3f}  std {v.std():8.3f}  min {v.min():9.3f}  max {v.max():9.3f}")
+    if "logg" in stars:
+        lines.append(f"    dwarfs (logg > 4): {float((stars['logg'].astype(float) > 4).mean()):.3f}")
+    for split in ds.SPLITS:
+        counts = {sub: int(ds.split_mask(stars["fold"], split, sub).sum()) for sub in ("train", "val", "test")}
+        lines.append(f"  split={split}: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    mags = [f"psfmag_{b}" for b in BANDS if f"psfmag_{b}" in stars]
+    if mags:
+        lines.append("  median psfMag: " + "  ".join(f"{m[-1]} {stars[m].astype(float).median():.2f}" for m in mags))
+    return "\n".join(lines)

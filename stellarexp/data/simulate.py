@@ -1,0 +1,410 @@
+"""The synthetic SDSS x APOGEE survey: frames, a CasJobs-style cross-match table, allStar labels.
+
+One field = five frames (u, g, r, i, z) of one run/camcol/field. Each field packs tens of
+labelled stars (far denser than real APOGEE targets, so frames rather than stars set the cost)
+and a few hundred unlabelled field stars. Labels reach the pixels only through the five fluxes
+the population model gives each star; the catalogue photometry is measured on the simulated
+frames; flags follow from what happened to each star's pixels.
+
+Outputs under ``data.root`` (``$STELLAREXP_HOME/data/synthetic/<size>/``):
+
+- ``frames/301/{run}/{camcol}/frame-*.fits.bz2``
+- ``crossmatch.csv``: the columns of the paper's Appendix-D query plus flags, psfMag, errors,
+  extinction per band (the query's flag cuts are NOT applied: the pipeline applies them)
+- ``allStar-synthetic.fits``: APOGEE allStar-like labels (with a few duplicated stars)
+- ``truth.csv``: true labels and magnitudes (diagnostics only; never used for training)
+- ``survey.json``: manifest written last; its presence means the survey is complete
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stellarexp.data import sdss
+from stellarexp.io_utils import atomic_path
+
+FIELD_DIR = "fields"
+MANIFEST = "survey.json"
+RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 8200)
+
+
+@dataclass(frozen=True)
+class SurveySpec:
+    """What to simulate. Built from ``conf/data/synthetic.yaml`` by :func:`spec_from_config`."""
+
+    size: str
+    root: str
+    seed: int
+    n_fields: int
+    labelled_per_field: int
+    field_stars_per_field: int
+    workers: int = 2
+    r_range: tuple[float, float] = (14.0, 19.5)
+    edge_margin_px: int = 40
+    duplicate_fraction: float = 0.02
+    missing_label_fraction: float = 0.015
+    fe_h_flag_fraction: float = 0.03
+    crowding_radius_arcsec: float = 6.0
+    crowding_max_neighbours: int = 2
+    crowding_mag_limit: float = 21.5
+
+    def __post_init__(self):
+        for name in ("n_fields", "labelled_per_field"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"data.sizes.{self.size}.{name} must be positive, got {getattr(self, name)}")
+        if int(self.field_stars_per_field) < 0:
+            raise ValueError(f"data.sizes.{self.size}.field_stars_per_field must be >= 0")
+        if int(self.workers) < 1:
+            raise ValueError(f"data.workers must be >= 1, got {self.workers}")
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the survey's content (not workers or paths)."""
+        d = asdict(self)
+        d.pop("workers")
+        d.pop("root")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spec_from_config(data_cfg) -> SurveySpec:
+    """Build a :class:`SurveySpec` from the composed ``data`` config (``data=synthetic``)."""
+    size = str(data_cfg.size)
+    if size not in data_cfg.sizes:
+        raise ValueError(f"data.size={size!r} is not defined; choose one of {sorted(data_cfg.sizes)}")
+    s = data_cfg.sizes[size]
+    extra = {k: data_cfg[k] for k in ("duplicate_fraction", "missing_label_fraction", "fe_h_flag_fraction")
+             if k in data_cfg}
+    return SurveySpec(size=size, root=str(data_cfg.root), seed=int(data_cfg.seed), n_fields=int(s.n_fields),
+                      labelled_per_field=int(s.labelled_per_field),
+                      field_stars_per_field=int(s.field_stars_per_field), workers=int(data_cfg.get("workers", 2)),
+                      **extra)
+
+
+def field_plan(spec: SurveySpec) -> pd.DataFrame:
+    """Run/camcol/field and pointing of every field (deterministic for the seed)."""
+    rng = np.random.default_rng([spec.seed, 0])
+    k = np.arange(spec.n_fields)
+    return pd.DataFrame({
+        "index": k,
+        "run": RUN_BASE + k // 60,
+        "camcol": 1 + k % 6,
+        "field": 11 + (k // 6) % 10 * 10 + k % 7,
+        # high Galactic latitude-like pointings, away from the poles
+        "ra0": rng.uniform(130.0, 240.0, spec.n_fields),
+        "dec0": rng.uniform(0.0, 55.0, spec.n_fields),
+    })
+
+
+def obj_id(run, camcol, field, ident, rerun: int = 301, sky_version: int = 2) -> np.ndarray:
+    """SDSS photoObj objID bit layout (skyVersion, rerun, run, camcol, firstField, field, id)."""
+    run, camcol, field, ident = (np.asarray(a, dtype=np.int64) for a in (run, camcol, field, ident))
+    return ((np.int64(sky_version) << 59) | (np.int64(rerun) << 48) | (run << 32) | (camcol << 29)
+            | (field << 16) | ident)
+
+
+def apogee_id(ra, dec) -> list[str]:
+    """2MASS-style APOGEE_ID (``2MHHMMSSss+DDMMSSs``) encoding J2000 coordinates."""
+    from astropy.coordinates import Angle
+
+    out = []
+    for a, d in zip(np.atleast_1d(ra), np.atleast_1d(dec)):
+        h, m, s = Angle(a, "deg").hms
+        sign = "-" if d < 0 else "+"
+        dd, dm, ds = Angle(abs(d), "deg").dms
+        out.append(f"2M{int(h):02d}{int(m):02d}{int(s * 100):04d}{sign}{int(dd):02d}{int(dm):02d}{int(ds * 10):03d}")
+    return out
+
+
+def _within(mask: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """For each (x, y), whether any True pixel of ``mask`` lies within ``radius`` pixels."""
+    ny, nx = mask.shape
+    r = int(np.ceil(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = (xx**2 + yy**2) <= radius**2
+    hit = np.zeros(len(x), dtype=bool)
+    for i, (xi, yi) in enumerate(zip(np.rint(x).astype(int), np.rint(y).astype(int))):
+        x0, x1, y0, y1 = xi - r, xi + r + 1, yi - r, yi + r + 1
+        if x1 <= 0 or y1 <= 0 or x0 >= nx or y0 >= ny:
+            continue
+        sub = mask[max(y0, 0):min(y1, ny), max(x0, 0):min(x1, nx)]
+        d = disk[max(y0, 0) - y0:disk.shape[0] - (y1 - min(y1, ny)), max(x0, 0) - x0:disk.shape[1] - (x1 - min(x1, nx))]
+        hit[i] = bool((sub & d).any())
+    return hit
+
+
+def simulate_field(spec: SurveySpec, plan_row: dict) -> pd.DataFrame:
+    """Simulate one field: draw stars, render and write its five frames, measure the catalogue.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per labelled star: truth, observed labels, measured photometry and flags.
+    """
+    from astropy.wcs import WCS
+
+    from stellarexp.data import conditions, photometry, population, psf, render
+
+    run, camcol, field = int(plan_row["run"]), int(plan_row["camcol"]), int(plan_row["field"])
+    rng = np.random.default_rng([spec.seed, 1, int(plan_row["index"])])
+    cond = conditions.draw_field_conditions(run, camcol, field, rng, ra0=float(plan_row["ra0"]),
+                                            dec0=float(plan_row["dec0"]))
+    wcs_r = WCS(cond.bands[sdss.REFERENCE_BAND].wcs_header)
+    labelled = population.draw_labelled_stars(spec.labelled_per_field, rng, r_range=spec.r_range)
+    m = spec.edge_margin_px
+    labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
+    labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
+    neighbours = population.draw_field_stars(spec.field_stars_per_field, rng)
+    # field stars anywhere, including just off the frame (their wings still land on it)
+    neighbours["x_r"] = rng.uniform(-20, sdss.NAXIS1 + 20, len(neighbours))
+    neighbours["y_r"] = rng.uniform(-20, sdss.NAXIS2 + 20, len(neighbours))
+    for df in (labelled, neighbours):
+        sky = wcs_r.pixel_to_world(df["x_r"].to_numpy(), df["y_r"].to_numpy())
+        df["ra"] = sky.ra.deg
+        df["dec"] = sky.dec.deg
+    sources = pd.concat([labelled.assign(labelled=True), neighbours.assign(labelled=False)], ignore_index=True)
+    rendered = render.render_field(cond, sources, rng)
+    render.write_field(spec.root, rendered, run, camcol, field)
+
+    n = len(labelled)
+    out = labelled.copy()
+    out["run"], out["camcol"], out["field"] = run, camcol, field
+    out["ident"] = np.arange(1, n + 1)
+    out["objID"] = obj_id(run, camcol, field, out["ident"])
+    flags_all = np.zeros(n, dtype=np.int64)
+    fitted_xy = None
+    for band in sdss.BANDS:
+        rb = rendered[band]
+        bc = cond.bands[band]
+        fwhm_px = bc.fwhm_arcsec / sdss.PIXEL_SCALE_ARCSEC
+        xb = np.asarray(rb.x[: n], dtype=float)
+        yb = np.asarray(rb.y[: n], dtype=float)
+        noise = _noise_map(rb, bc)
+        stamp, ovs = psf.oversampled_stamp(bc.psf, size=25, oversampling=4)
+        meas = photometry.measure_psf_fluxes(rb.image, noise, xb, yb, photometry.image_psf(stamp, ovs))
+        mag, mag_err = photometry.catalogue_magnitudes(meas["flux"].to_numpy(), meas["flux_err"].to_numpy(), band)
+        out[f"psfFlux_{band}"] = meas["flux"].to_numpy()
+        out[f"psfMag_{band}"] = mag
+        out[f"psfMagErr_{band}"] = mag_err
+        flags = np.zeros(n, dtype=np.int64)
+        flags[_within(rb.saturated, xb, yb, max(3.0, 2.0 * fwhm_px))] |= sdss.FLAG_SATURATED
+        flags[_within(rb.interp, xb, yb, max(3.0, 2.5 * fwhm_px))] |= sdss.FLAG_INTERP
+        flags[~np.isfinite(meas["flux"].to_numpy())] |= sdss.FLAG_INTERP
+        out[f"flags_{band}"] = flags
+        flags_all |= flags
+        if band == sdss.REFERENCE_BAND:
+            fitted_xy = meas[["x_fit", "y_fit"]].to_numpy()
+    # crowding: too many detectable neighbours within the deblending radius
+    crowd = _crowded(labelled, neighbours, spec)
+    for band in sdss.BANDS:
+        out.loc[crowd, f"flags_{band}"] |= sdss.FLAG_DEBLEND_TOO_MANY_PEAKS
+    fx = np.where(np.isfinite(fitted_xy[:, 0]), fitted_xy[:, 0], out["x_r"])
+    fy = np.where(np.isfinite(fitted_xy[:, 1]), fitted_xy[:, 1], out["y_r"])
+    meas_sky = wcs_r.pixel_to_world(fx, fy)
+    out["photoobj_ra"] = meas_sky.ra.deg
+    out["photoobj_dec"] = meas_sky.dec.deg
+    for band in sdss.BANDS:
+        out[f"fwhm_{band}"] = cond.bands[band].fwhm_arcsec
+    return out
+
+
+def _noise_map(rb, bc) -> np.ndarray:
+    """Per-pixel sigma (nanomaggies) as the frame reader computes it (sky + source Poisson + dark)."""
+    sky_counts = _sky_counts(rb)
+    dn = np.clip(rb.image / rb.calib[None, :] + sky_counts, 0.0, None)
+    return np.sqrt(dn / bc.gain + bc.dark_variance) * rb.calib[None, :]
+
+
+def _sky_counts(rb) -> np.ndarray:
+    from scipy.ndimage import map_coordinates
+
+    yy, xx = np.meshgrid(rb.yinterp, rb.xinterp, indexing="ij")
+    return map_coordinates(rb.allsky.astype(float), [yy, xx], order=1, mode="nearest")
+
+
+def _crowded(labelled: pd.DataFrame, neighbours: pd.DataFrame, spec: SurveySpec) -> np.ndarray:
+    """DEBLEND_TOO_MANY_PEAKS stand-in: more than N neighbours brighter than a limit nearby."""
+    pool = pd.concat([labelled[["x_r", "y_r", "mag_r"]], neighbours[["x_r", "y_r", "mag_r"]]], ignore_index=True)
+    pool = pool[pool["mag_r"] < spec.crowding_mag_limit]
+    radius = spec.crowding_radius_arcsec / sdss.PIXEL_SCALE_ARCSEC
+    px, py = pool["x_r"].to_numpy(), pool["y_r"].to_numpy()
+    counts = np.array([int(((px - x) ** 2 + (py - y) ** 2 < radius**2).sum()) - 1
+                       for x, y in zip(labelled["x_r"], labelled["y_r"])])
+    return counts > spec.crowding_max_neighbours
+
+
+def _field_result_path(spec: SurveySpec, row) -> Path:
+    return Path(spec.root) / FIELD_DIR / f"{int(row['run'])}-{int(row['camcol'])}-{int(row['field'])}.csv"
+
+
+def _field_done(spec: SurveySpec, row) -> bool:
+    if not _field_result_path(spec, row).is_file():
+        return False
+    return all((Path(spec.root) / sdss.frame_relpath(b, row["run"], row["camcol"], row["field"])).is_file()
+               for b in sdss.BANDS)
+
+
+def _run_field(spec: SurveySpec, row: dict) -> str:
+    # one thread per process: the workers already use both cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    df = simulate_field(spec, row)
+    with atomic_path(_field_result_path(spec, row)) as tmp:
+        df.to_csv(tmp, index=False)
+    return str(_field_result_path(spec, row))
+
+
+def survey_complete(root, spec: SurveySpec | None = None) -> bool:
+    """True when ``root`` holds a finished survey (for ``spec``'s content, if given)."""
+    manifest = Path(root) / MANIFEST
+    if not manifest.is_file():
+        return False
+    if spec is None:
+        return True
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint") == spec.fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
+def simulate_survey(spec: SurveySpec, *, progress: bool = True, force: bool = False) -> dict:
+    """Simulate the whole survey (resumable: finished fields are kept) and return its summary."""
+    from tqdm.auto import tqdm
+
+    root = Path(spec.root)
+    if survey_complete(root, spec) and not force:
+        return json.loads((root / MANIFEST).read_text())
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST).unlink(missing_ok=True)
+    plan = field_plan(spec)
+    todo = [r for r in plan.to_dict("records") if force or not _field_done(spec, r)]
+    t0 = time.time()
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc=f"simulate {spec.size}", unit="field",
+               disable=not progress)
+    if spec.workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=spec.workers) as pool:
+            futures = [pool.submit(_run_field, spec, r) for r in todo]
+            for fut in as_completed(futures):
+                fut.result()
+                bar.update(1)
+    else:
+        for r in todo:
+            _run_field(spec, r)
+            bar.update(1)
+    bar.close()
+    stars = pd.concat([pd.read_csv(_field_result_path(spec, r)) for r in plan.to_dict("records")], ignore_index=True)
+    summary = write_catalogues(spec, stars)
+    summary["simulate_seconds"] = round(time.time() - t0, 1)
+    summary["fingerprint"] = spec.fingerprint()
+    with atomic_path(root / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
+    """Write the cross-match table, the allStar label file and the truth table; return counts."""
+    from stellarexp.data import population
+
+    rng = np.random.default_rng([spec.seed, 2])
+    root = Path(spec.root)
+    n = len(stars)
+    obs = population.observed_labels(stars[["teff", "logg", "fe_h"]], rng)
+    ra_ap = stars["ra"].to_numpy() + rng.normal(0, 0.08 / 3600, n) / np.cos(np.radians(stars["dec"].to_numpy()))
+    dec_ap = stars["dec"].to_numpy() + rng.normal(0, 0.08 / 3600, n)
+    ids = apogee_id(ra_ap, dec_ap)
+    # make ids unique (two stars may round to one 2MASS name in a dense synthetic field)
+    seen: dict[str, int] = {}
+    for i, a in enumerate(ids):
+        if a in seen:
+            seen[a] += 1
+            ids[i] = f"{a}{seen[a]}"
+        else:
+            seen[a] = 0
+    fields = [f"SYN{int(r):04d}_{int(c)}" for r, c in zip(stars["run"], stars["camcol"])]
+    labels = pd.DataFrame({
+        "APOGEE_ID": ids, "TELESCOPE": "apo25m", "FIELD": fields,
+        "APSTAR_ID": [f"apogee.apo25m.s.stars.{f}.{a}" for f, a in zip(fields, ids)],
+        "RA": ra_ap, "DEC": dec_ap,
+        "TEFF": obs["teff"].to_numpy(), "TEFF_ERR": obs["teff_err"].to_numpy(),
+        "LOGG": obs["logg"].to_numpy(), "LOGG_ERR": obs["logg_err"].to_numpy(),
+        "FE_H": obs["fe_h"].to_numpy(), "FE_H_ERR": obs["fe_h_err"].to_numpy(),
+        "FE_H_FLAG": (rng.random(n) < spec.fe_h_flag_fraction).astype(np.int32),
+        "SNR": rng.lognormal(np.log(150), 0.5, n).astype(np.float32),
+    })
+    # ASPCAP leaves some labels unmeasured: the -9999 sentinel
+    for col in ("TEFF", "LOGG", "FE_H"):
+        miss = rng.random(n) < spec.missing_label_fraction / 3
+        labels.loc[miss, col] = sdss.LABEL_SENTINEL
+        labels.loc[miss, f"{col}_ERR"] = sdss.LABEL_SENTINEL
+    cross = pd.DataFrame({
+        "run": stars["run"].astype(int), "camcol": stars["camcol"].astype(int), "field": stars["field"].astype(int),
+        "objID": stars["objID"].astype(np.int64),
+        "photoobj_ra": stars["photoobj_ra"], "photoobj_dec": stars["photoobj_dec"],
+        "apstar_id": labels["APSTAR_ID"], "star_ra": ra_ap, "star_dec": dec_ap, "teff": labels["TEFF"],
+    })
+    for band in sdss.BANDS:
+        cross[f"flags_{band}"] = stars[f"flags_{band}"].astype(np.int64)
+    for band in sdss.BANDS:
+        cross[f"psfMag_{band}"] = stars[f"psfMag_{band}"]
+        cross[f"psfMagErr_{band}"] = stars[f"psfMagErr_{band}"]
+    for band in sdss.BANDS:
+        cross[f"extinction_{band}"] = stars[f"extinction_{band}"]
+    # real allStar files list some stars twice (observed from two fields/telescopes); the
+    # nearest-object cross-match then returns the photoObj row once per APOGEE entry
+    dup = np.flatnonzero(rng.random(n) < spec.duplicate_fraction)
+    if len(dup):
+        extra = labels.iloc[dup].copy()
+        extra["TELESCOPE"] = "apo1m"
+        extra["FIELD"] = [f"{f}_B" for f in extra["FIELD"]]
+        extra["APSTAR_ID"] = [f"apogee.apo1m.s.stars.{f}.{a}" for f, a in zip(extra["FIELD"], extra["APOGEE_ID"])]
+        good = extra["TEFF"] > 0
+        extra.loc[good, "TEFF"] += rng.normal(0, 40, good.sum())
+        extra["SNR"] = (extra["SNR"] * rng.uniform(0.2, 0.8, len(extra))).astype(np.float32)
+        labels = pd.concat([labels, extra], ignore_index=True)
+        cross_extra = cross.iloc[dup].copy()
+        cross_extra["apstar_id"] = extra["APSTAR_ID"].to_numpy()
+        cross_extra["teff"] = extra["TEFF"].to_numpy()
+        cross = pd.concat([cross, cross_extra], ignore_index=True)
+    with atomic_path(root / "crossmatch.csv") as tmp:
+        cross.to_csv(tmp, index=False)
+    _write_fits_table(labels, root / "allStar-synthetic.fits")
+    truth_cols = ["objID", "run", "camcol", "field", "ra", "dec", "x_r", "y_r", "teff", "logg", "fe_h", "mass",
+                  "distance_pc", "ebv"] + [f"mag_{b}" for b in sdss.BANDS] + [f"fwhm_{b}" for b in sdss.BANDS]
+    truth = stars[[c for c in truth_cols if c in stars]].rename(
+        columns={"teff": "teff_true", "logg": "logg_true", "fe_h": "fe_h_true"})
+    truth.insert(0, "apstar_id", labels["APSTAR_ID"].iloc[:n].to_numpy())
+    with atomic_path(root / "truth.csv") as tmp:
+        truth.to_csv(tmp, index=False)
+    flag_counts = {name: int(((cross[[f"flags_{b}" for b in sdss.BANDS]] & bit) != 0).any(axis=1).sum())
+                   for name, bit in (("SATURATED", sdss.FLAG_SATURATED), ("INTERP", sdss.FLAG_INTERP),
+                                     ("DEBLEND_TOO_MANY_PEAKS", sdss.FLAG_DEBLEND_TOO_MANY_PEAKS))}
+    clean = (cross[[f"flags_{b}" for b in sdss.BANDS]].to_numpy() & sdss.PAPER_CUT_FLAGS).sum(axis=1) == 0
+    return {
+        "size": spec.size, "root": str(root), "n_fields": spec.n_fields, "n_labelled": n,
+        "n_crossmatch_rows": len(cross), "n_label_rows": len(labels), "n_duplicates": int(len(dup)),
+        "flag_counts": flag_counts, "n_flag_clean": int(clean.sum()),
+        "fe_h_flagged": int((labels["FE_H_FLAG"] != 0).sum()),
+        "sentinel_labels": int((labels[["TEFF", "LOGG", "FE_H"]] == sdss.LABEL_SENTINEL).any(axis=1).sum()),
+        "label_stats": {c: {"mean": float(truth[f"{c}_true"].mean()), "std": float(truth[f"{c}_true"].std())}
+                        for c in ("teff", "logg", "fe_h")},
+        "dwarf_fraction": float((truth["logg_true"] > 4.0).mean()),
+        "disk_mb": round(disk_usage(root) / 1e6, 1),
+    }
+
+
+def _write_fits_table(df: pd.DataFrame, path: Path) -> None:
+    from astropy.table import Table
+
+    with atomic_path(path) as tmp:
+        Table.from_pandas(df).write(tmp, format="fits", overwrite=True)
+
+
+def disk_usage(root) -> int:
+    """Total bytes of the files under ``root``."""
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
