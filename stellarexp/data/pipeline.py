@@ -96,12 +96,19 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     for p in [cross] + ([labels] if labels else []):
         if not p.is_file():
             raise UserInputError(f"{p} does not exist; check data.crossmatch / data.labels")
-    if bool(data_cfg.get("download", False)):
+    if str(data_cfg.name) != "synthetic":
         from stellarexp.data import download
 
         fields = catalog.read_crossmatch(cross)[["run", "camcol", "field"]].drop_duplicates()
-        download.download_frames(fields.itertuples(index=False, name=None), frame_root, progress=progress,
-                                 base_url=str(data_cfg.get("base_url", download.DEFAULT_BASE_URL)))
+        try:
+            download.ensure_frames(fields.itertuples(index=False, name=None), frame_root,
+                                   download=bool(data_cfg.get("download", False)),
+                                   base_url=data_cfg.get("base_url"), progress=progress)
+        except download.FramesMissingError as exc:
+            if not bool(data_cfg.get("skip_missing_frames", True)):
+                raise UserInputError(str(exc)) from exc
+            # batch work goes on: stars of the missing fields are rejected with a reason
+            _say(f"warning: {exc}")
     t0 = time.time()
     try:
         selection = catalog.select_stars(cross, labels)
