@@ -1,0 +1,367 @@
+"""Tests of stellarexp.data.population: labels, colours, luminosities, selection, field stars."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stellarexp.data import population as pop
+from stellarexp.data.sdss import BANDS, EXTINCTION_COEFF
+
+N_LABELLED = 20_000
+
+
+@pytest.fixture(scope="module")
+def labelled() -> pd.DataFrame:
+    return pop.draw_labelled_stars(N_LABELLED, 1234)
+
+
+@pytest.fixture(scope="module")
+def field() -> pd.DataFrame:
+    return pop.draw_field_stars(20_000, 99)
+
+
+# --- packaged APOGEE labels -------------------------------------------------------------------
+def test_apogee_resource_is_compact_and_clean():
+    path = resources.files("stellarexp.resources").joinpath(pop.APOGEE_RESOURCE)
+    assert path.is_file()
+    assert len(path.read_bytes()) < 1_000_000
+    labels = pop.load_apogee_labels()
+    assert list(labels.columns) == ["teff", "logg", "fe_h", "glat"]
+    assert len(labels) > 30_000
+    assert np.isfinite(labels.to_numpy()).all()
+    assert (labels[["teff", "logg", "fe_h"]] > -9000).all().all()
+    assert labels.teff.between(3000, 8000).all() and labels.logg.between(-0.5, 5.5).all()
+    # Real APOGEE is mostly giants; about 7% of unique stars have logg > 4.
+    assert 0.04 < (labels.logg > 4).mean() < 0.10
+    # A copy: editing it must not change later loads.
+    labels.loc[0, "teff"] = -1.0
+    assert pop.load_apogee_labels().loc[0, "teff"] > 0
+
+
+def test_build_resource_dedupes_and_drops_bad_rows(tmp_path):
+    csv = tmp_path / "allstar.csv"
+    pd.DataFrame(
+        {
+            "apogee_id": ["2M13000000+3600000", "2M13000000+3600000", "2M00000000-0100000",
+                          "2M10000000+2000000", "2M11000000+2000000"],
+            "teff": [5000.0, 5100.0, 4500.0, -9999.0, np.nan],
+            "logg": [2.5, 2.6, 4.5, 2.0, 2.0],
+            "fe_h": [0.0, 0.1, -0.5, 0.0, 0.0],
+        }
+    ).to_csv(csv, index=False)
+    out = tmp_path / "labels.npz"
+    assert pop.build_apogee_resource(csv, out) == 2
+    with np.load(out) as npz:
+        np.testing.assert_allclose(npz["teff"], [5000.0, 4500.0])
+        # RA 195 deg, Dec +36 lies near the north Galactic pole; RA 0, Dec -1 at b ~ -61.
+        assert npz["glat"][0] > 75 and -65 < npz["glat"][1] < -55
+
+
+# --- colour relations -------------------------------------------------------------------------
+def test_teff_gr_round_trip():
+    teff = np.linspace(4400.0, 9000.0, 200)
+    np.testing.assert_allclose(pop.gr_to_teff(pop.teff_to_gr(teff)), teff, rtol=2e-4)
+    gr = np.linspace(-0.3, 1.0, 200)
+    np.testing.assert_allclose(pop.teff_to_gr(pop.gr_to_teff(gr)), gr, atol=2e-3)
+    # The Sun lands near its measured g-r (0.44).
+    assert 0.38 < float(pop.teff_to_gr(pop.TEFF_SUN)) < 0.47
+
+
+def test_feh_round_trip_inside_validity():
+    gr, feh = np.meshgrid(np.linspace(0.3, 0.6, 13), np.linspace(-2.0, 0.0, 21))
+    ug = pop.ug_from_feh(gr, feh)
+    np.testing.assert_allclose(pop.feh_from_colours(ug, gr), feh, atol=1e-9)
+    # F/G dwarfs: metal-poor halo near 0.8-0.95, the Sun near its measured 1.43.
+    assert 0.75 < float(pop.ug_from_feh(0.3, -1.5)) < 0.95
+    assert 1.3 < float(pop.ug_from_feh(0.44, 0.0)) < 1.55
+
+
+def test_ug_extension_is_continuous_monotonic_in_feh_and_bounded():
+    feh = np.linspace(-3.0, 0.6, 361)
+    for gr in (-0.2, 0.1, 0.25, 0.3, 0.45, 0.6, 0.8, 1.2, 1.4):
+        ug = pop.ug_from_feh(gr, feh)
+        slope = np.diff(ug) / np.diff(feh)
+        assert (slope > 0).all(), gr  # more metals, redder u-g, everywhere
+        assert slope.max() <= pop.UG_FEH_MAX_SLOPE + 1e-6, gr  # no blow-up at the polynomial's peak
+    gr = np.linspace(-0.3, 1.5, 1801)
+    for f in (-2.0, -0.5, 0.0, 0.4):
+        jumps = np.abs(np.diff(pop.ug_from_feh(gr, f)))
+        assert jumps.max() < 0.01, f  # no step at the window edges 0.3 and 0.6
+
+
+def test_locus_round_trip_and_iz():
+    gr = np.linspace(-0.2, 1.38, 300)
+    np.testing.assert_allclose(pop.gr_from_ri(pop.ri_from_gr(gr)), gr, atol=1e-4)
+    assert np.all(np.diff(pop.iz_from_ri(np.linspace(0, 2, 50))) > 0)
+
+
+def test_giants_redder_in_ug_than_dwarfs_at_same_gr():
+    teff = np.linspace(4000.0, 6200.0, 12)
+    dwarf = pop.intrinsic_colours(teff, 4.6, -0.3)
+    giant = pop.intrinsic_colours(teff, 2.0, -0.3)
+    np.testing.assert_allclose(giant["g_r"], dwarf["g_r"])
+    diff = giant["u_g"] - dwarf["u_g"]
+    assert (diff > 0.1).all() and (diff < 0.2).all()
+    # Smooth in logg: subgiants in between.
+    sub = pop.intrinsic_colours(teff, 3.5, -0.3)["u_g"]
+    assert ((sub > dwarf["u_g"]) & (sub < giant["u_g"])).all()
+
+
+def test_colours_monotonic_with_teff_and_continuous_at_cool_join():
+    teff = np.linspace(3300.0, 7000.0, 741)
+    col = pop.intrinsic_colours(teff, pop._main_sequence_logg(teff), 0.0)
+    for key in ("g_r", "r_i", "i_z"):
+        assert (np.diff(col[key]) < 0).all(), key
+    ug = pop.intrinsic_colours([3500.0, 4000.0, 5000.0, 5800.0], 4.6, 0.0)["u_g"]
+    assert (np.diff(ug) < 0).all()
+    t_join = pop._T_JOIN
+    near = pop.intrinsic_colours([t_join - 0.5, t_join + 0.5], 4.6, 0.0)
+    for key, v in near.items():
+        assert abs(v[0] - v[1]) < 5e-3, key
+    # M dwarfs: g-r saturates near 1.4 while r-i keeps growing.
+    cool = pop.intrinsic_colours([3300.0, 3600.0], 4.8, 0.0)
+    assert 1.3 < cool["g_r"][0] < 1.4 and cool["r_i"][0] > 1.2 > cool["r_i"][1] > 0.7
+
+
+# --- bolometric corrections and luminosity ------------------------------------------------------
+def test_blackbody_bc_is_pinned_at_the_sun_and_physical():
+    for band in (*BANDS, "H"):
+        assert float(pop.blackbody_bc(pop.TEFF_SUN, band)) == pytest.approx(
+            pop.MBOL_SUN - pop.ABSMAG_SUN[band], abs=1e-9
+        )
+    # The raw blackbody through the real filters is already close for the Sun in r.
+    assert abs(float(pop.blackbody_bc(pop.TEFF_SUN, "r", normalised=False)) - 0.09) < 0.1
+    # Cooler stars put ever less of their flux in u: BC_u falls steeply with Teff.
+    bc_u = pop.blackbody_bc([3500.0, 4500.0, 5772.0, 7000.0], "u")
+    assert (np.diff(bc_u) > 0).all() and bc_u[0] < -3
+    with pytest.raises(ValueError, match="band"):
+        pop.blackbody_bc(5000.0, "y")
+
+
+def test_sun_absolute_magnitudes():
+    m = pop.absolute_magnitudes(pop.TEFF_SUN, pop.LOGG_SUN, 0.0, 1.0)
+    assert float(m["luminosity"]) == pytest.approx(1.0, rel=1e-3)
+    assert float(m["mbol"]) == pytest.approx(4.74, abs=0.01)
+    for band in "griz":
+        assert float(m[band]) == pytest.approx(pop.ABSMAG_SUN[band], abs=0.1), band
+    assert float(m["u"]) == pytest.approx(pop.ABSMAG_SUN["u"], abs=0.2)
+
+
+def test_dwarf_absolute_r_agrees_with_ivezic_photometric_parallax():
+    teff = np.array([3500.0, 4000.0, 4500.0, 5000.0, 5500.0, 5800.0])
+    logg = pop._main_sequence_logg(teff)
+    mass = pop.stellar_mass(teff, logg, -0.5)
+    m = pop.absolute_magnitudes(teff, logg, -0.5, mass)
+    col = pop.intrinsic_colours(teff, logg, -0.5)
+    ivezic = pop.ivezic_dwarf_absmag_r(col["g_r"] + col["r_i"], -0.5)
+    assert np.abs(m["r"] - ivezic).max() < 0.35
+    # Giants are far more luminous than dwarfs of the same Teff.
+    giant = pop.absolute_magnitudes(4500.0, 2.4, 0.0, pop.stellar_mass(4500.0, 2.4, 0.0))
+    dwarf = pop.absolute_magnitudes(4500.0, 4.6, 0.0, pop.stellar_mass(4500.0, 4.6, 0.0))
+    assert float(dwarf["r"] - giant["r"]) > 5
+
+
+def test_stellar_mass_ranges():
+    assert float(pop.stellar_mass(pop.TEFF_SUN, 4.44, 0.0)) == pytest.approx(1.0, rel=0.05)
+    assert 0.4 < float(pop.stellar_mass(3600.0, 4.7, 0.0)) < 0.6
+    assert 1.1 < float(pop.stellar_mass(4600.0, 2.4, 0.0)) < 1.3
+    assert 0.8 < float(pop.stellar_mass(4600.0, 1.5, -1.5)) < 1.0
+
+
+# --- labelled stars -----------------------------------------------------------------------------
+def test_labelled_columns_and_r_window(labelled):
+    expected = {"teff", "logg", "fe_h", "mass", "distance_pc", "ebv", "label_index",
+                "luminosity", "mbol", "mag_h_2mass"}
+    for b in BANDS:
+        expected |= {f"extinction_{b}", f"absmag_{b}", f"mag_{b}", f"flux_{b}"}
+    assert expected <= set(labelled.columns)
+    assert len(labelled) == N_LABELLED
+    assert np.isfinite(labelled.select_dtypes("number").to_numpy()).all()
+    assert labelled.mag_r.between(14.0, 19.5).all()
+    # Unsaturated in g and i too (red giants are brighter in i than in r).
+    assert (labelled[["mag_g", "mag_i"]] >= 14.0).all().all()
+    # APOGEE could have observed every star: H within its deepest cohort, which keeps
+    # r below ~17 (red giants have r - H ~ 2-3).
+    assert (labelled.mag_h_2mass <= 13.8 + 1e-9).all()
+    assert 16.0 < labelled.mag_r.max() < 18.0
+    # Without APOGEE's depth the whole r window fills.
+    deep = pop.draw_labelled_stars(2000, 5, apogee_h_limit=None)
+    assert deep.mag_r.between(14.0, 19.5).all() and deep.mag_r.max() > 19.0
+
+
+def test_selection_raises_dwarf_fraction(labelled):
+    apogee = pop.load_apogee_labels()
+    before = (apogee.logg > 4).mean()
+    after = (labelled.logg > 4).mean()
+    assert after > before + 0.01
+    # Footprint: labels come from high-latitude APOGEE stars only.
+    assert (np.abs(apogee.glat.to_numpy()[labelled.label_index]) >= 30).all()
+    # Labels are real APOGEE rows plus tiny jitter.
+    src = apogee.iloc[labelled.label_index.to_numpy()]
+    assert np.abs(labelled.logg.to_numpy() - src.logg.to_numpy()).max() < 0.15
+    assert np.median(np.abs(labelled.teff.to_numpy() / src.teff.to_numpy() - 1)) < 0.01
+
+
+def test_magnitudes_follow_distance_extinction_and_flux(labelled):
+    mu = 5 * np.log10(labelled.distance_pc) - 5
+    for b in BANDS:
+        np.testing.assert_allclose(labelled[f"extinction_{b}"], EXTINCTION_COEFF[b] * labelled.ebv)
+        np.testing.assert_allclose(
+            labelled[f"mag_{b}"], labelled[f"absmag_{b}"] + mu + labelled[f"extinction_{b}"], atol=1e-9
+        )
+        np.testing.assert_allclose(labelled[f"flux_{b}"], 10 ** (-0.4 * (labelled[f"mag_{b}"] - 22.5)))
+    # Reddening of g-r is E(B-V) times the coefficient difference.
+    e_gr = (labelled.mag_g - labelled.mag_r) - (labelled.absmag_g - labelled.absmag_r)
+    np.testing.assert_allclose(e_gr, (EXTINCTION_COEFF["g"] - EXTINCTION_COEFF["r"]) * labelled.ebv, atol=1e-9)
+    # High latitude: a few hundredths of a magnitude.
+    assert 0.02 < labelled.ebv.median() < 0.045 and labelled.ebv.min() > 0
+
+
+def test_fixed_and_zero_reddening():
+    fixed = pop.draw_labelled_stars(200, 5, ebv=0.1)
+    assert (fixed.ebv == 0.1).all()
+    np.testing.assert_allclose(fixed.extinction_u, 0.4239)
+    clean = pop.draw_labelled_stars(200, 5, ebv_scale=0.0)
+    assert (clean[[f"extinction_{b}" for b in BANDS]] == 0).all().all()
+
+
+def test_labelled_determinism(labelled):
+    again = pop.draw_labelled_stars(N_LABELLED, 1234)
+    pd.testing.assert_frame_equal(labelled, again)
+    other = pop.draw_labelled_stars(N_LABELLED, 1235)
+    assert not np.allclose(other.mag_r.to_numpy(), labelled.mag_r.to_numpy())
+    via_generator = pop.draw_labelled_stars(50, np.random.default_rng(7))
+    pd.testing.assert_frame_equal(via_generator, pop.draw_labelled_stars(50, 7))
+
+
+def test_labelled_colour_distribution(labelled):
+    gr = labelled.mag_g - labelled.mag_r - labelled.ebv * (EXTINCTION_COEFF["g"] - EXTINCTION_COEFF["r"])
+    ug = labelled.mag_u - labelled.mag_g - labelled.ebv * (EXTINCTION_COEFF["u"] - EXTINCTION_COEFF["g"])
+    dwarfs = labelled.logg > 4
+    # APOGEE dwarfs are F/G stars near solar metallicity; giants are K giants.
+    assert 0.2 < gr[dwarfs].median() < 0.5
+    assert 1.1 < ug[dwarfs].median() < 1.5
+    assert 0.6 < gr[~dwarfs].median() < 1.1
+    # Colours carry Teff: hotter stars are bluer.
+    assert np.corrcoef(labelled.teff, gr)[0, 1] < -0.9
+
+
+def test_draw_speed():
+    pop.draw_labelled_stars(10, 0)  # warm the caches (filter curves, distance model)
+    start = time.perf_counter()
+    pop.draw_labelled_stars(N_LABELLED, 3)
+    pop.draw_field_stars(N_LABELLED, 3)
+    assert time.perf_counter() - start < 5.0
+
+
+# --- observed labels ----------------------------------------------------------------------------
+def test_observed_labels(labelled):
+    obs = pop.observed_labels(labelled, 11)
+    assert list(obs.columns) == ["teff", "logg", "fe_h", "teff_err", "logg_err", "fe_h_err"]
+    assert obs.index.equals(labelled.index)
+    assert (obs.teff_err / labelled.teff).median() == pytest.approx(0.02, rel=0.1)
+    assert obs.logg_err.median() == pytest.approx(0.1, rel=0.1)
+    assert obs.fe_h_err.median() == pytest.approx(0.05, rel=0.1)
+    assert obs.logg_err.std() > 0.01  # errors differ from star to star
+    for c in ("teff", "logg", "fe_h"):
+        pull = (obs[c] - labelled[c]) / obs[f"{c}_err"]
+        assert abs(pull.mean()) < 0.05 and pull.std() == pytest.approx(1.0, abs=0.05), c
+    pd.testing.assert_frame_equal(obs, pop.observed_labels(labelled, 11))
+    with pytest.raises(ValueError, match="fe_h"):
+        pop.observed_labels(labelled[["teff", "logg"]], 0)
+
+
+# --- field stars --------------------------------------------------------------------------------
+def test_field_star_magnitudes(field):
+    assert field.mag_r.between(13.0, 23.0).all()
+    counts, _ = np.histogram(field.mag_r, bins=[17, 18, 21, 22])
+    # log N rising by ~0.18 per mag: 4 mag further, ~5x more stars.
+    assert 3 < counts[2] / counts[0] < 8
+    assert 50 < (field.mag_r < 14.5).sum() < 600  # a few bright, saturating neighbours
+    for b in BANDS:
+        np.testing.assert_allclose(field[f"flux_{b}"], 10 ** (-0.4 * (field[f"mag_{b}"] - 22.5)))
+        np.testing.assert_allclose(field[f"extinction_{b}"], EXTINCTION_COEFF[b] * field.ebv)
+
+
+def test_field_star_colours_look_like_sdss(field):
+    gr = field.mag_g - field.mag_r
+    ug = field.mag_u - field.mag_g
+    # Real SDSS stars of run 4510 camcol 4 with 14 < r < 21: median g-r 0.85 (docs/population.md).
+    assert 0.3 < gr[field.mag_r.between(14, 21)].median() < 0.9
+    fg = gr.between(0.2, 0.6) & (field.logg > 4)
+    assert 0.8 < ug[fg].median() < 1.3
+    # Bimodal like real high-latitude fields: blue turn-off stars and red M dwarfs.
+    assert (gr < 0.45).mean() > 0.2 and (gr > 1.2).mean() > 0.2
+    # Halo and M-dwarf shares grow towards faint magnitudes.
+    faint = field.mag_r > 20.5
+    bright = field.mag_r < 17
+    assert (field.population[faint] == "halo").mean() > (field.population[bright] == "halo").mean() + 0.3
+    assert (field.kind[faint] == "mdwarf").mean() > (field.kind[bright] == "mdwarf").mean() + 0.2
+    halo_fg = fg & (field.population == "halo")
+    disc_fg = fg & (field.population == "disc")
+    assert ug[halo_fg].median() < ug[disc_fg].median() - 0.1  # metal-poor halo is bluer in u-g
+
+
+def test_field_determinism(field):
+    pd.testing.assert_frame_equal(field, pop.draw_field_stars(20_000, 99))
+
+
+# --- impossible settings ------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_bad_n(n):
+    with pytest.raises(ValueError, match="n must be"):
+        pop.draw_labelled_stars(n, 0)
+    with pytest.raises(ValueError, match="n must be"):
+        pop.draw_field_stars(n, 0)
+
+
+@pytest.mark.parametrize("r_range", [(19.5, 14.0), (15.0, 15.0), (14.0, np.inf), (14.0,), "ab"])
+def test_bad_r_range(r_range):
+    with pytest.raises(ValueError, match="r_range"):
+        pop.draw_labelled_stars(10, 0, r_range=r_range)
+    with pytest.raises(ValueError, match="r_range"):
+        pop.draw_field_stars(10, 0, r_range=r_range)
+
+
+def test_unreachable_r_range_names_it():
+    with pytest.raises(ValueError, match="r_range"):
+        pop.draw_labelled_stars(10, 0, r_range=(30.0, 31.0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"ebv_scale": -0.01}, "ebv_scale"),
+        ({"ebv_sigma": -1.0}, "ebv_sigma"),
+        ({"ebv": -0.1}, "ebv"),
+        ({"colour_scatter": -0.1}, "colour_scatter"),
+        ({"label_jitter": (0.1, 0.1)}, "label_jitter"),
+        ({"apogee_h_limit": ((12.2, -1.0),)}, "apogee_h_limit"),
+        ({"apogee_h_limit": np.nan}, "apogee_h_limit"),
+        ({"min_abs_glat": 95.0}, "min_abs_glat"),
+        ({"bright_bands": ("g", "i")}, "bright_bands"),
+        ({"bright_bands": ("r", "y")}, "bright_bands"),
+    ],
+)
+def test_bad_labelled_settings(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        pop.draw_labelled_stars(10, 0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"count_slope": -0.1}, "count_slope"),
+        ({"halo_fraction_faint": 1.5}, "halo_fraction_faint"),
+        ({"mdwarf_fraction_faint": 0.8}, "mdwarf_fraction"),
+        ({"ebv_scale": -1.0}, "ebv_scale"),
+    ],
+)
+def test_bad_field_settings(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        pop.draw_field_stars(10, 0, **kwargs)
