@@ -56,6 +56,10 @@ class SurveySpec:
     crowding_radius_arcsec: float = 6.0
     crowding_max_neighbours: int = 2
     crowding_mag_limit: float = 21.5
+    # the catalogue's PSF model is an estimate, not the truth (SDSS's psField): its FWHM is off
+    # by this fraction (1 sigma, per field and band), and the reported errors carry a floor
+    psf_model_fwhm_error: float = 0.01
+    psf_model_error_floor: float = 0.012
 
     def __post_init__(self):
         for name in ("n_fields", "labelled_per_field"):
@@ -140,13 +144,16 @@ def _within(mask: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> np
     return hit
 
 
-def simulate_field(spec: SurveySpec, plan_row: dict) -> pd.DataFrame:
+def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate one field: draw stars, render and write its five frames, measure the catalogue.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per labelled star: truth, observed labels, measured photometry and flags.
+    labelled : pandas.DataFrame
+        One row per labelled star: truth, measured photometry and flags.
+    field_phot : pandas.DataFrame
+        r-band PSF photometry of unlabelled field stars (true magnitude, measured flux and
+        error): the magnitude vs flux-error curve compared with the real calibObj catalogue.
     """
     from astropy.wcs import WCS
 
@@ -157,11 +164,13 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> pd.DataFrame:
     cond = conditions.draw_field_conditions(run, camcol, field, rng, ra0=float(plan_row["ra0"]),
                                             dec0=float(plan_row["dec0"]))
     wcs_r = WCS(cond.bands[sdss.REFERENCE_BAND].wcs_header)
-    labelled = population.draw_labelled_stars(spec.labelled_per_field, rng, r_range=spec.r_range)
+    # one reddening per sight line: at high latitude the dust lies in front of every star
+    ebv = float(population.draw_ebv(1, rng)[0])
+    labelled = population.draw_labelled_stars(spec.labelled_per_field, rng, r_range=spec.r_range, ebv=ebv)
     m = spec.edge_margin_px
     labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
     labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
-    neighbours = population.draw_field_stars(spec.field_stars_per_field, rng)
+    neighbours = population.draw_field_stars(spec.field_stars_per_field, rng, ebv=ebv)
     # field stars anywhere, including just off the frame (their wings still land on it)
     neighbours["x_r"] = rng.uniform(-20, sdss.NAXIS1 + 20, len(neighbours))
     neighbours["y_r"] = rng.uniform(-20, sdss.NAXIS2 + 20, len(neighbours))
@@ -187,8 +196,10 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> pd.DataFrame:
         xb = np.asarray(rb.x[: n], dtype=float)
         yb = np.asarray(rb.y[: n], dtype=float)
         noise = _noise_map(rb, bc)
-        stamp, ovs = psf.oversampled_stamp(bc.psf, size=25, oversampling=4)
-        meas = photometry.measure_psf_fluxes(rb.image, noise, xb, yb, photometry.image_psf(stamp, ovs))
+        model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
+        stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
+        meas = photometry.measure_psf_fluxes(rb.image, noise, xb, yb, photometry.image_psf(stamp, ovs),
+                                             error_floor=spec.psf_model_error_floor)
         mag, mag_err = photometry.catalogue_magnitudes(meas["flux"].to_numpy(), meas["flux_err"].to_numpy(), band)
         out[f"psfFlux_{band}"] = meas["flux"].to_numpy()
         out[f"psfMag_{band}"] = mag
@@ -201,6 +212,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> pd.DataFrame:
         flags_all |= flags
         if band == sdss.REFERENCE_BAND:
             fitted_xy = meas[["x_fit", "y_fit"]].to_numpy()
+            field_phot = _field_star_photometry(rb, noise, neighbours, n, stamp, ovs, spec)
     # crowding: too many detectable neighbours within the deblending radius
     crowd = _crowded(labelled, neighbours, spec)
     for band in sdss.BANDS:
@@ -212,7 +224,35 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> pd.DataFrame:
     out["photoobj_dec"] = meas_sky.dec.deg
     for band in sdss.BANDS:
         out[f"fwhm_{band}"] = cond.bands[band].fwhm_arcsec
-    return out
+    field_phot.insert(0, "field", field)
+    field_phot.insert(0, "camcol", camcol)
+    field_phot.insert(0, "run", run)
+    return out, field_phot
+
+
+def _field_star_photometry(rb, noise, neighbours: pd.DataFrame, n_labelled: int, stamp, ovs, spec: SurveySpec,
+                           max_stars: int = 120) -> pd.DataFrame:
+    """Measure r-band PSF fluxes of a sample of field stars (14 < r < 22.5, inside the frame)."""
+    from stellarexp.data import photometry
+
+    x = np.asarray(rb.x[n_labelled:], dtype=float)
+    y = np.asarray(rb.y[n_labelled:], dtype=float)
+    mag = neighbours["mag_r"].to_numpy()
+    m = spec.edge_margin_px
+    ok = (mag > 14) & (mag < 22.5) & (x > m) & (x < sdss.NAXIS1 - m) & (y > m) & (y < sdss.NAXIS2 - m)
+    idx = np.flatnonzero(ok)[:max_stars]
+    meas = photometry.measure_psf_fluxes(rb.image, noise, x[idx], y[idx], photometry.image_psf(stamp, ovs),
+                                         error_floor=spec.psf_model_error_floor)
+    return pd.DataFrame({"mag_r_true": mag[idx], "psfFlux_r": meas["flux"].to_numpy(),
+                         "psfFluxErr_r": meas["flux_err"].to_numpy()})
+
+
+def catalogue_psf(true_psf, rng, fwhm_error: float):
+    """The PSF model a photometric pipeline would estimate: the true one, FWHM slightly off."""
+    import dataclasses
+
+    scale = 1.0 + (rng.normal(0.0, fwhm_error) if fwhm_error > 0 else 0.0)
+    return dataclasses.replace(true_psf, fwhm_px=true_psf.fwhm_px * scale)
 
 
 def _noise_map(rb, bc) -> np.ndarray:
@@ -254,7 +294,10 @@ def _field_done(spec: SurveySpec, row) -> bool:
 def _run_field(spec: SurveySpec, row: dict) -> str:
     # one thread per process: the workers already use both cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    df = simulate_field(spec, row)
+    df, field_phot = simulate_field(spec, row)
+    # the field-photometry file first: the labelled-star file marks the field as done
+    with atomic_path(_field_result_path(spec, row).with_suffix(".fieldstars.csv")) as tmp:
+        field_phot.to_csv(tmp, index=False)
     with atomic_path(_field_result_path(spec, row)) as tmp:
         df.to_csv(tmp, index=False)
     return str(_field_result_path(spec, row))
@@ -298,7 +341,12 @@ def simulate_survey(spec: SurveySpec, *, progress: bool = True, force: bool = Fa
             _run_field(spec, r)
             bar.update(1)
     bar.close()
-    stars = pd.concat([pd.read_csv(_field_result_path(spec, r)) for r in plan.to_dict("records")], ignore_index=True)
+    records = plan.to_dict("records")
+    stars = pd.concat([pd.read_csv(_field_result_path(spec, r)) for r in records], ignore_index=True)
+    field_phot = pd.concat([pd.read_csv(_field_result_path(spec, r).with_suffix(".fieldstars.csv"))
+                            for r in records], ignore_index=True)
+    with atomic_path(root / "field_photometry.csv") as tmp:
+        field_phot.to_csv(tmp, index=False)
     summary = write_catalogues(spec, stars)
     summary["simulate_seconds"] = round(time.time() - t0, 1)
     summary["fingerprint"] = spec.fingerprint()
@@ -327,6 +375,11 @@ def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
         else:
             seen[a] = 0
     fields = [f"SYN{int(r):04d}_{int(c)}" for r, c in zip(stars["run"], stars["camcol"])]
+    def pick(frac: float) -> np.ndarray:
+        # a fixed count (at least one when the fraction is non-zero) so even `tiny` shows each case
+        k = 0 if frac <= 0 else min(n, max(1, int(round(frac * n))))
+        return np.sort(rng.choice(n, size=k, replace=False))
+
     labels = pd.DataFrame({
         "APOGEE_ID": ids, "TELESCOPE": "apo25m", "FIELD": fields,
         "APSTAR_ID": [f"apogee.apo25m.s.stars.{f}.{a}" for f, a in zip(fields, ids)],
@@ -334,14 +387,14 @@ def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
         "TEFF": obs["teff"].to_numpy(), "TEFF_ERR": obs["teff_err"].to_numpy(),
         "LOGG": obs["logg"].to_numpy(), "LOGG_ERR": obs["logg_err"].to_numpy(),
         "FE_H": obs["fe_h"].to_numpy(), "FE_H_ERR": obs["fe_h_err"].to_numpy(),
-        "FE_H_FLAG": (rng.random(n) < spec.fe_h_flag_fraction).astype(np.int32),
+        "FE_H_FLAG": np.zeros(n, dtype=np.int32),
         "SNR": rng.lognormal(np.log(150), 0.5, n).astype(np.float32),
     })
+    labels.loc[pick(spec.fe_h_flag_fraction), "FE_H_FLAG"] = 1
     # ASPCAP leaves some labels unmeasured: the -9999 sentinel
-    for col in ("TEFF", "LOGG", "FE_H"):
-        miss = rng.random(n) < spec.missing_label_fraction / 3
-        labels.loc[miss, col] = sdss.LABEL_SENTINEL
-        labels.loc[miss, f"{col}_ERR"] = sdss.LABEL_SENTINEL
+    for k, row in enumerate(pick(spec.missing_label_fraction)):
+        col = ("TEFF", "LOGG", "FE_H")[k % 3]
+        labels.loc[row, [col, f"{col}_ERR"]] = sdss.LABEL_SENTINEL
     cross = pd.DataFrame({
         "run": stars["run"].astype(int), "camcol": stars["camcol"].astype(int), "field": stars["field"].astype(int),
         "objID": stars["objID"].astype(np.int64),
@@ -357,7 +410,7 @@ def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
         cross[f"extinction_{band}"] = stars[f"extinction_{band}"]
     # real allStar files list some stars twice (observed from two fields/telescopes); the
     # nearest-object cross-match then returns the photoObj row once per APOGEE entry
-    dup = np.flatnonzero(rng.random(n) < spec.duplicate_fraction)
+    dup = pick(spec.duplicate_fraction)
     if len(dup):
         extra = labels.iloc[dup].copy()
         extra["TELESCOPE"] = "apo1m"
