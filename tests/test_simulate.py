@@ -60,6 +60,8 @@ def test_labels_file_has_allstar_columns_and_duplicates(survey):
     from astropy.table import Table
 
     labels = Table.read(survey["root"] / "allStar-synthetic.fits").to_pandas()
+    for col in ("APOGEE_ID", "APSTAR_ID"):
+        labels[col] = [v.decode() if isinstance(v, bytes) else str(v) for v in labels[col]]
     for col in ("APOGEE_ID", "APSTAR_ID", "RA", "DEC", "TEFF", "LOGG", "FE_H", "TEFF_ERR", "LOGG_ERR",
                 "FE_H_ERR", "FE_H_FLAG"):
         assert col in labels, col
