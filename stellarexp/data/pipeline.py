@@ -128,7 +128,8 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     content = ds.DatasetContent(images=result.images, stars=stars, rejects=rejects, funnel=funnel,
                                 name=f"{data_cfg.name}" + (f"-{data_cfg.size}" if "size" in data_cfg else ""),
                                 label_free=labels is None,
-                                extra_attrs={"build_seconds": round(time.time() - t0, 1)})
+                                extra_attrs={"build_seconds": round(time.time() - t0, 1),
+                                             "cutouts": cutouts.config_dict(ccfg)})
     ds.write_dataset(out, content)
     _say(f"wrote {out} ({len(stars)} stars) in {time.time() - t0:.0f} s")
     return out
