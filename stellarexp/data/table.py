@@ -1,0 +1,252 @@
+"""Star tables for the tabular stages: a user's CSV/Parquet/FITS table (``data=table``) or the
+star table of a dataset file (``data=synthetic``, ``data=sdss``).
+
+Either way the result is a :class:`StarTable` whose frame uses the dataset file's column names
+(``star_id``, ``psfmag_<b>``, ``extinction_<b>``, ``teff``, ``logg``, ``fe_h``, optional
+``<label>_true``, and ``fold`` or ``subset``), a name and a content fingerprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stellarexp.data.dataset import LABELS, DatasetError, fold_of, split_mask
+from stellarexp.data.features import COLOR_FEATURES
+from stellarexp.data.sdss import BANDS, LABEL_SENTINEL
+
+SUBSETS = ("train", "val", "test")
+_SUBSET_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                   "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass
+class StarTable:
+    """Stars with labels and photometry, ready for feature extraction.
+
+    Attributes
+    ----------
+    stars : pandas.DataFrame
+        Dataset-file column names; either ``fold`` (0-9) or ``subset`` (train/val/test).
+    name : str
+        Data name recorded in the MLflow ``data`` tag.
+    fingerprint : str
+        sha256 of the content (the dataset file's own fingerprint for HDF5 datasets).
+    path : pathlib.Path
+        File the stars came from.
+    """
+
+    stars: pd.DataFrame
+    name: str
+    fingerprint: str
+    path: Path
+
+    @property
+    def split_source(self) -> str:
+        """``fold`` when subsets follow ``split=...``, ``column`` when the table fixes them."""
+        return "column" if "subset" in self.stars else "fold"
+
+    def subset_mask(self, split: str, subset: str) -> np.ndarray:
+        """Boolean mask of ``subset`` (train/val/test) under ``split`` (paper/holdout).
+
+        A table with a train/val/test split column ignores ``split``: its own column decides.
+        """
+        if "subset" in self.stars:
+            if subset not in SUBSETS:
+                raise ValueError(f"unknown subset {subset!r}; choose one of {SUBSETS}")
+            return (self.stars["subset"] == subset).to_numpy()
+        return split_mask(self.stars["fold"].to_numpy(), split, subset)
+
+
+def _column_map(spec, what: str) -> dict[str, str] | None:
+    """Band -> column from a mapping, or from a template such as ``'psfMag_{band}'``."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if "{band}" not in spec:
+            raise ValueError(f"data.columns.{what}: a template needs '{{band}}', got {spec!r}")
+        return {b: spec.format(band=b) for b in BANDS}
+    if isinstance(spec, Mapping):
+        missing = [b for b in BANDS if b not in spec]
+        if missing:
+            raise ValueError(f"data.columns.{what} lacks bands {missing}")
+        return {b: str(spec[b]) for b in BANDS}
+    raise ValueError(f"data.columns.{what} must be a band mapping or a '{{band}}' template")
+
+
+def _color_map(spec) -> dict[str, str] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        missing = [c for c in COLOR_FEATURES if c not in spec]
+        if missing:
+            raise ValueError(f"data.columns.colors lacks colours {missing}")
+        return {c: str(spec[c]) for c in COLOR_FEATURES}
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        if len(spec) != len(COLOR_FEATURES):
+            raise ValueError(
+                f"data.columns.colors lists {len(spec)} columns; give all ten, in the order "
+                f"{list(COLOR_FEATURES)}"
+            )
+        return dict(zip(COLOR_FEATURES, map(str, spec)))
+    raise ValueError("data.columns.colors must be a mapping or a list of ten column names")
+
+
+def _read_any(path: Path, fmt: str, columns: list[str], hdu) -> pd.DataFrame:
+    if fmt == "auto":
+        name = path.name.lower()
+        if name.endswith((".parquet", ".pq")):
+            fmt = "parquet"
+        elif name.endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
+            fmt = "fits"
+        elif name.endswith((".csv", ".csv.gz", ".txt", ".tsv")):
+            fmt = "csv"
+        else:
+            raise ValueError(f"cannot tell the format of {path}; set data.format=csv|parquet|fits")
+    if fmt == "csv":
+        sep = "\t" if path.name.lower().endswith(".tsv") else ","
+        frame = pd.read_csv(path, sep=sep)
+    elif fmt == "parquet":
+        frame = pd.read_parquet(path)
+    elif fmt == "fits":
+        from astropy.table import Table
+
+        table = Table.read(path, hdu=hdu)
+        keep = [c for c in columns if c in table.colnames]
+        frame = table[keep].to_pandas()
+        frame.attrs["available"] = list(table.colnames)
+    else:
+        raise ValueError(f"unknown table format {fmt!r}; choose auto, csv, parquet or fits")
+    available = frame.attrs.get("available", list(frame.columns))
+    missing = [c for c in columns if c not in available]
+    if missing:
+        raise DatasetError(
+            f"{path} lacks columns {missing}; it has {list(available)}. Map your column names "
+            "with data.columns.* (see docs/training.md)"
+        )
+    return frame[columns]
+
+
+def _numeric(values: pd.Series) -> np.ndarray:
+    out = np.array(pd.to_numeric(values, errors="coerce"), dtype=float)  # a writable copy
+    out[out == LABEL_SENTINEL] = np.nan
+    return out
+
+
+def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = "table") -> StarTable:
+    """Read a user's star table and map its columns onto the dataset file's names.
+
+    Parameters
+    ----------
+    path : path-like
+        CSV (``.csv``, ``.csv.gz``, ``.tsv``), Parquet or FITS table.
+    columns : mapping
+        ``id``, ``magnitudes``, ``extinction``, ``colors``, ``labels``, ``truth``, ``split``
+        (see ``conf/data/table.yaml``).
+    fmt : str
+        ``auto`` (by extension), ``csv``, ``parquet`` or ``fits``.
+    hdu : int or str
+        FITS extension holding the table.
+    name : str
+        Data name for the MLflow tag.
+
+    Returns
+    -------
+    StarTable
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"table {path} does not exist (set data.path=...)")
+    mags = _column_map(columns.get("magnitudes"), "magnitudes")
+    ext = _column_map(columns.get("extinction"), "extinction")
+    cols = _color_map(columns.get("colors"))
+    labels = dict(columns.get("labels") or {})
+    truth = dict(columns.get("truth") or {})
+    unknown = sorted(set(labels) - set(LABELS)) + sorted(set(truth) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown labels {unknown} in data.columns; labels are {list(LABELS)}")
+    if mags is None and cols is None:
+        raise ValueError("data.columns needs magnitudes, colours, or both")
+    id_col, split_col = columns.get("id"), columns.get("split")
+
+    wanted: list[str] = []
+    for group in (mags, ext, cols, labels, truth):
+        wanted += list((group or {}).values())
+    wanted += [c for c in (id_col, split_col) if c]
+    wanted = list(dict.fromkeys(wanted))
+    raw = _read_any(path, fmt, wanted, hdu)
+
+    out = pd.DataFrame(index=range(len(raw)))
+    if id_col:
+        ids = raw[id_col].astype(str).str.strip().to_numpy()
+        if pd.Series(ids).duplicated().any():
+            raise DatasetError(f"column {id_col!r} of {path} has duplicated star ids")
+    else:
+        ids = np.array([f"row{i}" for i in range(len(raw))], dtype=object)
+    out["star_id"] = ids
+    for b in BANDS:
+        if mags:
+            out[f"psfmag_{b}"] = _numeric(raw[mags[b]])
+        if ext:
+            out[f"extinction_{b}"] = _numeric(raw[ext[b]])
+    for feature, col in (cols or {}).items():
+        out[feature] = _numeric(raw[col])
+    for label in LABELS:
+        out[label] = _numeric(raw[labels[label]]) if label in labels else np.nan
+        if label in truth:
+            out[f"{label}_true"] = _numeric(raw[truth[label]])
+    if split_col:
+        values = raw[split_col]
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all():
+            folds = numeric.to_numpy()
+            if not np.isin(folds, np.arange(10)).all():
+                raise DatasetError(f"split column {split_col!r} must hold folds 0-9 or train/val/test")
+            out["fold"] = folds.astype(np.int8)
+        else:
+            norm = values.astype(str).str.strip().str.lower().map(_SUBSET_ALIASES)
+            if norm.isna().any():
+                bad = sorted(set(values[norm.isna()].astype(str)))[:5]
+                raise DatasetError(
+                    f"split column {split_col!r} has values {bad}; use train/val/test or folds 0-9"
+                )
+            out["subset"] = norm.to_numpy()
+    else:
+        out["fold"] = fold_of(out["star_id"])
+
+    from stellarexp.data.dataset import fingerprint
+
+    fp = fingerprint(np.zeros((0, len(BANDS), 0, 0), np.float32), out)
+    return StarTable(stars=out, name=name, fingerprint=fp, path=path)
+
+
+def read_dataset_stars(path, name: str | None = None) -> StarTable:
+    """The star table of an HDF5 dataset file (no images), with the file's own fingerprint."""
+    from stellarexp.data.dataset import read_attrs, read_stars
+
+    attrs = read_attrs(path)
+    return StarTable(stars=read_stars(path), name=name or str(attrs.get("name", "dataset")),
+                     fingerprint=str(attrs.get("fingerprint", "unknown")), path=Path(path))
+
+
+def load_stars(data_cfg) -> StarTable:
+    """Load the stars of a ``data`` config (``table``, or any config with ``dataset_path``).
+
+    A missing synthetic dataset is simulated and built first, through
+    :func:`stellarexp.data.pipeline.ensure_dataset`; other missing dataset files raise
+    :class:`~stellarexp.data.dataset.DatasetError` with the command that builds them.
+    """
+    name = str(data_cfg.get("name", "dataset"))
+    if name == "table" or "columns" in data_cfg:
+        return read_table(data_cfg["path"], data_cfg["columns"], fmt=data_cfg.get("format", "auto"),
+                          hdu=data_cfg.get("hdu", 1), name=name)
+    path = Path(str(data_cfg["dataset_path"]))
+    if name == "synthetic":
+        from stellarexp.data.pipeline import ensure_dataset  # simulates + builds when absent
+
+        path = Path(ensure_dataset(data_cfg))
+    return read_dataset_stars(path, name)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap intervals and figures (imports nothing heavy)."""

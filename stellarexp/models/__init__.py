@@ -1,0 +1,1 @@
+"""Model families: tree baselines (:mod:`.baselines`); image models arrive as their own modules."""

@@ -1,0 +1,55 @@
+"""Stage registry: ``stage=<name>`` -> one function ``run(cfg, run) -> dict | None``.
+
+A stage receives the job's config (an OmegaConf ``DictConfig``) and the
+:class:`~stellarexp.tracking.runs.TrackedRun` of its MLflow run; it logs its artifacts through
+that handle and returns its final metrics (``{"val/sigma_teff": ...}``), which the entry point
+logs in one batch and from which it returns ``optimized_metric`` to Hydra.
+
+Stages are registered as ``"module:function"`` strings and imported only when selected, so one
+stage's dependencies (torch for the image stages) never load for another. Adding a stage is one
+line in :data:`STAGES` plus ``conf/stage/<name>.yaml`` (or :func:`register` from a plugin).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+STAGES: dict[str, str] = {
+    "baseline": "stellarexp.stages.baseline:run",
+    "report": "stellarexp.stages.report:run",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Register stage ``name`` as ``"package.module:function"`` (replacing an earlier entry)."""
+    if ":" not in target:
+        raise ValueError(f"stage target must look like 'package.module:function', got {target!r}")
+    STAGES[name] = target
+
+
+def resolve(name: str) -> Callable:
+    """Import and return the function of stage ``name``."""
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; registered stages: {sorted(STAGES)}")
+    module, _, func = STAGES[name].partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def targets_of(target) -> list[str]:
+    """Labels selected by the ``target`` key: ``all``, one label, or a list of labels."""
+    from stellarexp.data.dataset import LABELS
+
+    if target is None or target == "all":
+        return list(LABELS)
+    chosen = [target] if isinstance(target, str) else [str(t) for t in target]
+    unknown = [t for t in chosen if t not in LABELS]
+    if unknown or not chosen:
+        raise ValueError(f"target must be 'all' or among {list(LABELS)}, got {target!r}")
+    return chosen
+
+
+def optimized_metric(cfg) -> str:
+    """The metric a job returns: ``optimized_metric``, or ``val/sigma_<first target>``."""
+    name = cfg.get("optimized_metric")
+    return str(name) if name else f"val/sigma_{targets_of(cfg.get('target'))[0]}"

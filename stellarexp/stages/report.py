@@ -1,0 +1,93 @@
+"""``stage=report`` (also ``python -m stellarexp.report``): the Table-2 comparison.
+
+Selects runs for one data fingerprint and split (or explicit run ids), prints the Markdown
+table and logs it as Markdown, CSV and HTML to this job's "comparison" run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def data_fingerprint(data_cfg) -> str | None:
+    """Fingerprint of the data config's dataset (``None`` when it does not exist yet)."""
+    from omegaconf import OmegaConf
+
+    from stellarexp.data.dataset import DatasetError, read_attrs
+    from stellarexp.data.table import read_table
+
+    try:
+        if "columns" in data_cfg:
+            if OmegaConf.is_missing(data_cfg, "path"):
+                return None
+            cols = OmegaConf.to_container(data_cfg.columns, resolve=True)
+            return read_table(data_cfg.path, cols, fmt=data_cfg.get("format", "auto"),
+                              hdu=data_cfg.get("hdu", 1)).fingerprint
+        path = Path(str(data_cfg.dataset_path))
+        if not path.is_file():
+            return None
+        return str(read_attrs(path).get("fingerprint")) or None
+    except (DatasetError, OSError) as exc:
+        log.warning("cannot read the data config's dataset (%s)", exc)
+        return None
+
+
+def run(cfg, run) -> dict:
+    """Build, print and log the comparison table; see the module docstring."""
+    from stellarexp.data.dataset import eval_subset
+    from stellarexp.tracking import compare
+
+    scfg = cfg.stage
+    split = str(cfg.split.name)
+    subset = eval_subset(split)
+    names = list(scfg.sources) if scfg.get("sources") else list(compare.ROW_SOURCES)
+    unknown = [n for n in names if n not in compare.ROW_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown row sources {unknown}; registered: {list(compare.ROW_SOURCES)}")
+    client = run.client
+    run_ids = [str(r) for r in (scfg.get("run_ids") or [])]
+    if run_ids:
+        runs = sorted((client.get_run(r) for r in run_ids), key=lambda r: -r.info.start_time)
+        stages = {compare.ROW_SOURCES[n].stage: n for n in names}
+        by_source = {n: [r for r in runs if stages.get(r.data.tags.get("stage")) == n] for n in names}
+        fps = {r.data.tags.get("data_fingerprint") for r in runs}
+        fingerprint = next(iter(fps)) if len(fps) == 1 else None
+        if len(fps) > 1:
+            log.warning("the selected runs come from %d different datasets", len(fps))
+    else:
+        experiments = list(scfg.experiments) if scfg.get("experiments") else None
+        fingerprint = scfg.get("fingerprint") or data_fingerprint(cfg.data)
+        if fingerprint is None:
+            newest = [r for n in names for r in compare.search_finished(
+                client, stage=compare.ROW_SOURCES[n].stage, fingerprint=None, split=split,
+                experiments=experiments)[:1]]
+            if newest:
+                newest.sort(key=lambda r: -r.info.start_time)
+                fingerprint = newest[0].data.tags.get("data_fingerprint")
+                log.info("no dataset file for the data config: using the newest run's data "
+                         "fingerprint %s", fingerprint)
+        by_source = {n: compare.search_finished(client, stage=compare.ROW_SOURCES[n].stage,
+                                                fingerprint=fingerprint, split=split,
+                                                experiments=experiments) for n in names}
+    comp = compare.build(by_source, split=split, subset=subset, fingerprint=fingerprint,
+                         paper=bool(scfg.get("paper", True)))
+
+    markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)))
+    print(markdown, flush=True)
+    out = run.output_dir / "comparison"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(markdown)
+    compare.to_frame(comp, paper=bool(scfg.get("paper", True)), text=False).to_csv(
+        out / "comparison.csv", index=False)
+    (out / "comparison.html").write_text(compare.to_html(comp, paper=bool(scfg.get("paper", True))))
+    (out / "selection.json").write_text(json.dumps(
+        {"fingerprint": fingerprint, "split": split, "subset": subset, "run_ids": comp.run_ids},
+        indent=2))
+    run.log_artifact(out, "comparison")
+    run.set_tags({"data_fingerprint": fingerprint or "any", "report.subset": subset,
+                  "report.n_runs": len(comp.run_ids)})
+    return {}

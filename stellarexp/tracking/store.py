@@ -1,0 +1,92 @@
+"""Where runs are stored: tracking URI resolution and experiments with absolute artifact roots.
+
+Default ("embedded") store: ``sqlite:///$STELLAREXP_HOME/mlruns/mlflow.db`` with artifacts under
+``$STELLAREXP_HOME/mlruns/artifacts/<experiment>``. MLflow's own default (``./mlflow.db`` and
+``./mlruns`` in the working directory) would scatter runs over every directory a command is
+started from, so the URI is always set explicitly and every experiment we create gets an absolute
+artifact location.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from stellarexp import home as _home
+
+DEFAULT_EXPERIMENT = "stellarexp"
+
+
+def default_uri() -> str:
+    """``sqlite:///<home>/mlruns/mlflow.db`` (absolute path, so four slashes on POSIX)."""
+    return f"sqlite:///{_home.mlruns_dir() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> Path:
+    """``$STELLAREXP_HOME/mlruns/artifacts``."""
+    return _home.mlruns_dir() / "artifacts"
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI to use: ``uri`` if given, else ``$MLFLOW_TRACKING_URI``, else the default."""
+    if uri:
+        return str(uri)
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+
+
+def is_local(uri: str) -> bool:
+    """True for stores whose artifacts we place ourselves (SQLite database or file store)."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def _prepare_local(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def connect(uri: str | None = None):
+    """Point mlflow at the resolved URI and return an ``MlflowClient`` for it."""
+    import mlflow
+
+    uri = resolve_uri(uri)
+    if is_local(uri):
+        _prepare_local(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def _safe_dir_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+
+
+def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str | os.PathLike | None = None) -> str:
+    """Return the id of experiment ``name``, creating (or restoring) it when needed.
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+    name : str
+        Experiment name.
+    artifact_root : path-like, optional
+        Folder under which a new experiment stores artifacts (``<root>/<name>``, absolute).
+        ``None`` leaves the location to the tracking server.
+    """
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if artifact_root:
+        location = (Path(artifact_root).expanduser().resolve() / _safe_dir_name(name)).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # another process created it between our lookup and create
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id

@@ -1,0 +1,98 @@
+"""``python -m stellarexp.train [-m] key=value ...``: compose a stage, run it, record it in MLflow.
+
+The Hydra app reads ``conf/train.yaml`` from :func:`stellarexp.home.conf_dir`, so it works from
+any directory; run directories go to ``$STELLAREXP_HOME/outputs``. Each job opens one MLflow run
+(:func:`stellarexp.tracking.runs.tracked_run`), calls the selected stage
+(:mod:`stellarexp.stages`), logs the returned metrics in one batch and returns
+``optimized_metric`` to Hydra (and so to a sweeper). A stage that raises ends its run FAILED with
+the traceback logged; the exception propagates, so a single run exits non-zero while Hydra's
+launcher goes on with the next job of a multirun (which then exits non-zero at its end).
+
+Only Hydra is imported at start-up: ``--help`` loads neither mlflow nor torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+
+log = logging.getLogger("stellarexp.train")
+
+
+def _job_info() -> tuple[str, list[str]]:
+    """The job's output directory and command-line overrides (outside Hydra: a fresh folder)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        return str(hc.runtime.output_dir), list(hc.overrides.task)
+    from stellarexp.home import outputs_dir
+
+    outputs_dir().mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="job-", dir=outputs_dir()), []
+
+
+def run(cfg) -> float | None:
+    """Run one job of the composed config ``cfg``; return its optimised metric.
+
+    Parameters
+    ----------
+    cfg : omegaconf.DictConfig
+        Config composed from ``conf/train.yaml`` (a ``hydra`` node, if any, is not logged).
+
+    Returns
+    -------
+    float or None
+        The value of ``optimized_metric`` (``None`` when the stage did not produce it).
+    """
+    from omegaconf import OmegaConf
+
+    from stellarexp import stages
+    from stellarexp.config import register_resolvers
+    from stellarexp.tracking.runs import tracked_run
+
+    register_resolvers()
+    stage_fn = stages.resolve(str(cfg.stage.name))
+    metric = stages.optimized_metric(cfg)
+    output_dir, overrides = _job_info()
+    resolved = {key: OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+                if OmegaConf.is_config(node) else node
+                for key, node in cfg.items() if key != "hydra"}
+    with tracked_run(resolved, output_dir, overrides) as tracked:
+        log.info("MLflow run %s (stage=%s), output %s", tracked.run_id, cfg.stage.name, output_dir)
+        try:
+            metrics = stage_fn(cfg, tracked) or {}
+        except Exception:
+            log.error("stage %s failed; MLflow run %s marked FAILED (traceback logged)",
+                      cfg.stage.name, tracked.run_id)
+            raise
+        if metrics:
+            tracked.log_metrics(metrics)
+    value = tracked.metrics.get(metric)
+    if value is None:
+        if tracked.metrics:
+            log.warning("the run did not log optimized_metric %r; returning None", metric)
+        return None
+    log.info("%s = %.6g (MLflow run %s)", metric, value, tracked.run_id)
+    return float(value) if math.isfinite(value) else float("nan")
+
+
+def _task(cfg) -> float | None:
+    return run(cfg)
+
+
+def main() -> None:
+    """Console entry point (Hydra reads ``sys.argv``)."""
+    import hydra
+
+    from stellarexp.config import register_resolvers
+    from stellarexp.home import conf_dir
+
+    register_resolvers()
+    app = hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_task)
+    app()
+
+
+if __name__ == "__main__":
+    main()

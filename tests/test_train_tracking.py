@@ -1,0 +1,155 @@
+"""Tracking: store resolution, params flattening and batching, the FAILED path, the UI command."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stellarexp import stages
+from stellarexp.tracking import runs as R
+from stellarexp.tracking import store, ui
+from tests.test_train_fixtures import isolated_env, run_job
+
+pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+
+
+def test_default_store_is_under_home(home, monkeypatch):
+    assert store.default_uri() == f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+    assert store.resolve_uri() == store.default_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")
+    assert store.resolve_uri() == "http://elsewhere:5000"
+    assert store.resolve_uri("sqlite:////x/y.db") == "sqlite:////x/y.db"  # explicit wins
+    assert not store.is_local("http://elsewhere:5000") and store.is_local(store.default_uri())
+
+
+def test_experiment_gets_an_absolute_artifact_location(home, tmp_path):
+    client = store.connect(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    exp_id = store.ensure_experiment(client, "my exp/1", tmp_path / "art")
+    assert store.ensure_experiment(client, "my exp/1", tmp_path / "art") == exp_id
+    location = client.get_experiment(exp_id).artifact_location
+    assert location == (tmp_path / "art" / "my_exp_1").as_uri()
+    client.delete_experiment(exp_id)
+    assert store.ensure_experiment(client, "my exp/1") == exp_id  # restored, not recreated
+
+
+def test_flatten_dotted_keys_lists_and_limits():
+    flat = R.flatten({"a": {"b": 1, "c": {"d": None}}, "l": [1, "x"], "e": {}, "bad{key}": 2,
+                      "long": "x" * 7000})
+    assert flat["a.b"] == "1" and flat["a.c.d"] == "null" and flat["l"] == '[1, "x"]'
+    assert "e" not in flat and flat["bad_key_"] == "2"
+    assert len(flat["long"]) == R.MAX_PARAM_VALUE and flat["long"].endswith("...")
+
+
+def test_many_params_and_metrics_are_logged_in_batches(home, tmp_path, monkeypatch):
+    client = store.connect()
+    exp_id = store.ensure_experiment(client, "batches", store.default_artifact_root())
+    run = client.create_run(exp_id)
+    calls = []
+    original = client.log_batch
+    monkeypatch.setattr(client, "log_batch", lambda *a, **k: (calls.append(k), original(*a, **k)))
+    handle = R.TrackedRun(client, run.info.run_id, tmp_path)
+    handle.log_params({f"p{i}": i for i in range(250)})
+    handle.log_metrics({f"m/{i}": float(i) for i in range(1500)})
+    assert [len(c["params"]) for c in calls if "params" in c] == [100, 100, 50]
+    assert [len(c["metrics"]) for c in calls if "metrics" in c] == [1000, 500]
+    data = client.get_run(run.info.run_id).data
+    assert len(data.params) == 250 and len(data.metrics) == 1500 and data.metrics["m/7"] == 7.0
+
+
+def boom(cfg, run):
+    """A stage that fails after logging something."""
+    run.log_text("partial", "partial.txt")
+    raise RuntimeError("the stage broke on purpose")
+
+
+def test_failing_stage_ends_failed_with_traceback(home, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setitem(stages.STAGES, "boom", f"{__name__}:boom")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        run_job(["stage.name=boom", "tracking.experiment=failures"], tmp_path / "job")
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("failures")
+    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: the stage broke on purpose"
+    trace = Path(client.download_artifacts(run.info.run_id, "error/traceback.txt",
+                                           str(tmp_path))).read_text()
+    assert "Traceback" in trace and "in boom" in trace and "on purpose" in trace
+    assert mlflow.active_run() is None  # the run was closed
+
+
+def test_unknown_stage_is_refused_before_a_run_opens():
+    with pytest.raises(KeyError, match="registered stages"):
+        stages.resolve("nope")
+    with pytest.raises(ValueError, match="module:function"):
+        stages.register("x", "no_colon")
+
+
+def test_parent_run_and_extra_tags(home, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setitem(stages.STAGES, "noop", f"{__name__}:noop")
+    client = store.connect()
+    exp_id = store.ensure_experiment(client, "parents", store.default_artifact_root())
+    parent = client.create_run(exp_id).info.run_id
+    value, run = run_job(["stage.name=noop", "tracking.experiment=parents",
+                          f"tracking.parent_run_id={parent}", "+tracking.tags.study=s1"],
+                         tmp_path / "job")
+    assert value == 1.5
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["study"] == "s1"
+    assert run.data.metrics == {"val/sigma_teff": 1.5}
+    assert mlflow.active_run() is None
+
+
+def noop(cfg, run):
+    return {"val/sigma_teff": 1.5}
+
+
+def test_git_commit_tag_is_a_sha_or_unknown():
+    sha = R.git_commit()
+    assert sha == "unknown" or len(sha.split("-")[0]) == 40
+
+
+def test_ui_command_binds_localhost_on_the_default_store(home):
+    cmd = ui.ui_command(port=5123)
+    assert cmd[1:4] == ["-m", "mlflow", "server"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == store.default_uri()
+    assert cmd[cmd.index("--default-artifact-root") + 1] == (home / "mlruns" / "artifacts").as_uri()
+    with pytest.raises(ValueError, match="remote"):
+        ui.ui_command(uri="http://server:5000")
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store(tmp_path):
+    """`python -m stellarexp.tracking.ui` answers on 127.0.0.1 (starting it takes ~20 s here)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "stellarexp.tracking.ui", "--port", str(port)],
+                            env=isolated_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the MLflow UI did not answer within 90 s")
+        assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert os.path.isdir(tmp_path / "mlruns")
