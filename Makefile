@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: the quick experiment (simulate and build data when absent).
+## The main job: the quick experiment (simulate and build data when absent, baselines, report).
 run: $(STAMP)
 	$(PY) -m stellarexp.data simulate data=synthetic data.size=quick
 	$(PY) -m stellarexp.data build data=synthetic data.size=quick
 	$(PY) -m stellarexp.data describe data=synthetic data.size=quick
+	$(PY) -m stellarexp.train -m stage=baseline data=synthetic data.size=quick \
+		model=xgboost,lightgbm,catboost,random_forest features=mag,color target=all
+	$(PY) -m stellarexp.report data=synthetic data.size=quick
 
 ## Fast suite (< 15 minutes including install).
 test: $(STAMP)
