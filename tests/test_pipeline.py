@@ -80,6 +80,17 @@ def test_label_free_build_on_one_field(tiny_survey, tmp_path):
     assert 0 < len(stars) <= 8
     assert stars["teff"].isna().all() if "teff" in stars else True
 
+    # a second build with the same inputs trusts the file; other settings make it stale
+    mtime = path.stat().st_mtime_ns
+    assert pipeline.build(cfg.data, progress=False) == path
+    assert path.stat().st_mtime_ns == mtime
+    stricter = compose("data_cli", ["data=sdss", f"data.crossmatch={tmp_path / 'cross.csv'}", "data.labels=null",
+                                    f"data.frame_root={root}", f"data.dataset_path={out}",
+                                    "data.cutouts.min_snr=1e9"])
+    with pytest.raises(pipeline.UserInputError, match="no star survived"):
+        pipeline.build(stricter.data, progress=False)
+    assert path.stat().st_mtime_ns == mtime, "a failed rebuild leaves the old file untouched"
+
 
 def test_interrupted_build_leaves_no_dataset(tiny_survey, tmp_path, monkeypatch):
     from stellarexp.config import compose
@@ -106,10 +117,9 @@ def test_atomic_path_keeps_destination_on_failure(tmp_path):
 
     dest = tmp_path / "file.txt"
     dest.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
     assert dest.read_text() == "old"
     assert not list(tmp_path.glob("*.partial"))
 

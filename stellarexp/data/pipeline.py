@@ -87,11 +87,18 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     from stellarexp.data import catalog, cutouts
 
     out = dataset_path(data_cfg)
-    if out.is_file() and not force:
-        _say(f"dataset {out} exists; use force=true to rebuild")
-        return out
     if str(data_cfg.name) == "synthetic":
         simulate(data_cfg, progress=progress)
+    inputs = inputs_fingerprint(data_cfg)
+    if out.is_file() and not force:
+        try:
+            built_from = ds.read_attrs(out).get("inputs_fingerprint")
+        except ds.DatasetError:
+            built_from = None
+        if built_from == inputs:
+            _say(f"dataset {out} is up to date with its inputs; use force=true to rebuild")
+            return out
+        _say(f"dataset {out} was built from other inputs or settings: rebuilding")
     cross, labels, frame_root = _catalog_inputs(data_cfg)
     for p in [cross] + ([labels] if labels else []):
         if not p.is_file():
@@ -129,10 +136,37 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
                                 name=f"{data_cfg.name}" + (f"-{data_cfg.size}" if "size" in data_cfg else ""),
                                 label_free=labels is None,
                                 extra_attrs={"build_seconds": round(time.time() - t0, 1),
+                                             "inputs_fingerprint": inputs,
                                              "cutouts": cutouts.config_dict(ccfg)})
     ds.write_dataset(out, content)
     _say(f"wrote {out} ({len(stars)} stars) in {time.time() - t0:.0f} s")
     return out
+
+
+def inputs_fingerprint(data_cfg) -> str:
+    """Hash of what a dataset is built from: the input files (or the survey) and the cut settings.
+
+    A dataset whose stored hash differs is stale and gets rebuilt by :func:`build`.
+    """
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    parts: dict = {"cutouts": OmegaConf.to_container(data_cfg.get("cutouts", {}) or {}, resolve=True)}
+    if str(data_cfg.name) == "synthetic":
+        manifest = Path(str(data_cfg.root)) / "survey.json"
+        parts["survey"] = json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+    else:
+        for key in ("crossmatch", "labels"):
+            value = data_cfg.get(key)
+            if value not in (None, "???") and Path(str(value)).is_file():
+                st = Path(str(value)).stat()
+                parts[key] = [str(Path(str(value)).resolve()), st.st_size, st.st_mtime_ns]
+            else:
+                parts[key] = None
+        parts["frame_root"] = str(data_cfg.get("frame_root"))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _concat_rejects(*tables):

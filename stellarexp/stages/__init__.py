@@ -18,6 +18,10 @@ from collections.abc import Callable
 STAGES: dict[str, str] = {
     "baseline": "stellarexp.stages.baseline:run",
     "report": "stellarexp.stages.report:run",
+    "backbone": "stellarexp.stages.backbone:run",
+    "head": "stellarexp.stages.head:run",
+    "logg_classifier": "stellarexp.stages.logg:run_classifier",
+    "logg_heads": "stellarexp.stages.logg:run_heads",
 }
 
 

@@ -1,0 +1,203 @@
+"""``stage=head``: the paper's Bayes-by-Backprop head on a frozen, averaged backbone.
+
+The backbone comes from MLflow (``stage.backbone.run_id`` or the latest finished backbone run of
+the same data fingerprint and split covering ``target``). Its features of the 8 dihedral views
+of every image are computed once and cached (:mod:`stellarexp.stages.image_common`); training
+draws one random view per example per epoch, the paper's rotation/flip augmentation, and
+validation uses the unrotated view. Prediction is one backbone pass and ``stage.n_samples`` head
+draws (vectorised): mean, std and the 2.5/97.5 percentiles, in physical units.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class _RandomView:
+    """Dataset over cached features ``[8, N, D]``: item ``i`` is one random view of star ``i``."""
+
+    def __init__(self, feats, labels):
+        self.feats, self.labels = feats, labels
+
+    def __len__(self):
+        return self.feats.shape[1]
+
+    def __getitem__(self, i):
+        import torch
+
+        k = int(torch.randint(self.feats.shape[0], ()))
+        return self.feats[k, i], self.labels[i]
+
+
+def load_inputs(cfg, run, targets):
+    """Backbone (from MLflow), dataset path, fingerprint and cached view features per subset.
+
+    Returns
+    -------
+    dict
+        ``backbone``, ``path``, ``fingerprint``, ``subsets`` (``{subset: (feats [8, N, D],
+        labels [N, T] physical, rows [N])}`` for train, val and, under holdout, test).
+    """
+    from stellarexp.data.dataset import SPLITS, read_attrs
+    from stellarexp.data.pipeline import ensure_dataset
+    from stellarexp.stages import image_common as ic
+
+    split = str(cfg.split.name)
+    path = ensure_dataset(cfg.data)
+    fingerprint = str(read_attrs(path).get("fingerprint", ""))
+    bcfg = cfg.stage.get("backbone") or {}
+    bb_run = ic.find_backbone_run(run.client, run_id=bcfg.get("run_id"), fingerprint=fingerprint,
+                                  split=split, targets=bcfg.get("targets") or targets)
+    if bb_run.data.tags.get("data_fingerprint") != fingerprint:
+        log.warning("backbone run %s was trained on other data (fingerprint %s)",
+                    bb_run.info.run_id, bb_run.data.tags.get("data_fingerprint"))
+    backbone = ic.load_backbone(run.client, bb_run)
+    run.set_tags({"backbone_run_id": bb_run.info.run_id, "data_fingerprint": fingerprint,
+                  "data_path": str(path), "targets": ic.targets_tag(targets),
+                  "arch": bb_run.data.tags.get("arch", "")})
+    subsets = ["train", "val"] + (["test"] if SPLITS[split]["test"] else [])
+    feats = {s: ic.cached_view_features(backbone, path, split, s, targets, fingerprint,
+                                        use_cache=bool(cfg.stage.get("cache", True)))
+             for s in subsets}
+    return {"backbone": backbone, "path": path, "fingerprint": fingerprint, "subsets": feats}
+
+
+def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likelihood="gaussian",
+             label_scaler=None, step_offset: int = 0, prefix: str = ""):
+    """Train one :class:`~stellarexp.models.image_module.HeadModule`; return it and its epochs.
+
+    ``y_*`` are in the head's units (standardised labels, or 0/1 classes); ``prefix`` is put in
+    front of the per-epoch metric names (e.g. ``dwarf/``) when several heads share a run.
+    """
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from stellarexp.models.image_module import HeadModule
+    from stellarexp.stages import image_common as ic
+
+    st = cfg.stage
+    noise = st.get("noise", "learn")
+    module = HeadModule(
+        int(feats_train.shape[-1]), targets, n_train=int(feats_train.shape[1]),
+        hidden=list(st.hidden), prior=ic.plain(st.prior), activation=str(st.activation),
+        repeats=int(st.repeats), rho_init=float(st.rho_init), kl_mode=str(st.kl),
+        likelihood=likelihood, noise=noise if noise == "learn" else float(noise),
+        lr=float(st.lr), eval_samples=int(st.eval_samples), max_nan_steps=int(st.max_nan_steps))
+    module.label_scaler = label_scaler
+
+    def epoch_log(metrics, step):
+        run.log_metrics({(f"{prefix}{k}" if prefix else k): v for k, v in metrics.items()},
+                        step=step + step_offset)
+
+    module.epoch_logger = epoch_log
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    train = DataLoader(_RandomView(feats_train, y_train), batch_size=int(st.batch_size),
+                       shuffle=True, generator=gen)
+    val = DataLoader(TensorDataset(feats_val[0], y_val), batch_size=4096)
+    trainer = L.Trainer(callbacks=[EarlyStopping(monitor="val/loss", mode="min",
+                                                 patience=int(st.patience),
+                                                 check_on_train_epoch_end=False)],
+                        enable_checkpointing=False, **ic.trainer_kwargs(cfg, st))
+    trainer.fit(module, train, val)
+    module.eval()
+    return module, int(trainer.current_epoch)
+
+
+def predictions_frame(rows, targets, pred, true):
+    """Table of predictions (physical units): mean, std, 2.5/97.5 percentiles and labels."""
+    import pandas as pd
+
+    out = pd.DataFrame({"row": rows})
+    for i, t in enumerate(targets):
+        out[t] = true[:, i]
+        for name in ("mean", "std", "lo", "hi"):
+            out[f"{t}_{name}"] = pred[name][:, i]
+    return out
+
+
+def physical_prediction(module, feats, scaler, n_samples: int):
+    """Head prediction of features ``[N, D]`` in physical units as numpy arrays."""
+    p = module.predict(feats, n_samples)
+    to = {k: getattr(p, k).cpu().numpy().astype(float) for k in ("mean", "std", "lo", "hi")}
+    return {"mean": scaler.inverse(to["mean"]), "std": scaler.inverse_scale(to["std"]),
+            "lo": scaler.inverse(to["lo"]), "hi": scaler.inverse(to["hi"])}
+
+
+def regression_metrics(cfg, subset, targets, pred, true) -> dict[str, float]:
+    """The baselines' metrics of the mean prediction plus the 95% interval coverage."""
+    from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
+
+    out = {}
+    for i, t in enumerate(targets):
+        ok = np.isfinite(true[:, i])
+        out.update(as_metrics(evaluate_regression(
+            true[ok, i], pred["mean"][ok, i], n_boot=int(cfg.evaluate.bootstrap),
+            level=float(cfg.evaluate.level), seed=int(cfg.seed)), subset, t))
+        inside = (true[ok, i] >= pred["lo"][ok, i]) & (true[ok, i] <= pred["hi"][ok, i])
+        out[metric_name(subset, "coverage95", t)] = float(inside.mean()) if ok.any() else np.nan
+        out[metric_name(subset, "mean_std", t)] = float(np.mean(pred["std"][ok, i]))
+        out[metric_name(subset, "n", t)] = float(ok.sum())
+    return out
+
+
+def save_head(run, module, name: str, info: dict) -> None:
+    """Log ``<name>/weights.pt`` (weights-only) and ``<name>/model.json``."""
+    import torch
+
+    folder = run.output_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()},
+               folder / "weights.pt")
+    (folder / "model.json").write_text(json.dumps(
+        {"hparams": dict(module.hparams), **info}, indent=2, default=str))
+    run.log_artifact(folder, name)
+
+
+def run(cfg, run) -> dict[str, float]:
+    """Train the Bayesian head for ``target`` on the frozen backbone; see the module docstring."""
+    import torch
+
+    from stellarexp.data.torchdata import LabelScaler
+    from stellarexp.stages import image_common as ic
+    from stellarexp.stages import targets_of
+
+    ic.require_convit(cfg)
+    ic.set_threads(cfg)
+    torch.manual_seed(int(cfg.seed))
+    targets = targets_of(cfg.target)
+    inputs = load_inputs(cfg, run, targets)
+    subsets = inputs["subsets"]
+    f_tr, y_tr, _ = subsets["train"]
+    scaler = LabelScaler.fit(y_tr.numpy(), targets)
+    std = {s: torch.from_numpy(scaler.transform(v[1].numpy().astype(float)).astype("float32"))
+           for s, v in subsets.items()}
+    module, last_epoch = fit_head(cfg, run, f_tr, std["train"], subsets["val"][0], std["val"],
+                                  targets, label_scaler=scaler)
+    metrics: dict[str, float] = {}
+    frames = []
+    for subset, (feats, labels, rows) in subsets.items():
+        if subset == "train":
+            continue
+        pred = physical_prediction(module, feats[0], scaler, int(cfg.stage.n_samples))
+        true = labels.numpy().astype(float)
+        metrics.update(regression_metrics(cfg, subset, targets, pred, true))
+        frame = predictions_frame(rows, targets, pred, true)
+        frame.insert(1, "subset", subset)
+        frames.append(frame)
+    metrics["train/epochs"] = float(last_epoch)
+    import pandas as pd
+
+    out = run.output_dir / "predictions.csv"
+    pd.concat(frames).to_csv(out, index=False)
+    run.log_artifact(out)
+    save_head(run, module, "head", {"targets": list(targets), "label_scaler": scaler.to_dict(),
+                                    "backbone_run_id": inputs["backbone"].run_id})
+    run.log_metrics(metrics, step=last_epoch + 1)
+    return metrics

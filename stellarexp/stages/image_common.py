@@ -1,0 +1,229 @@
+"""Helpers shared by the image stages (backbone, head, logg): data modules, trainers, backbone
+artifacts in MLflow, and the cache of backbone features of the 8 dihedral views.
+
+A backbone run logs under ``backbone/``: ``weights.pt`` (weights-only state dict of the averaged
+ConViT), ``model.json`` (architecture and targets), ``scalers.json`` (band and label scalers of
+its training data) and ``averaging.json`` (the averaging plan and validation history). Later
+stages find it by ``backbone.run_id`` or as the latest FINISHED ``stage=backbone`` run for the
+same data fingerprint and split whose ``targets`` tag covers theirs.
+
+Imports torch lazily: only the functions that build models or tensors load it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = "backbone"
+
+
+def set_threads(cfg) -> None:
+    """Limit torch's CPU threads to ``trainer.n_jobs`` (shared machines)."""
+    import torch
+
+    n = int(cfg.trainer.get("n_jobs", 2) or 2)
+    torch.set_num_threads(max(n, 1))
+
+
+def require_convit(cfg) -> None:
+    """Raise a clear error when an image stage is composed with a tree model."""
+    if str(cfg.model.name) != "convit":
+        raise ValueError(f"stage={cfg.stage.name} trains image models: add model=convit "
+                         f"(got model={cfg.model.name})")
+
+
+def plain(node):
+    """A resolved plain container of a config node (or the value itself)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def trainer_kwargs(cfg, stage_cfg) -> dict:
+    """Lightning ``Trainer`` arguments common to the image stages."""
+    kw = {"accelerator": str(cfg.trainer.get("accelerator", "cpu")),
+              "devices": cfg.trainer.get("devices", 1),
+              "precision": str(cfg.trainer.get("precision", "32-true")),
+              "max_epochs": int(stage_cfg.max_epochs), "logger": False,
+              "enable_progress_bar": bool(stage_cfg.get("progress_bar", True)),
+              "enable_model_summary": False, "num_sanity_val_steps": 0}
+    for key in ("limit_train_batches", "limit_val_batches"):
+        if stage_cfg.get(key) is not None:
+            kw[key] = stage_cfg[key]
+    return kw
+
+
+def targets_tag(targets) -> str:
+    """Value of the ``targets`` tag: the labels joined by commas."""
+    return ",".join(targets)
+
+
+# --------------------------------------------------------------------------- backbone artifacts
+
+
+@dataclass
+class Backbone:
+    """A logged backbone loaded back: model (eval mode), scalers and provenance."""
+
+    model: object
+    band_scaler: object
+    label_scaler: object
+    targets: tuple[str, ...]
+    run_id: str
+    info: dict
+
+
+def write_backbone_artifact(folder: Path, model, arch: dict, targets, band_scaler, label_scaler,
+                            extra: dict | None = None) -> Path:
+    """Write the backbone artifact files into ``folder`` (then logged as ``backbone/``)."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
+    (folder / "model.json").write_text(json.dumps(
+        {"name": "convit", "arch": arch, "targets": list(targets)}, indent=2))
+    (folder / "scalers.json").write_text(json.dumps(
+        {"band_scaler": band_scaler.to_dict(),
+         "label_scaler": label_scaler.to_dict() if label_scaler is not None else None}, indent=2))
+    for name, content in (extra or {}).items():
+        (folder / name).write_text(json.dumps(content, indent=2, default=float))
+    return folder
+
+
+def read_backbone_artifact(folder: Path, run_id: str = "") -> Backbone:
+    """Load a backbone from a downloaded ``backbone/`` folder."""
+    import torch
+
+    from stellarexp.data.torchdata import BandScaler, LabelScaler
+    from stellarexp.models.convit import ConvitRegressor
+
+    folder = Path(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    scalers = json.loads((folder / "scalers.json").read_text())
+    model = ConvitRegressor(meta["targets"], **meta["arch"])
+    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
+    model.eval()
+    ls = scalers.get("label_scaler")
+    return Backbone(model, BandScaler.from_dict(scalers["band_scaler"]),
+                    LabelScaler.from_dict(ls) if ls else None, tuple(meta["targets"]), run_id,
+                    meta)
+
+
+def find_backbone_run(client, *, run_id: str | None = None, fingerprint: str | None = None,
+                      split: str | None = None, targets=()):
+    """The backbone run to use: ``run_id`` if given, else the newest matching finished one.
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+    run_id : str, optional
+    fingerprint, split : str
+        Data fingerprint and split the run must have been trained on.
+    targets : sequence of str
+        Labels the backbone must predict (its ``targets`` tag must contain all of them).
+
+    Raises
+    ------
+    LookupError
+        No such run, with the command that would create one.
+    """
+    if run_id:
+        run = client.get_run(str(run_id))
+        if run.data.tags.get("stage") != "backbone":
+            raise LookupError(f"run {run_id} is a {run.data.tags.get('stage')!r} run, "
+                              "not a backbone")
+        return run
+    from stellarexp.tracking.compare import search_finished
+
+    wanted = set(targets)
+    for run in search_finished(client, stage="backbone", fingerprint=fingerprint, split=split):
+        have = set(run.data.tags.get("targets", "").split(","))
+        if wanted <= have:
+            return run
+    raise LookupError(
+        f"no FINISHED backbone run for data fingerprint {str(fingerprint)[:12]}..., "
+        f"split={split}, covering targets {sorted(wanted)}; train one with `python -m "
+        f"stellarexp.train stage=backbone model=convit target=...` or pass backbone.run_id=<id>")
+
+
+def load_backbone(client, run) -> Backbone:
+    """Download and load the ``backbone/`` artifact of ``run``."""
+    with tempfile.TemporaryDirectory(prefix="stellarexp-backbone-") as tmp:
+        local = client.download_artifacts(run.info.run_id, ARTIFACT_DIR, tmp)
+        return read_backbone_artifact(Path(local), run.info.run_id)
+
+
+# --------------------------------------------------------------------------- feature cache
+
+
+def features_cache_dir() -> Path:
+    """``$STELLAREXP_HOME/cache/features``."""
+    from stellarexp import home
+
+    return home.home() / "cache" / "features"
+
+
+def view_features(backbone: Backbone, dataset, *, batch_size: int = 256, device="cpu"):
+    """Backbone features of the 8 dihedral views of every image of ``dataset``.
+
+    Parameters
+    ----------
+    backbone : Backbone
+    dataset : StarImageDataset
+        Unaugmented, scaled with the backbone's band scaler.
+
+    Returns
+    -------
+    torch.Tensor ``[8, N, D]``
+        View ``k`` is :func:`stellarexp.data.torchdata.dihedral` ``(image, k)``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from stellarexp.data.torchdata import dihedral_views
+
+    model = backbone.model.to(device).eval()
+    parts = []
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            views = dihedral_views(batch["image"])  # [8, B, 5, H, W]
+            flat = views.reshape(-1, *views.shape[2:]).to(device)
+            parts.append(model.features(flat).reshape(8, views.shape[1], -1).cpu())
+    return torch.cat(parts, dim=1)
+
+
+def cached_view_features(backbone: Backbone, path, split: str, subset: str, targets,
+                         fingerprint: str, *, batch_size: int = 256, use_cache: bool = True):
+    """``(features [8, N, D], labels [N, T] physical, rows [N])`` of one subset, cached on disk.
+
+    The cache key is the backbone run, the data fingerprint, the split and the subset, so the
+    backbone runs over each image's 8 views once for all later head and logg stages.
+    """
+    import torch
+
+    from stellarexp.data.torchdata import StarImageDataset
+
+    ds = StarImageDataset(path, split, subset, tuple(targets), augment=False,
+                          scaler=backbone.band_scaler)
+    labels = torch.from_numpy(ds.labels.astype("float32"))
+    cache = features_cache_dir() / backbone.run_id / f"{fingerprint[:16]}-{split}-{subset}.pt"
+    if use_cache and backbone.run_id and cache.is_file():
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        if torch.equal(stored["rows"], torch.from_numpy(ds.rows)):
+            log.info("backbone features of %s/%s read from %s", split, subset, cache)
+            return stored["features"], labels, ds.rows
+    log.info("computing backbone features of the 8 views of %d %s images", len(ds), subset)
+    feats = view_features(backbone, ds, batch_size=batch_size)
+    ds.close()
+    if use_cache and backbone.run_id:
+        from stellarexp.io_utils import atomic_path
+
+        with atomic_path(cache) as tmp:
+            torch.save({"features": feats, "rows": torch.from_numpy(ds.rows)}, tmp)
+    return feats, labels, ds.rows

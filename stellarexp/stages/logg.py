@@ -1,0 +1,222 @@
+"""The paper's two-stage logg (section 4.1, Eq. 20): a classifier and two regression heads.
+
+``stage=logg_classifier``: a Bayes-by-Backprop binary head (class 1: ``logg > threshold``,
+4.0 dex by default) on the frozen backbone. ``stage=logg_heads``: two Bayesian regression heads,
+``h1`` trained on the stars above the threshold and ``h2`` on those below, combined with the
+latest classifier run on the same backbone (or ``stage.classifier.run_id``):
+
+- ``hard`` (Eq. 20): ``output = c h1 + (1 - c) h2`` with ``c = [p > 0.5]``; the std and the
+  interval are the chosen head's.
+- ``soft``: the mixture ``p h1 + (1 - p) h2`` of the two predictive distributions: mean
+  ``p m1 + (1 - p) m2``, variance ``p s1^2 + (1 - p) s2^2 + p (1 - p) (m1 - m2)^2``; its interval
+  comes from mixture samples (each draw taken from ``h1`` with probability ``p``).
+
+Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
+sigma with a perfect classifier (true classes), and the one-stage ``stage=head`` logg sigma of
+the same backbone when such a run exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def combine(p, h1, h2, mode: str = "hard", generator=None):
+    """Combine two heads' samples ``[S, B]`` with class-1 probabilities ``p`` ``[B]``.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``std`` (formula of the module docstring), ``lo``, ``hi`` (2.5/97.5
+        percentiles of the combined samples), each ``[B]``.
+    """
+    import torch
+
+    m1, m2 = h1.mean(0), h2.mean(0)
+    v1, v2 = h1.var(0, unbiased=True), h2.var(0, unbiased=True)
+    if mode == "hard":
+        c = (p > 0.5).to(h1.dtype)
+        samples = c * h1 + (1 - c) * h2
+        mean, var = c * m1 + (1 - c) * m2, c * v1 + (1 - c) * v2
+    elif mode == "soft":
+        pick = torch.rand(h1.shape, generator=generator, dtype=h1.dtype) < p
+        samples = torch.where(pick, h1, h2)
+        mean = p * m1 + (1 - p) * m2
+        var = p * v1 + (1 - p) * v2 + p * (1 - p) * (m1 - m2) ** 2
+    else:
+        raise ValueError(f"combine must be 'hard' or 'soft', got {mode!r}")
+    q = torch.tensor([0.025, 0.975], dtype=h1.dtype)
+    lo, hi = torch.quantile(samples, q, dim=0)
+    return {"mean": mean, "std": var.clamp_min(0).sqrt(), "lo": lo, "hi": hi}
+
+
+def _classes(logg, threshold: float):
+    import torch
+
+    return torch.where(torch.isfinite(logg), (logg > threshold).float(), torch.nan)
+
+
+def _class_probability(module, feats, n_samples: int):
+    import torch
+
+    with torch.no_grad():
+        return torch.sigmoid(module.head(feats.expand(n_samples, *feats.shape))).mean(0)[:, 0]
+
+
+def run_classifier(cfg, run) -> dict[str, float]:
+    """``stage=logg_classifier``; see the module docstring."""
+    import torch
+
+    from stellarexp.evaluate.metrics import metric_name
+    from stellarexp.stages import image_common as ic
+    from stellarexp.stages.head import fit_head, load_inputs, save_head
+
+    ic.require_convit(cfg)
+    ic.set_threads(cfg)
+    torch.manual_seed(int(cfg.seed))
+    thr = float(cfg.stage.threshold)
+    inputs = load_inputs(cfg, run, ["logg"])
+    subsets = inputs["subsets"]
+    cls = {s: _classes(v[1][:, :1], thr) for s, v in subsets.items()}
+    run.set_tags({"threshold": str(thr)})
+    module, last = fit_head(cfg, run, subsets["train"][0], cls["train"], subsets["val"][0],
+                            cls["val"], ["logg_class"], likelihood="bernoulli")
+    metrics = {"train/epochs": float(last)}
+    for subset, (feats, _, _) in subsets.items():
+        if subset == "train":
+            continue
+        p = _class_probability(module, feats[0], int(cfg.stage.n_samples))
+        y = cls[subset][:, 0]
+        ok = torch.isfinite(y)
+        metrics[metric_name(subset, "accuracy", "logg")] = float(
+            ((p[ok] > 0.5).float() == y[ok]).float().mean())
+        metrics[metric_name(subset, "n", "logg")] = float(ok.sum())
+    save_head(run, module, "classifier", {"threshold": thr,
+                                          "backbone_run_id": inputs["backbone"].run_id})
+    run.log_metrics(metrics, step=last + 1)
+    return metrics
+
+
+def _latest(client, stage: str, backbone_run_id: str, split: str, fingerprint: str,
+            target: str | None = None):
+    from stellarexp.tracking.compare import search_finished
+
+    for r in search_finished(client, stage=stage, fingerprint=fingerprint, split=split):
+        tags = r.data.tags
+        if tags.get("backbone_run_id") == backbone_run_id and (
+                target is None or target in tags.get("targets", "").split(",")):
+            return r
+    return None
+
+
+def _load_classifier(client, run_id: str):
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from stellarexp.models.image_module import HeadModule
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(client.download_artifacts(run_id, "classifier", tmp))
+        meta = json.loads((folder / "model.json").read_text())
+        module = HeadModule(**meta["hparams"])
+        module.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    return module.eval(), meta
+
+
+def run_heads(cfg, run) -> dict[str, float]:
+    """``stage=logg_heads``; see the module docstring."""
+    import torch
+
+    from stellarexp.data.torchdata import LabelScaler
+    from stellarexp.evaluate.metrics import metric_name
+    from stellarexp.models.image_module import residual_sigma
+    from stellarexp.stages import image_common as ic
+    from stellarexp.stages.head import fit_head, load_inputs, save_head
+
+    ic.require_convit(cfg)
+    ic.set_threads(cfg)
+    torch.manual_seed(int(cfg.seed))
+    st = cfg.stage
+    thr = float(st.threshold)
+    split = str(cfg.split.name)
+    inputs = load_inputs(cfg, run, ["logg"])
+    bb_id = inputs["backbone"].run_id
+    subsets = inputs["subsets"]
+    ccfg = st.get("classifier") or {}
+    clf_run = (run.client.get_run(str(ccfg["run_id"])) if ccfg.get("run_id") else
+               _latest(run.client, "logg_classifier", bb_id, split, inputs["fingerprint"]))
+    if clf_run is None:
+        raise LookupError(f"no FINISHED logg_classifier run on backbone {bb_id}; run `python -m "
+                          "stellarexp.train stage=logg_classifier model=convit target=logg` "
+                          "first or pass stage.classifier.run_id=<id>")
+    classifier, clf_meta = _load_classifier(run.client, clf_run.info.run_id)
+    if float(clf_meta.get("threshold", thr)) != thr:
+        raise ValueError(f"classifier threshold {clf_meta['threshold']} != stage.threshold {thr}")
+    run.set_tags({"threshold": str(thr), "classifier_run_id": clf_run.info.run_id})
+
+    f_tr, y_tr, _ = subsets["train"]
+    heads, scalers = {}, {}
+    for name, select in (("dwarf", lambda y: y > thr), ("giant", lambda y: y <= thr)):
+        mtr = select(y_tr[:, 0])
+        f_val, y_val, _ = subsets["val"]
+        mval = select(y_val[:, 0])
+        scalers[name] = LabelScaler.fit(y_tr[mtr].numpy(), ["logg"])
+
+        def std(y, s=scalers[name]):
+            return torch.from_numpy(s.transform(y.numpy().astype(float)).astype("float32"))
+
+        heads[name], _ = fit_head(cfg, run, f_tr[:, mtr], std(y_tr[mtr]), f_val[:, mval],
+                                     std(y_val[mval]), ["logg"], label_scaler=scalers[name],
+                                     prefix=f"{name}/")
+        save_head(run, heads[name], f"head_{name}",
+                  {"label_scaler": scalers[name].to_dict(), "threshold": thr,
+                   "backbone_run_id": bb_id})
+
+    n = int(st.n_samples)
+    metrics: dict[str, float] = {}
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    for subset, (feats, labels, _) in subsets.items():
+        if subset == "train":
+            continue
+        f0, y = feats[0], labels[:, 0].numpy().astype(float)
+        draws = {}
+        for name, module in heads.items():
+            with torch.no_grad():
+                z = module.head(f0.expand(n, *f0.shape))[..., 0].double()
+            draws[name] = torch.from_numpy(scalers[name].inverse(z.numpy()[..., None])[..., 0])
+        p = _class_probability(classifier, f0, n).double()
+        true_cls = torch.from_numpy((y > thr).astype(float))
+        for mode in ("hard", "soft"):
+            c = combine(p, draws["dwarf"], draws["giant"], mode, gen)
+            pred = c["mean"].numpy()
+            metrics[metric_name(subset, f"sigma_{mode}", "logg")] = float(
+                residual_sigma(pred[:, None], y[:, None])[0])
+            ok = np.isfinite(y)
+            metrics[metric_name(subset, f"coverage95_{mode}", "logg")] = float(
+                ((y[ok] >= c["lo"].numpy()[ok]) & (y[ok] <= c["hi"].numpy()[ok])).mean())
+        perfect = combine(true_cls, draws["dwarf"], draws["giant"], "hard")["mean"].numpy()
+        metrics[metric_name(subset, "sigma_perfect", "logg")] = float(
+            residual_sigma(perfect[:, None], y[:, None])[0])
+        for name, mask in (("dwarf", y > thr), ("giant", y <= thr)):
+            m1 = draws[name].mean(0).numpy()[mask]
+            metrics[metric_name(subset, f"sigma_{name}", "logg")] = float(
+                residual_sigma(m1[:, None], y[mask][:, None])[0])
+        ok = np.isfinite(y)
+        metrics[metric_name(subset, "accuracy", "logg")] = float(
+            ((p.numpy()[ok] > 0.5) == (y[ok] > thr)).mean())
+        mode = str(st.combine)
+        metrics[metric_name(subset, "sigma", "logg")] = metrics[
+            metric_name(subset, f"sigma_{mode}", "logg")]
+        one = _latest(run.client, "head", bb_id, split, inputs["fingerprint"], "logg")
+        if one is not None and f"{subset}/sigma_logg" in one.data.metrics:
+            metrics[metric_name(subset, "sigma_onestage", "logg")] = one.data.metrics[
+                f"{subset}/sigma_logg"]
+    run.log_metrics(metrics, step=int(st.max_epochs) + 1)
+    return metrics
