@@ -10,7 +10,6 @@ python -m stellarexp.data describe data=synthetic data.size=quick
 
 from __future__ import annotations
 
-import json
 import sys
 
 COMMANDS = ("simulate", "build", "describe")

@@ -48,13 +48,15 @@ class SurveySpec:
     labelled_per_field: int
     field_stars_per_field: int
     workers: int = 2
-    r_range: tuple[float, float] = (14.0, 19.5)
+    # brighter than ~14 some stars saturate in good seeing: the SATURATED cut then has work to do
+    r_range: tuple[float, float] = (13.5, 19.5)
+    field_density_sigma: float = 0.5  # lognormal spread of field-star counts between fields
     edge_margin_px: int = 40
     duplicate_fraction: float = 0.02
     missing_label_fraction: float = 0.015
     fe_h_flag_fraction: float = 0.03
     crowding_radius_arcsec: float = 6.0
-    crowding_max_neighbours: int = 2
+    crowding_max_neighbours: int = 1
     crowding_mag_limit: float = 21.5
     # the catalogue's PSF model is an estimate, not the truth (SDSS's psField): its FWHM is off
     # by this fraction (1 sigma, per field and band), and the reported errors carry a floor
@@ -84,8 +86,12 @@ def spec_from_config(data_cfg) -> SurveySpec:
     if size not in data_cfg.sizes:
         raise ValueError(f"data.size={size!r} is not defined; choose one of {sorted(data_cfg.sizes)}")
     s = data_cfg.sizes[size]
-    extra = {k: data_cfg[k] for k in ("duplicate_fraction", "missing_label_fraction", "fe_h_flag_fraction")
-             if k in data_cfg}
+    keys = ("duplicate_fraction", "missing_label_fraction", "fe_h_flag_fraction", "field_density_sigma",
+            "crowding_radius_arcsec", "crowding_max_neighbours", "crowding_mag_limit", "psf_model_fwhm_error",
+            "psf_model_error_floor")
+    extra = {k: data_cfg[k] for k in keys if k in data_cfg}
+    if "r_range" in data_cfg:
+        extra["r_range"] = tuple(float(v) for v in data_cfg.r_range)
     return SurveySpec(size=size, root=str(data_cfg.root), seed=int(data_cfg.seed), n_fields=int(s.n_fields),
                       labelled_per_field=int(s.labelled_per_field),
                       field_stars_per_field=int(s.field_stars_per_field), workers=int(data_cfg.get("workers", 2)),
@@ -170,7 +176,9 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     m = spec.edge_margin_px
     labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
     labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
-    neighbours = population.draw_field_stars(spec.field_stars_per_field, rng, ebv=ebv)
+    # star counts change several-fold with Galactic latitude: denser fields make crowding
+    n_field = int(round(spec.field_stars_per_field * rng.lognormal(0.0, spec.field_density_sigma)))
+    neighbours = population.draw_field_stars(max(n_field, 1), rng, ebv=ebv)
     # field stars anywhere, including just off the frame (their wings still land on it)
     neighbours["x_r"] = rng.uniform(-20, sdss.NAXIS1 + 20, len(neighbours))
     neighbours["y_r"] = rng.uniform(-20, sdss.NAXIS2 + 20, len(neighbours))
@@ -440,7 +448,7 @@ def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
     clean = (cross[[f"flags_{b}" for b in sdss.BANDS]].to_numpy() & sdss.PAPER_CUT_FLAGS).sum(axis=1) == 0
     return {
         "size": spec.size, "root": str(root), "n_fields": spec.n_fields, "n_labelled": n,
-        "n_crossmatch_rows": len(cross), "n_label_rows": len(labels), "n_duplicates": int(len(dup)),
+        "n_crossmatch_rows": len(cross), "n_label_rows": len(labels), "n_duplicates": len(dup),
         "flag_counts": flag_counts, "n_flag_clean": int(clean.sum()),
         "fe_h_flagged": int((labels["FE_H_FLAG"] != 0).sum()),
         "sentinel_labels": int((labels[["TEFF", "LOGG", "FE_H"]] == sdss.LABEL_SENTINEL).any(axis=1).sum()),
