@@ -265,16 +265,10 @@ def catalogue_psf(true_psf, rng, fwhm_error: float):
 
 def _noise_map(rb, bc) -> np.ndarray:
     """Per-pixel sigma (nanomaggies) as the frame reader computes it (sky + source Poisson + dark)."""
-    sky_counts = _sky_counts(rb)
-    dn = np.clip(rb.image / rb.calib[None, :] + sky_counts, 0.0, None)
+    from stellarexp.data.frames import sky_image
+
+    dn = np.clip(rb.image / rb.calib[None, :] + sky_image(rb.allsky, rb.xinterp, rb.yinterp), 0.0, None)
     return np.sqrt(dn / bc.gain + bc.dark_variance) * rb.calib[None, :]
-
-
-def _sky_counts(rb) -> np.ndarray:
-    from scipy.ndimage import map_coordinates
-
-    yy, xx = np.meshgrid(rb.yinterp, rb.xinterp, indexing="ij")
-    return map_coordinates(rb.allsky.astype(float), [yy, xx], order=1, mode="nearest")
 
 
 def _crowded(labelled: pd.DataFrame, neighbours: pd.DataFrame, spec: SurveySpec) -> np.ndarray:
