@@ -5,7 +5,8 @@ remaining command-line arguments and returns a JSON-able dict. Everything runs o
 BLAS/OpenMP pools are limited to one thread before numpy is imported and, where the OS allows,
 the process is pinned to a single CPU.
 
-Registered here: ``cutouts`` (see :func:`bench_cutouts`). To add a benchmark elsewhere, decorate
+Registered here: ``cutouts`` (see :func:`bench_cutouts`); ``sweep`` and ``train`` live in
+``stellarexp/benches/`` (``docs/benchmarks.md``). To add a benchmark elsewhere, decorate
 ``fn(argv) -> dict`` with ``@register("name")`` in a module and list that module in
 :data:`PLUGIN_MODULES` (or name it ``stellarexp/benches/<name>.py``); it is imported on demand,
 so heavy imports (torch, ...) never slow the other benchmarks.
@@ -176,6 +177,14 @@ def bench_cutouts(argv: list[str]) -> dict:
     }
 
 
+def available() -> list[str]:
+    """Every benchmark name: registered, listed in :data:`PLUGIN_MODULES` or a module of
+    ``stellarexp/benches/`` (found without importing it)."""
+    folder = Path(__file__).resolve().parent / "benches"
+    files = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
+    return sorted(set(BENCHMARKS) | set(PLUGIN_MODULES) | files)
+
+
 def _load_plugin(name: str) -> None:
     import importlib
 
@@ -191,17 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m stellarexp.bench <name> [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: python -m stellarexp.bench <name> [options]; names: {', '.join(sorted(BENCHMARKS))}")
+        print(f"usage: python -m stellarexp.bench <name> [options]; names: {', '.join(available())}")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in BENCHMARKS:
         _load_plugin(name)
     if name not in BENCHMARKS:
-        print(f"unknown benchmark {name!r}; choose one of {', '.join(sorted(BENCHMARKS))}", file=sys.stderr)
+        print(f"unknown benchmark {name!r}; choose one of {', '.join(available())}", file=sys.stderr)
         return 2
     print(json.dumps(BENCHMARKS[name](rest)), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m` runs this file as __main__; plugins import `stellarexp.bench` and register
+    # there, so run that module's main to keep one registry
+    from stellarexp.bench import main as _main
+
+    raise SystemExit(_main())

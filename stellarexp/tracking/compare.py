@@ -4,12 +4,15 @@ Rows come from *row sources*: a source names the stage whose runs it reads and h
 become a row key (``{model}_{features}`` for the baselines). For every row and target the cell is
 the latest FINISHED run that logged ``<subset>/sigma_<target>`` for the chosen data fingerprint
 and split (or, with explicit run ids, the latest of those). Image-model stages add their rows by
-registering another :class:`RowSource` (:func:`register_row_source`).
+registering another :class:`RowSource` (:func:`register_row_source`); a source whose runs log
+several figures (the two-stage logg) lists one :class:`RowSpec` per row, each naming the metric
+that fills each column.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +22,29 @@ from stellarexp.evaluate.metrics import metric_name
 TARGETS: tuple[str, ...] = ("teff", "logg", "fe_h")
 HEADERS = {"teff": "Teff (K)", "logg": "logg (dex)", "fe_h": "[Fe/H] (dex)"}
 DIGITS = {"teff": 1, "logg": 3, "fe_h": 3}
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row that a source makes from each of its runs.
+
+    Attributes
+    ----------
+    key : str
+        Row key template over the run's tags (a plain string for a fixed row).
+    metrics : mapping
+        Target column -> metric kind: the cell is ``<subset>/<kind>_<target>`` (with its
+        ``_lo``/``_hi`` interval when logged), e.g. ``{"logg": "sigma_dwarf"}``.
+    paper_key : str or None
+        Template of the key of the paper's row shown beside it (default: ``key``).
+    scale : float
+        Factor applied to the metric and its interval (100 shows an accuracy in percent).
+    """
+
+    key: str
+    metrics: Mapping[str, str]
+    paper_key: str | None = None
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,26 +58,55 @@ class RowSource:
     stage : str
         Value of the runs' ``stage`` tag.
     key : str
-        Row key template over the run's tags, e.g. ``"{model}_{features}"``.
+        Row key template over the run's tags, e.g. ``"{model}_{features}"``: one row whose
+        columns are ``<subset>/sigma_<target>``. Unused when ``rows`` is given.
     paper_key : str or None
         Template of the key of the paper's row to show beside it (default: ``key``).
+    rows : tuple of RowSpec
+        Several rows per run, each with its own metrics (replaces ``key``/``paper_key``).
     """
 
     name: str
     stage: str
-    key: str
+    key: str = ""
     paper_key: str | None = None
+    rows: tuple[RowSpec, ...] = ()
+
+    def specs(self) -> tuple[RowSpec, ...]:
+        """The rows of this source (``key`` alone means sigma in every target column)."""
+        if self.rows:
+            return self.rows
+        return (RowSpec(self.key, {t: "sigma" for t in TARGETS}, self.paper_key),)
 
 
 ROW_SOURCES: dict[str, RowSource] = {}
 
 
 def register_row_source(source: RowSource) -> None:
-    """Add (or replace) a row source; rows appear in registration order of their sources."""
+    """Add (or replace) a row source; rows appear in registration order of their sources.
+
+    One source per stage: the report sorts explicitly selected runs to sources by stage.
+    """
+    if not (source.key or source.rows):
+        raise ValueError(f"row source {source.name!r} needs a key template or rows")
     ROW_SOURCES[source.name] = source
 
 
 register_row_source(RowSource(name="baseline", stage="baseline", key="{model}_{features}"))
+
+# The image model (docs/image_model.md; the paper's section 4.1 and Table 2). The head's row
+# carries logg from the one-stage head, so the paper's one-stage logg stands beside it; the
+# two-stage figures come from the logg_heads runs, which log them under these kinds.
+register_row_source(RowSource(name="head", stage="head", key="ours_head"))
+register_row_source(RowSource(name="logg_heads", stage="logg_heads", rows=(
+    RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}),     # Eq. 20, hard classes
+    RowSpec("ours_logg_above_4", {"logg": "sigma_dwarf"}),      # head h1 on logg > threshold
+    RowSpec("ours_logg_below_4", {"logg": "sigma_giant"}),      # head h2 on logg <= threshold
+    RowSpec("ours_logg_perfect", {"logg": "sigma_perfect"}),    # true classes in Eq. 20
+)))
+register_row_source(RowSource(name="logg_classifier", stage="logg_classifier", rows=(
+    RowSpec("ours_logg_accuracy", {"logg": "accuracy"}, scale=100.0),
+)))
 
 
 @lru_cache(maxsize=1)
@@ -142,27 +197,29 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
         by_key: dict[str, Row] = {}
         for run in runs:
             tags = run.data.tags
-            key = _format(source.key, tags)
-            if key is None:
-                continue
-            pkey = _format(source.paper_key or source.key, tags)
-            row = by_key.get(key)
-            if row is None:
-                prow = paper_rows.get(pkey, {}) if paper else {}
-                row = by_key[key] = Row(key=key, label=prow.get("label", key), source=name,
-                                        paper={t: prow.get(t) for t in TARGETS})
             m = run.data.metrics
-            for t in TARGETS:
-                sig = metric_name(subset, "sigma", t)
-                if t in row.cells or sig not in m:
+            for spec in source.specs():
+                key = _format(spec.key, tags)
+                if key is None:
                     continue
-                row.cells[t] = Cell(m[sig], m.get(f"{sig}_lo", math.nan), m.get(f"{sig}_hi", math.nan),
-                                    run.info.run_id)
-                if run.info.run_id not in used:
-                    used.append(run.info.run_id)
-                noise_name = metric_name(subset, "label_noise", t)
-                if t not in noise and noise_name in m:
-                    noise[t] = m[noise_name]
+                pkey = _format(spec.paper_key or spec.key, tags)
+                row = by_key.get(key)
+                if row is None:
+                    prow = paper_rows.get(pkey, {}) if paper else {}
+                    row = by_key[key] = Row(key=key, label=prow.get("label", key), source=name,
+                                            paper={t: prow.get(t) for t in TARGETS})
+                for t, kind in spec.metrics.items():
+                    sig = metric_name(subset, kind, t)
+                    if t in row.cells or sig not in m:
+                        continue
+                    row.cells[t] = Cell(m[sig] * spec.scale,
+                                        m.get(f"{sig}_lo", math.nan) * spec.scale,
+                                        m.get(f"{sig}_hi", math.nan) * spec.scale, run.info.run_id)
+                    if run.info.run_id not in used:
+                        used.append(run.info.run_id)
+                    noise_name = metric_name(subset, "label_noise", t)
+                    if t not in noise and noise_name in m:
+                        noise[t] = m[noise_name]
         rows += sorted(by_key.values(), key=lambda r: (order.get(r.key, len(order)), r.key))
     return Comparison(fingerprint=fingerprint, split=split, subset=subset, rows=rows,
                       noise=noise, run_ids=used)
@@ -172,6 +229,13 @@ def _fmt(value, target: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return f"{value:.{DIGITS[target]}f}"
+
+
+def _paper_text(value) -> str:
+    """A paper value with two decimals, or as many as it has (0.052 stays 0.052)."""
+    if value is None:
+        return ""
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:g}"
 
 
 def _cell_text(cell: Cell | None, target: str) -> str:
@@ -196,7 +260,7 @@ def to_frame(comp: Comparison, *, paper: bool = True, text: bool = True):
                 rec[HEADERS[t]] = _cell_text(cell, t)
                 if paper:
                     value = row.paper.get(t)
-                    rec[f"{HEADERS[t].split()[0]} paper"] = "" if value is None else f"{value:.2f}"
+                    rec[f"{HEADERS[t].split()[0]} paper"] = _paper_text(value)
             else:
                 rec[f"sigma_{t}"] = cell.value if cell else math.nan
                 rec[f"sigma_{t}_lo"] = cell.lo if cell else math.nan

@@ -1,0 +1,482 @@
+"""``python -m stellarexp.bench sweep``: the cost of an Optuna sweep per trial, and how it scales.
+
+Both measurements run the real entry point (``python -m stellarexp.train -m``: the project's
+sweeper, MLflow tracking, an Optuna journal file) as subprocesses in a temporary
+``STELLAREXP_HOME``, on a star table generated there (``data=table``). Times come from the Optuna
+storage (each trial's ask and tell), so process start-up and imports never count.
+
+1. **Per-trial overhead.** A study of ``--trials`` + 1 trials of a trivial objective: the stage
+   ``bench_noop`` (registered for the benchmark's subprocesses only) returns ``(stage.x - 1)^2``
+   and times itself. With one worker, a trial's *cycle* is the time from the previous trial's
+   tell to its own tell; the overhead is the cycle minus the objective's own time. Trial 0
+   (imports, first composition, study and parent-run creation) is the warm-up and is left out.
+   The cycle splits into ``in_trial`` (ask to tell: Hydra job set-up, the MLflow child run with
+   its tags, params, config artifacts and metrics, the tell) and ``between`` (tell to the next
+   ask: the sweeper's lock, liveness check, trial count and the sampler).
+2. **Parallel throughput.** A shipped, CPU-bound baseline study (``random_forest_color``,
+   ``target=teff``) run to ``--throughput-trials`` trials by one worker process, then, in a fresh
+   study, by two worker processes started together on one journal; each runs one trial at a time
+   (``n_jobs=1``) with one model thread (``trainer.n_jobs=1``, BLAS/OpenMP pools at 1). The
+   hyperparameters that drive the cost (number of trees, depth, features per split) are fixed on
+   the command line, so every trial costs about the same and the comparison measures the workers
+   rather than the sampler's draws. Trials per minute: each worker's completions after its
+   first (warm-up) trial over the time from its first completion to its last, summed over the
+   workers (:func:`trials_per_minute`).
+
+See ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stellarexp.bench import REPO_ROOT, register
+
+NOOP_STAGE = "bench_noop"
+TIMES_ENV = "STELLAREXP_BENCH_TIMES"
+OBJECTIVE_S_ENV = "STELLAREXP_BENCH_OBJECTIVE_S"
+TARGET_OVERHEAD_S = 0.3
+
+# hyperparameters fixed per model family so that every trial of a study costs about the same
+FIXED_BY_MODEL = {
+    "random_forest": ["+model.params.n_estimators={n}", "+model.params.max_depth=8",
+                      "+model.params.max_features=0.5"],
+    "xgboost": ["+model.params.n_estimators={n}", "+model.params.max_depth=6",
+                "+model.params.colsample_bytree=0.5", "+model.params.colsample_bynode=0.5",
+                "+model.params.subsample=0.8"],
+    "lightgbm": ["+model.params.n_estimators={n}", "+model.params.max_depth=6",
+                 "+model.params.num_leaves=31"],
+    "catboost": ["+model.params.n_estimators={n}", "+model.params.depth=6",
+                 "+model.params.border_count=128"],
+}
+
+# the subprocesses' program: the real entry point with the trivial stage registered
+_APP = "import sys; from stellarexp.benches.sweep import app_main; app_main(sys.argv[1:])"
+
+
+# ------------------------------------------------------------------------- the trivial objective
+
+
+def _log_time(number, kind: str, seconds: float) -> None:
+    path = os.environ.get(TIMES_ENV)
+    if path and number is not None:
+        with open(path, "a") as fh:
+            fh.write(f"{number} {kind} {seconds:.9f}\n")
+
+
+def noop_stage(cfg, run) -> dict[str, float]:
+    """Stage ``bench_noop``: return ``val/sigma_teff = (stage.x - 1)^2`` and log its own time.
+
+    Sleeps ``$STELLAREXP_BENCH_OBJECTIVE_S`` seconds first when set (to check that the overhead
+    does not depend on the objective's length). Appends ``<trial> objective <seconds>`` to the
+    file ``$STELLAREXP_BENCH_TIMES``.
+    """
+    t0 = time.perf_counter()
+    delay = float(os.environ.get(OBJECTIVE_S_ENV) or 0.0)
+    if delay > 0:
+        time.sleep(delay)
+    value = (float(cfg.stage.get("x", 0.0)) - 1.0) ** 2
+    elapsed = time.perf_counter() - t0
+    from hydra.core.hydra_config import HydraConfig
+
+    number = HydraConfig.get().sweeper.get("trial_number") if HydraConfig.initialized() else None
+    _log_time(number, "objective", elapsed)
+    return {"val/sigma_teff": value}
+
+
+def _instrument() -> None:
+    """Time the parts of each trial's job: composition, Hydra's job, the entry point's task.
+
+    Wraps the launcher's ``launch`` (to know the trial) and its module's ``run_job``, the config
+    loader's ``load_sweep_config`` and ``stellarexp.train.run``; each wrapper costs two clock
+    reads. Hydra loads its launcher from a module copy made by its plugin scan, so the launcher
+    is patched once instantiated. These are Hydra internals: when they do not look as expected,
+    nothing is patched and the breakdown is simply missing.
+    """
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra.core.plugins import Plugins
+
+        from stellarexp import train
+    except ImportError:
+        return
+    current: dict[str, object] = {"trial": None}
+
+    def timed(kind, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _log_time(current["trial"], kind, time.perf_counter() - t0)
+        wrapper.bench_timed = True
+        return wrapper
+
+    def launch_wrapper(launch):
+        def wrapper(job_overrides, initial_job_idx):
+            lines = job_overrides[0] if len(job_overrides) == 1 else ()  # n_jobs=1: one job
+            numbers = [o.split("=", 1)[1] for o in lines if o.startswith("hydra.sweeper.trial_number=")]
+            current["trial"] = numbers[0] if numbers else None
+            try:
+                return launch(job_overrides, initial_job_idx)
+            finally:
+                current["trial"] = None
+        return wrapper
+
+    instantiate = Plugins.instantiate_launcher
+
+    def instantiate_wrapper(self, *args, **kwargs):
+        launcher = instantiate(self, *args, **kwargs)
+        module_globals = getattr(type(launcher).launch, "__globals__", {})
+        run_job = module_globals.get("run_job")
+        if callable(run_job):
+            if not getattr(run_job, "bench_timed", False):
+                module_globals["run_job"] = timed("job", run_job)
+            launcher.launch = launch_wrapper(launcher.launch)  # the bound method, on the instance
+        return launcher
+
+    Plugins.instantiate_launcher = instantiate_wrapper
+    ConfigLoaderImpl.load_sweep_config = timed("compose", ConfigLoaderImpl.load_sweep_config)
+    train.run = timed("task", train.run)
+
+
+def app_main(argv: Sequence[str]) -> None:
+    """``python -m stellarexp.train <argv>`` with stage ``bench_noop`` registered (and, when
+    ``$STELLAREXP_BENCH_TIMES`` is set, the parts of each trial timed)."""
+    from stellarexp import stages, train
+
+    stages.register(NOOP_STAGE, f"{__name__}:noop_stage")
+    if os.environ.get(TIMES_ENV):
+        _instrument()
+    sys.argv = ["stellarexp.train", *argv]
+    train.main()
+
+
+# ------------------------------------------------------------------------- inputs
+
+
+def write_star_table(path: Path, n: int, seed: int = 0) -> Path:
+    """A CSV of ``n`` stars for ``data=table``: magnitudes whose colours follow the labels."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    teff = rng.uniform(3800.0, 7000.0, n)
+    logg = rng.uniform(0.5, 5.0, n)
+    fe_h = rng.normal(-0.3, 0.4, n)
+    r = rng.uniform(14.0, 18.0, n)
+    cols = {}
+    for i, band in enumerate("ugriz"):
+        # bluer bands fainter for cooler stars; u also feels metallicity, a little logg in g
+        colour = (2 - i) * (5800.0 - teff) / 2200.0 + (0.25 * fe_h if band == "u" else 0.0) \
+            + (0.03 * (logg - 3.0) if band == "g" else 0.0)
+        ext = rng.uniform(0.01, 0.08, n) * (5 - i)
+        cols[f"psfmag_{band}"] = r + colour + ext + rng.normal(0.0, 0.02, n)
+        cols[f"extinction_{band}"] = ext
+    frame = pd.DataFrame({**cols, "teff": teff + rng.normal(0, 50, n),
+                          "logg": logg + rng.normal(0, 0.1, n), "fe_h": fe_h + rng.normal(0, 0.05, n)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def fixed_params(study: str, n_estimators: int) -> list[str]:
+    """The cost-fixing overrides of a baseline study (by its model family)."""
+    for family, lines in FIXED_BY_MODEL.items():
+        if study.startswith(family):
+            return [line.format(n=n_estimators) for line in lines]
+    return []
+
+
+# ------------------------------------------------------------------------- trial times
+
+
+@dataclass(frozen=True)
+class TrialTimes:
+    """Ask and tell times (epoch seconds) of one trial, as the Optuna storage recorded them."""
+
+    number: int
+    start: float
+    complete: float | None
+    state: str
+    worker: str = ""
+
+
+def read_trials(journal: Path) -> list[TrialTimes]:
+    """Every trial of the single study in the journal file ``journal``."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    names = optuna.get_all_study_names(storage)
+    if len(names) != 1:
+        raise RuntimeError(f"{journal}: expected one study, found {names}")
+    study = optuna.load_study(study_name=names[0], storage=storage)
+    return [TrialTimes(t.number, t.datetime_start.timestamp(),
+                       t.datetime_complete.timestamp() if t.datetime_complete else None,
+                       t.state.name, str(t.user_attrs.get("worker_pid", "")))
+            for t in study.get_trials(deepcopy=False)]
+
+
+def read_times(path: Path) -> dict[str, dict[int, float]]:
+    """Kind (objective, compose, job, task) -> trial number -> seconds, from the times file."""
+    out: dict[str, dict[int, float]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            number, kind, seconds = line.split()
+            # a part called twice for one trial (never expected) counts in full
+            bucket = out.setdefault(kind, {})
+            bucket[int(number)] = bucket.get(int(number), 0.0) + float(seconds)
+    return out
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, float]]) -> dict:
+    """Per-trial overhead of a one-worker study (see the module docstring).
+
+    Parameters
+    ----------
+    trials : iterable of TrialTimes
+        All trials of the study; every one must be COMPLETE.
+    times : dict
+        :func:`read_times`: ``objective`` (required) and, when instrumented, ``compose``,
+        ``job`` and ``task`` seconds per trial.
+
+    Returns
+    -------
+    dict
+        ``n`` (trials measured, the first one excluded), ``median``, ``p90``, ``max`` of the
+        overhead, the medians of its ``in_trial`` and ``between`` parts and of ``objective``,
+        and ``parts`` (medians of ``compose``, ``hydra_job``, ``train_run`` and
+        ``sweeper_storage``; empty without the instrumentation). Medians of parts need not add
+        up to the median of the whole.
+    """
+    trials = list(trials)
+    bad = [t.number for t in trials if t.state != "COMPLETE"]
+    if bad:
+        raise RuntimeError(f"trials {bad} of the trivial objective did not complete")
+    done = sorted(trials, key=lambda t: t.complete)
+    if len(done) < 2:
+        raise RuntimeError("need at least two completed trials to measure a cycle")
+    objective_s = times.get("objective", {})
+    overhead, inside, between, objective = [], [], [], []
+    parts: dict[str, list[float]] = {"compose": [], "hydra_job": [], "train_run": [],
+                                     "sweeper_storage": []}
+    instrumented = all(k in times for k in ("compose", "job", "task"))
+    for prev, cur in itertools.pairwise(done):
+        if cur.number not in objective_s:
+            raise RuntimeError(f"trial {cur.number}: the objective recorded no time")
+        obj = objective_s[cur.number]
+        cycle = cur.complete - prev.complete
+        overhead.append(cycle - obj)
+        inside.append(cur.complete - cur.start - obj)
+        between.append(cur.start - prev.complete)
+        objective.append(obj)
+        if instrumented and all(cur.number in times[k] for k in ("compose", "job", "task")):
+            compose, job, task = (times[k][cur.number] for k in ("compose", "job", "task"))
+            parts["compose"].append(compose)         # the job's config from the overrides
+            parts["hydra_job"].append(job - task)    # output dir, .hydra files, logging
+            parts["train_run"].append(task - obj)    # config resolution + the MLflow run
+            parts["sweeper_storage"].append(cycle - compose - job)  # lock, ask, tell, sampler
+    return {"n": len(overhead), "median": statistics.median(overhead),
+            "p90": _quantile(overhead, 0.9), "max": max(overhead),
+            "in_trial": statistics.median(inside), "between": statistics.median(between),
+            "objective": statistics.median(objective),
+            "parts": {k: statistics.median(v) for k, v in parts.items() if v}}
+
+
+def trials_per_minute(trials: Iterable[TrialTimes]) -> float:
+    """Steady throughput of a study: the sum over workers of their trials per minute.
+
+    A worker runs one trial at a time, so its rate is its completions after its first one
+    divided by the time from its first completion to its last; the first trial (imports, first
+    composition) is its warm-up. Workers of one study run side by side until the total is
+    reached, so their rates add. NaN when a worker completed fewer than two trials.
+    """
+    ends: dict[str, list[float]] = {}
+    for t in trials:
+        if t.state == "COMPLETE" and t.complete is not None:
+            ends.setdefault(t.worker, []).append(t.complete)
+    rates = []
+    for times in ends.values():
+        times.sort()
+        if len(times) < 2 or times[-1] <= times[0]:
+            return math.nan
+        rates.append(60.0 * (len(times) - 1) / (times[-1] - times[0]))
+    return sum(rates) if rates else math.nan
+
+
+# ------------------------------------------------------------------------- subprocesses
+
+
+def _env(home: Path, times: Path | None = None, objective_s: float = 0.0) -> dict:
+    env = dict(os.environ)
+    env["STELLAREXP_HOME"] = str(home)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    if times is not None:
+        env[TIMES_ENV] = str(times)
+        env[OBJECTIVE_S_ENV] = str(objective_s)
+    return env
+
+
+def _start(overrides: list[str], env: dict, log: Path) -> tuple[subprocess.Popen, object]:
+    fh = open(log, "w")  # noqa: SIM115 - closed by _wait
+    proc = subprocess.Popen([sys.executable, "-c", _APP, *overrides], env=env, cwd=str(log.parent),
+                            stdout=fh, stderr=subprocess.STDOUT)
+    return proc, fh
+
+
+def _wait(started: list[tuple[subprocess.Popen, object]], logs: list[Path], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    failed = []
+    for (proc, fh), log in zip(started, logs):
+        try:
+            rc = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        fh.close()
+        if rc != 0:
+            failed.append(f"{log.name} (exit {rc}):\n{log.read_text()[-3000:]}")
+    if failed:
+        raise RuntimeError("sweep subprocess failed: " + "\n".join(failed))
+
+
+# ------------------------------------------------------------------------- the benchmark
+
+
+@register("sweep")
+def bench_sweep(argv: list[str]) -> dict:
+    """Median per-trial overhead of a sweep, and trials per minute of 2 workers vs 1.
+
+    Options: ``--trials 20`` (measured trials of the trivial objective; one more runs as
+    warm-up), ``--objective-s 0`` (sleep inside the objective), ``--sampler tpe``,
+    ``--study random_forest_color`` and ``--throughput-trials 12`` (per phase, shared by the
+    workers), ``--stars 3000`` (rows of the generated table), ``--estimators 150`` (trees per
+    trial), ``--fix OVERRIDE`` (replace the cost-fixing overrides; repeatable),
+    ``--skip-throughput``, ``--keep`` (keep the temporary folder with the subprocesses' logs;
+    its path is in the result), ``--timeout 600`` (seconds per phase).
+    """
+    ap = argparse.ArgumentParser(prog="python -m stellarexp.bench sweep")
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--objective-s", type=float, default=0.0)
+    ap.add_argument("--sampler", default="tpe")
+    ap.add_argument("--study", default="random_forest_color")
+    ap.add_argument("--throughput-trials", type=int, default=12)
+    ap.add_argument("--stars", type=int, default=3000)
+    ap.add_argument("--estimators", type=int, default=150)
+    ap.add_argument("--fix", action="append", default=None)
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    args = ap.parse_args(argv)
+    if args.trials < 1 or args.throughput_trials < 4:
+        # two workers need two trials each for a steady rate
+        ap.error("--trials must be >= 1 and --throughput-trials >= 4")
+
+    t_start = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="stellarexp-bench-sweep-"))
+    keep = False
+    try:
+        home = tmp / "home"
+        table = write_star_table(tmp / "stars.csv", args.stars)
+        common = ["data=table", f"data.path={table}", "target=teff",
+                  f"hydra.sweeper.results_dir={tmp / 'results'}"]
+
+        # 1. overhead: trivial objective, one worker
+        journal = tmp / "optuna" / "overhead.log"
+        times = tmp / "times.txt"
+        log = tmp / "overhead.log"
+        started = _start(["-m", f"stage.name={NOOP_STAGE}", "stage.x=interval(-5, 5)", *common,
+                          f"hydra.sweeper.n_trials={args.trials + 1}",
+                          f"hydra.sweeper.sampler={args.sampler}", "hydra.sweeper.seed=0",
+                          "hydra.sweeper.study_name=bench-overhead",
+                          f"hydra.sweeper.storage={journal}",
+                          f"hydra.sweep.dir={tmp / 'multirun' / 'overhead'}"],
+                         _env(home, times, args.objective_s), log)
+        _wait([started], [log], args.timeout)
+        over = overhead_stats(read_trials(journal), read_times(times))
+        result = {
+            "bench": "sweep", "load_avg_1min_start": round(load0, 2), "cpus": os.cpu_count(),
+            "sampler": args.sampler, "overhead_trials": over["n"],
+            "overhead_s_median": round(over["median"], 4),
+            "overhead_s_p90": round(over["p90"], 4), "overhead_s_max": round(over["max"], 4),
+            "overhead_in_trial_s_median": round(over["in_trial"], 4),
+            "overhead_between_trials_s_median": round(over["between"], 4),
+            "objective_s_median": round(over["objective"], 6),
+            "overhead_parts_s_median": {k: round(v, 4) for k, v in over["parts"].items()},
+        }
+
+        # 2. throughput of a CPU-bound baseline study: 1 worker, then 2 on a fresh journal
+        if not args.skip_throughput:
+            fixed = args.fix if args.fix is not None else fixed_params(args.study, args.estimators)
+            env = _env(home)
+            rates, walls, workers = {}, {}, {}
+            for n_workers in (1, 2):
+                journal = tmp / "optuna" / f"throughput-{n_workers}w.log"
+                overrides = [
+                    "-m", f"sweep={args.study}", *common, "trainer.n_jobs=1",
+                    "stage.figure=false", "stage.save_models=false", "stage.predictions=false",
+                    *fixed, f"hydra.sweeper.n_trials={args.throughput_trials}",
+                    "hydra.sweeper.n_jobs=1", "hydra.sweeper.seed=0",
+                    f"hydra.sweeper.storage={journal}"]
+                logs = [tmp / f"throughput-{n_workers}w-{k}.log" for k in range(n_workers)]
+                # one sweep folder per worker: Hydra names them by the second they start in
+                started = [_start([*overrides, f"hydra.sweep.dir={tmp / 'multirun' / log.stem}"],
+                                  env, log) for log in logs]
+                t0 = time.perf_counter()
+                _wait(started, logs, args.timeout)
+                walls[n_workers] = time.perf_counter() - t0
+                trials = read_trials(journal)
+                states = {t.state for t in trials}
+                if states != {"COMPLETE"} or len(trials) != args.throughput_trials:
+                    raise RuntimeError(f"{n_workers}-worker study: {len(trials)} trials, states "
+                                       f"{sorted(states)}")
+                rates[n_workers] = trials_per_minute(trials)
+                workers[n_workers] = len({t.worker for t in trials})
+            result.update({
+                "throughput_study": args.study, "throughput_target": "teff",
+                "throughput_trials": args.throughput_trials, "throughput_stars": args.stars,
+                "throughput_fixed": fixed,
+                "trials_per_min_1_worker": round(rates[1], 2),
+                "trials_per_min_2_workers": round(rates[2], 2),
+                "ratio_2_vs_1": round(rates[2] / rates[1], 3),
+                "workers_with_trials_2w": workers[2],
+                "phase_wall_s_1_worker": round(walls[1], 1), "phase_wall_s_2_workers": round(walls[2], 1),
+            })
+        result.update({"load_avg_1min_end": round(os.getloadavg()[0], 2),
+                       "wall_s": round(time.perf_counter() - t_start, 1),
+                       "targets": {"overhead_s_median": TARGET_OVERHEAD_S}})
+        if args.keep:
+            result["home"] = str(tmp)
+        return result
+    except BaseException:
+        keep = True  # the subprocesses' logs explain the failure
+        print(f"sweep benchmark failed; logs kept in {tmp}", file=sys.stderr)
+        raise
+    finally:
+        if not (args.keep or keep):
+            shutil.rmtree(tmp, ignore_errors=True)

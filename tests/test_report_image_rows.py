@@ -1,0 +1,185 @@
+"""The report's image-model rows (issue 9, item 3) from runs in a temporary MLflow store.
+
+The runs are made directly with MLflow's client, carrying the tags and metric names that
+``stage=head``, ``stage=logg_classifier`` and ``stage=logg_heads`` log (stellarexp/stages/head.py
+and logg.py), each metric with a distinct value, so the test shows which metric fills which cell.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+
+from stellarexp.tracking import compare
+from tests.test_train_fixtures import migrated_db, run_job
+
+pytest_plugins = ["tests.test_train_fixtures"]
+
+FP = "e1" * 32  # data fingerprint of the fake runs
+EXP = "image-rows-test"
+TARGETS = ("teff", "logg", "fe_h")
+
+
+@pytest.fixture
+def image_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "mlruns").mkdir(parents=True)
+    shutil.copyfile(migrated_db(), home / "mlruns" / "mlflow.db")
+    monkeypatch.setenv("STELLAREXP_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return home
+
+
+def _regression(subset: str, target: str, sigma: float) -> dict[str, float]:
+    """What ``regression_metrics`` of the head stage logs for one target."""
+    out = {}
+    for kind, value in (("sigma", sigma), ("robust_sigma", 0.9 * sigma), ("mae", 0.8 * sigma),
+                        ("bias", 0.01 * sigma), ("rmse", 1.01 * sigma)):
+        out[f"{subset}/{kind}_{target}"] = value
+        out[f"{subset}/{kind}_{target}_lo"] = 0.95 * value
+        out[f"{subset}/{kind}_{target}_hi"] = 1.05 * value
+    out.update({f"{subset}/coverage95_{target}": 0.94, f"{subset}/mean_std_{target}": 0.7 * sigma,
+                f"{subset}/n_{target}": 300.0})
+    return out
+
+
+def _heads_metrics(subset: str, base: float) -> dict[str, float]:
+    """What ``run_heads`` logs (``base`` shifts every value, to tell runs apart)."""
+    m = {f"{subset}/sigma_hard_logg": base + 0.401, f"{subset}/sigma_soft_logg": base + 0.398,
+         f"{subset}/coverage95_hard_logg": 0.93, f"{subset}/coverage95_soft_logg": 0.95,
+         f"{subset}/sigma_perfect_logg": base + 0.357, f"{subset}/sigma_dwarf_logg": base + 0.061,
+         f"{subset}/sigma_giant_logg": base + 0.533, f"{subset}/accuracy_logg": 0.9702,
+         f"{subset}/sigma_onestage_logg": base + 0.487}
+    m[f"{subset}/sigma_logg"] = m[f"{subset}/sigma_hard_logg"]  # stage.combine=hard
+    return m
+
+
+class Store:
+    """Fake stage runs in the temporary store, started one second apart (newest last)."""
+
+    def __init__(self):
+        from stellarexp.tracking import store
+
+        self.client = store.connect()
+        self.exp = store.ensure_experiment(self.client, EXP)
+        self.t0 = int(time.time() * 1000) - 100_000
+
+    def run(self, stage: str, tags: dict, metrics: dict, status: str = "FINISHED",
+            split: str = "paper") -> str:
+        from mlflow.entities import Metric
+
+        self.t0 += 1000
+        run = self.client.create_run(self.exp, start_time=self.t0, tags={
+            "stage": stage, "split": split, "data_fingerprint": FP, "data": "synthetic",
+            "model": "convit", **tags})
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), self.t0, 1)
+                                               for k, v in metrics.items()])
+        self.client.set_terminated(run_id, status)
+        return run_id
+
+
+@pytest.fixture
+def runs(image_home):
+    s = Store()
+    bb = "b" * 32
+    image = {"targets": "teff,logg,fe_h", "backbone_run_id": bb, "arch": "cpu", "target": "all"}
+    ids = {"baseline": s.run("baseline", {"model": "xgboost", "features": "color", "target": "all"},
+                             {f"val/sigma_{t}": v for t, v in zip(TARGETS, (190.5, 0.661, 0.251))})}
+    old = {}
+    for t, v in zip(TARGETS, (181.0, 0.52, 0.26)):
+        old.update(_regression("val", t, v))
+    ids["head_old"] = s.run("head", image, old)
+    new = {"train/epochs": 40.0}
+    for t, v in zip(TARGETS, (171.25, 0.4875, 0.2275)):
+        new.update(_regression("val", t, v))
+    ids["head"] = s.run("head", image, new)
+    logg = {"targets": "logg", "backbone_run_id": bb, "arch": "cpu", "target": "logg", "threshold": "4.0"}
+    ids["classifier"] = s.run("logg_classifier", logg, {"val/accuracy_logg": 0.9735, "val/n_logg": 300.0,
+                                                        "train/epochs": 30.0})
+    ids["heads"] = s.run("logg_heads", {**logg, "classifier_run_id": ids["classifier"]},
+                         {**_heads_metrics("val", 0.0), "dwarf/val/loss": 0.1, "giant/val/loss": 0.4})
+    # newer, but FAILED or on another split: never in the paper-split table
+    ids["heads_failed"] = s.run("logg_heads", logg, _heads_metrics("val", 1.0), status="FAILED")
+    ids["heads_holdout"] = s.run("logg_heads", logg, {**_heads_metrics("val", 2.0),
+                                                      **_heads_metrics("test", 3.0)}, split="holdout")
+    return ids
+
+
+def _report(tmp_path, name: str, *overrides: str):
+    value, run = run_job(["stage=report", f"stage.fingerprint={FP}", f"stage.experiments=[{EXP}]",
+                          "tracking.experiment=image-rows-report", *overrides], tmp_path / name)
+    assert value is None and run.info.status == "FINISHED"
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="comparison",
+                                                dst_path=str(tmp_path / f"{name}-dl"))
+    return pd.read_csv(f"{local}/comparison.csv").set_index("key")
+
+
+IMAGE_ROWS = ["ours_head", "ours_logg_two_stage", "ours_logg_above_4", "ours_logg_below_4",
+              "ours_logg_perfect", "ours_logg_accuracy"]
+
+
+def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
+    table = _report(tmp_path, "paper")
+    assert list(table.index) == ["xgboost_color", *IMAGE_ROWS]
+
+    head = table.loc["ours_head"]  # the latest head run; logg is its one-stage logg
+    for t, v in zip(TARGETS, (171.25, 0.4875, 0.2275)):
+        assert head[f"sigma_{t}"] == pytest.approx(v)
+        assert head[f"sigma_{t}_lo"] == pytest.approx(0.95 * v)
+        assert head[f"sigma_{t}_hi"] == pytest.approx(1.05 * v)
+        assert head[f"run_{t}"] == runs["head"]
+    assert (head["paper_teff"], head["paper_logg"], head["paper_fe_h"]) == (172.37, 0.49, 0.23)
+
+    expected = {"ours_logg_two_stage": (0.401, 0.41), "ours_logg_above_4": (0.061, 0.052),
+                "ours_logg_below_4": (0.533, 0.544), "ours_logg_perfect": (0.357, 0.36)}
+    for key, (ours, paper) in expected.items():
+        row = table.loc[key]
+        assert row["sigma_logg"] == pytest.approx(ours) and row["paper_logg"] == paper
+        assert row["run_logg"] == runs["heads"]
+        assert math.isnan(row["sigma_teff"]) and math.isnan(row["paper_teff"])
+        assert math.isnan(row["sigma_logg_lo"])  # the two-stage stage logs no interval
+    acc = table.loc["ours_logg_accuracy"]  # the classifier run's own accuracy, in percent
+    assert acc["sigma_logg"] == pytest.approx(97.35) and acc["paper_logg"] == 98.29
+    assert acc["run_logg"] == runs["classifier"]
+
+    printed = capsys.readouterr().out
+    assert "| Ours (ConViT + Bayesian head, one-stage logg) | 171.2 [162.7, 179.8] | 172.37 |" in printed
+    assert "| Ours logg, head for logg > 4 (its true subset) | - |  | 0.061 | 0.052 | - |  |" in printed
+    assert "| Ours logg, head for logg < 4 (its true subset) | - |  | 0.533 | 0.544 |" in printed
+    assert "| Ours logg classifier accuracy (%) | - |  | 97.350 | 98.29 |" in printed
+    assert "| XGBoost_color | 190.5 | 189.73 | 0.661 | 0.66 | 0.251 | 0.25 |" in printed
+
+
+def test_holdout_and_explicit_run_ids(image_home, runs, tmp_path):
+    # holdout: the test-subset figures of the holdout run only
+    table = _report(tmp_path, "holdout", "split=holdout")
+    assert list(table.index) == ["ours_logg_two_stage", "ours_logg_above_4", "ours_logg_below_4",
+                                 "ours_logg_perfect"]
+    assert table.loc["ours_logg_above_4", "sigma_logg"] == pytest.approx(3.061)
+    assert table.loc["ours_logg_two_stage", "run_logg"] == runs["heads_holdout"]
+
+    # explicit ids: the older head run, sorted to its source by its stage tag
+    ids = ",".join([runs["head_old"], runs["heads"], runs["classifier"]])
+    table = _report(tmp_path, "explicit", f"stage.run_ids=[{ids}]")
+    assert list(table.index) == IMAGE_ROWS
+    assert table.loc["ours_head", "sigma_teff"] == pytest.approx(181.0)
+    assert table.loc["ours_logg_perfect", "sigma_logg"] == pytest.approx(0.357)
+
+
+def test_row_specs_scale_and_paper_digits():
+    assert compare._paper_text(0.052) == "0.052" and compare._paper_text(265.10) == "265.10"
+    assert compare._paper_text(98.29) == "98.29" and compare._paper_text(None) == ""
+    with pytest.raises(ValueError, match="key template or rows"):
+        compare.register_row_source(compare.RowSource(name="empty", stage="x"))
+    # every image row has its paper row
+    rows = compare.paper_table()["rows"]
+    for name in ("head", "logg_heads", "logg_classifier"):
+        for spec in compare.ROW_SOURCES[name].specs():
+            assert spec.key in rows
