@@ -136,3 +136,22 @@ def test_image_model_rows_come_from_a_registered_source(monkeypatch):
     md = compare.to_markdown(comp)
     assert "170.0 [165.0, 175.0]" in md and "| CatBoost_mag | 250.0 |" in md
     assert "label noise floor" not in md  # no truth, no floor row
+
+
+def test_sweep_trials_are_not_the_methods_result():
+    """The report skips runs that are trials of an Optuna sweep (tagged optuna_trial)."""
+
+    class Page(list):
+        token = None
+
+    class Client:
+        def search_experiments(self, view_type=None):
+            return [SimpleNamespace(experiment_id="1")]
+
+        def search_runs(self, ids, flt, view, max_results, order_by, page_token):
+            assert "tags.stage = 'baseline'" in flt
+            return Page([_fake_run("trial", 3, {"optuna_trial": "29", "model": "xgboost"}, {}),
+                         _fake_run("plain", 2, {"model": "xgboost"}, {})])
+
+    runs = compare.search_finished(Client(), stage="baseline", fingerprint="f", split="paper")
+    assert [r.info.run_id for r in runs] == ["plain"]

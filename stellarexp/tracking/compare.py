@@ -177,7 +177,9 @@ def search_finished(client, *, stage: str, fingerprint: str | None, split: str,
     while True:
         page = client.search_runs(ids, " and ".join(flt), ViewType.ACTIVE_ONLY, max_results=1000,
                                   order_by=["attributes.start_time DESC"], page_token=token)
-        runs.extend(page)
+        # a sweep's trials are explorations, not the method's result: the report counts runs made
+        # outside a sweep (e.g. the best configuration re-run with the command the sweep prints)
+        runs.extend(r for r in page if "optuna_trial" not in r.data.tags)
         token = page.token
         if not token:
             return runs
