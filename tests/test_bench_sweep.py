@@ -67,8 +67,10 @@ def test_trials_per_minute_adds_the_workers_steady_rates():
     assert trials_per_minute(one) == pytest.approx(30.0)
     other = _trials([8.0, 3.0, 3.0], [8.0, 3.0, 3.0], "b")            # 3 s/trial
     assert trials_per_minute(one + other) == pytest.approx(30.0 + 20.0)
-    # a worker with a single trial has no steady rate
-    assert math.isnan(trials_per_minute(one + _trials([8.0], [8.0], "c")))
+    # a late worker with a single (warm-up) trial opens the window later; it adds no rate
+    late = _trials([12.0], [12.0], "c")                                   # done at t = 112
+    assert trials_per_minute(one + late) == pytest.approx(60.0 * 2 / (115.0 - 112.0))
+    assert math.isnan(trials_per_minute(_trials([8.0], [8.0], "c")))  # nothing after warm-up
     assert math.isnan(trials_per_minute([]))
 
 
@@ -87,7 +89,7 @@ def test_sweep_bench_prints_one_json_line(tmp_path):
     env = {**os.environ, "STELLAREXP_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run([sys.executable, "-m", "stellarexp.bench", "sweep", "--trials", "3",
-                           "--throughput-trials", "4", "--stars", "600", "--estimators", "20"],
+                           "--throughput-trials", "6", "--stars", "600", "--estimators", "20"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.strip().splitlines()
@@ -102,7 +104,7 @@ def test_sweep_bench_prints_one_json_line(tmp_path):
     assert out["trials_per_min_1_worker"] > 0 and out["trials_per_min_2_workers"] > 0
     assert out["ratio_2_vs_1"] == pytest.approx(
         out["trials_per_min_2_workers"] / out["trials_per_min_1_worker"], rel=0.01)
-    assert out["workers_with_trials_2w"] == 2 and out["throughput_trials"] == 4
+    assert out["workers_with_trials_2w"] == 2 and out["throughput_trials"] == 6
     assert out["targets"] == {"overhead_s_median": 0.3}
     # nothing left behind: the temporary home is removed
     assert not list(tmp_path.glob("stellarexp-bench-sweep-*"))

@@ -306,24 +306,28 @@ def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, floa
 
 
 def trials_per_minute(trials: Iterable[TrialTimes]) -> float:
-    """Steady throughput of a study: the sum over workers of their trials per minute.
+    """Steady throughput of a study: completions per minute once every worker has warmed up.
 
-    A worker runs one trial at a time, so its rate is its completions after its first one
-    divided by the time from its first completion to its last; the first trial (imports, first
-    composition) is its warm-up. Workers of one study run side by side until the total is
-    reached, so their rates add. NaN when a worker completed fewer than two trials.
+    Each worker's first completion carries its warm-up (imports, first composition), so the
+    window opens at the LAST of the workers' first completions and closes at the final
+    completion; the rate is the completions inside it (after its opening) per minute. Workers
+    run side by side, so this adds their rates without needing each worker to finish two
+    trials (under load one worker may start late and get a single trial). NaN when nothing
+    completes after the window opens.
     """
-    ends: dict[str, list[float]] = {}
+    firsts: dict[str, float] = {}
+    ends: list[float] = []
     for t in trials:
         if t.state == "COMPLETE" and t.complete is not None:
-            ends.setdefault(t.worker, []).append(t.complete)
-    rates = []
-    for times in ends.values():
-        times.sort()
-        if len(times) < 2 or times[-1] <= times[0]:
-            return math.nan
-        rates.append(60.0 * (len(times) - 1) / (times[-1] - times[0]))
-    return sum(rates) if rates else math.nan
+            ends.append(t.complete)
+            firsts[t.worker] = min(firsts.get(t.worker, math.inf), t.complete)
+    if not firsts:
+        return math.nan
+    opened = max(firsts.values())
+    after = [e for e in ends if e > opened]
+    if not after:
+        return math.nan
+    return 60.0 * len(after) / (max(after) - opened)
 
 
 # ------------------------------------------------------------------------- subprocesses
