@@ -30,7 +30,6 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m stellarexp.data simulate $(QUICK)
 	$(PY) -m stellarexp.data build $(QUICK)
-	$(PY) -m stellarexp.data describe $(QUICK)
 	$(PY) -m stellarexp.train -m stage=baseline $(QUICK) \
 		model=xgboost,lightgbm,catboost,random_forest features=mag,color target=all
 	$(PY) -m stellarexp.train stage=backbone model=convit target=all $(QUICK) $(QUICK_BACKBONE)

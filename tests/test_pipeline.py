@@ -48,7 +48,7 @@ def test_built_dataset_follows_the_schema(tiny_survey):
 
 def test_describe_command_prints_funnel_and_splits(tiny_home):
     out = subprocess.run([sys.executable, "-m", "stellarexp.data", "describe", "data=synthetic", "data.size=tiny"],
-                         capture_output=True, text=True, env=_env(tiny_home), timeout=120)
+                         capture_output=True, text=True, env=_env(tiny_home), timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "funnel:" in out.stdout and "cutouts accepted" in out.stdout
     assert "split=paper" in out.stdout and "split=holdout" in out.stdout
@@ -56,7 +56,7 @@ def test_describe_command_prints_funnel_and_splits(tiny_home):
 
 def test_unknown_size_is_a_clear_error(tiny_home):
     out = subprocess.run([sys.executable, "-m", "stellarexp.data", "simulate", "data.size=huge"],
-                         capture_output=True, text=True, env=_env(tiny_home), timeout=120)
+                         capture_output=True, text=True, env=_env(tiny_home), timeout=120, check=False)
     assert out.returncode != 0
     assert "data.size" in out.stderr and "huge" in out.stderr
 

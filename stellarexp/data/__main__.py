@@ -34,11 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     from stellarexp.config import compose
 
     try:
         cfg = compose("data_cli", overrides)
-    except Exception as exc:  # Hydra's own message names the bad override
+    except (HydraException, OmegaConfBaseException) as exc:  # the message names the bad override
         print(f"error: cannot compose the configuration: {exc}", file=sys.stderr)
         return 2
     from stellarexp.data import pipeline

@@ -117,30 +117,29 @@ def write_dataset(path, content: DatasetContent) -> str:
         stars["fold"] = fold_of(stars["star_id"])
     fp = fingerprint(images, stars)
     str_dt = h5py.string_dtype("utf-8")
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("images", data=images, chunks=(1,) + images.shape[1:] if len(images) else None,
-                              compression="gzip", compression_opts=1, shuffle=True)
-            grp = h5.create_group("stars")
-            for col in stars.columns:
-                data = _column_to_h5(stars[col])
-                grp.create_dataset(col, data=data, dtype=str_dt if data.dtype == object else data.dtype)
-            rej = h5.create_group("rejects")
-            rejects = content.rejects.reset_index(drop=True)
-            for col in ("star_id", "reason", "detail"):
-                vals = rejects[col] if col in rejects else pd.Series([""] * len(rejects))
-                rej.create_dataset(col, data=np.array([str(v) for v in vals], dtype=object), dtype=str_dt)
-            h5.attrs["name"] = content.name
-            h5.attrs["fingerprint"] = fp
-            h5.attrs["funnel"] = json.dumps([[str(s), int(n)] for s, n in content.funnel])
-            h5.attrs["label_free"] = bool(content.label_free)
-            h5.attrs["bands"] = "".join(BANDS)
-            h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            from stellarexp import __version__
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("images", data=images, chunks=(1,) + images.shape[1:] if len(images) else None,
+                          compression="gzip", compression_opts=1, shuffle=True)
+        grp = h5.create_group("stars")
+        for col in stars.columns:
+            data = _column_to_h5(stars[col])
+            grp.create_dataset(col, data=data, dtype=str_dt if data.dtype == object else data.dtype)
+        rej = h5.create_group("rejects")
+        rejects = content.rejects.reset_index(drop=True)
+        for col in ("star_id", "reason", "detail"):
+            vals = rejects[col] if col in rejects else pd.Series([""] * len(rejects))
+            rej.create_dataset(col, data=np.array([str(v) for v in vals], dtype=object), dtype=str_dt)
+        h5.attrs["name"] = content.name
+        h5.attrs["fingerprint"] = fp
+        h5.attrs["funnel"] = json.dumps([[str(s), int(n)] for s, n in content.funnel])
+        h5.attrs["label_free"] = bool(content.label_free)
+        h5.attrs["bands"] = "".join(BANDS)
+        h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        from stellarexp import __version__
 
-            h5.attrs["stellarexp_version"] = __version__
-            for k, v in content.extra_attrs.items():
-                h5.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+        h5.attrs["stellarexp_version"] = __version__
+        for k, v in content.extra_attrs.items():
+            h5.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
     return fp
 
 
@@ -172,7 +171,7 @@ def _decode(arr: np.ndarray) -> np.ndarray:
 def read_stars(path) -> pd.DataFrame:
     """Read the star table (no images) of a dataset file as a DataFrame."""
     with _open(path) as h5:
-        return pd.DataFrame({k: _decode(h5["stars"][k][()]) for k in h5["stars"].keys()})
+        return pd.DataFrame({k: _decode(h5["stars"][k][()]) for k in h5["stars"]})
 
 
 def read_rejects(path) -> pd.DataFrame:
@@ -180,7 +179,7 @@ def read_rejects(path) -> pd.DataFrame:
     with _open(path) as h5:
         if "rejects" not in h5:
             return pd.DataFrame(columns=["star_id", "reason", "detail"])
-        return pd.DataFrame({k: _decode(h5["rejects"][k][()]) for k in h5["rejects"].keys()})
+        return pd.DataFrame({k: _decode(h5["rejects"][k][()]) for k in h5["rejects"]})
 
 
 def read_attrs(path) -> dict:

@@ -84,8 +84,8 @@ def measure_psf_fluxes(image: np.ndarray, sigma: np.ndarray, x, y, psf_model, *,
     idx = np.flatnonzero(inside)
     init = QTable({"id": np.arange(1, len(idx) + 1), "x": x[idx], "y": y[idx]})
     # initial flux: sum in the fit box, fine as a starting point for the linear flux parameter
-    init["flux"] = [float(image[int(round(yy)) - half:int(round(yy)) + half + 1,
-                                int(round(xx)) - half:int(round(xx)) + half + 1].sum()) for xx, yy in zip(x[idx], y[idx])]
+    init["flux"] = [float(image[round(yy) - half:round(yy) + half + 1,
+                                round(xx) - half:round(xx) + half + 1].sum()) for xx, yy in zip(x[idx], y[idx])]
     phot = PSFPhotometry(psf_model, (fit_shape, fit_shape), xy_bounds=(max_shift, max_shift),
                          aperture_radius=None)
     with warnings.catch_warnings():

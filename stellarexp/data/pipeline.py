@@ -51,9 +51,9 @@ def simulate(data_cfg, *, progress: bool = True, force: bool = False) -> dict:
 def format_survey_summary(summary: dict) -> str:
     """Human-readable survey summary: counts per cut flag, label statistics, disk size."""
     lines = [f"synthetic survey '{summary['size']}' at {summary['root']}",
-             f"  fields: {summary['n_fields']}   labelled stars: {summary['n_labelled']}   "
-             f"cross-match rows: {summary['n_crossmatch_rows']}   allStar rows: {summary['n_label_rows']} "
-             f"({summary['n_duplicates']} duplicated stars)",
+             (f"  fields: {summary['n_fields']}   labelled stars: {summary['n_labelled']}   "
+              f"cross-match rows: {summary['n_crossmatch_rows']}   allStar rows: {summary['n_label_rows']} "
+              f"({summary['n_duplicates']} duplicated stars)"),
              "  stars with flag set (any band):"]
     for name, count in summary["flag_counts"].items():
         lines.append(f"    {name:<24s} {count}")

@@ -8,6 +8,8 @@ needing the same stars in both.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from stellarexp.data.sdss import mag_to_nmgy
@@ -35,7 +37,7 @@ def fit_flux_error_curve(flux, flux_err) -> tuple[float, float]:
     # medians in flux bins keep a few outliers (blends, edges) from steering the fit
     edges = np.quantile(np.log10(f), np.linspace(0, 1, min(12, max(3, ok.sum() // 5)) + 1))
     fb, vb = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         sel = (np.log10(f) >= lo) & (np.log10(f) <= hi)
         if sel.sum() >= 2:
             fb.append(np.median(f[sel]))

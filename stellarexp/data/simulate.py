@@ -177,7 +177,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
     labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
     # star counts change several-fold with Galactic latitude: denser fields make crowding
-    n_field = int(round(spec.field_stars_per_field * rng.lognormal(0.0, spec.field_density_sigma)))
+    n_field = round(spec.field_stars_per_field * rng.lognormal(0.0, spec.field_density_sigma))
     neighbours = population.draw_field_stars(max(n_field, 1), rng, ebv=ebv)
     # field stars anywhere, including just off the frame (their wings still land on it)
     neighbours["x_r"] = rng.uniform(-20, sdss.NAXIS1 + 20, len(neighbours))
@@ -379,7 +379,7 @@ def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
     fields = [f"SYN{int(r):04d}_{int(c)}" for r, c in zip(stars["run"], stars["camcol"])]
     def pick(frac: float) -> np.ndarray:
         # a fixed count (at least one when the fraction is non-zero) so even `tiny` shows each case
-        k = 0 if frac <= 0 else min(n, max(1, int(round(frac * n))))
+        k = 0 if frac <= 0 else min(n, max(1, round(frac * n)))
         return np.sort(rng.choice(n, size=k, replace=False))
 
     labels = pd.DataFrame({
