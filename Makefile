@@ -10,11 +10,10 @@ PYTEST := PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest -p xdist.plugin -p py
 JOBS ?= 2
 # Idle OpenMP threads spin by default; on a shared 2-core machine that slows torch ~10x.
 export OMP_WAIT_POLICY ?= PASSIVE
-# The quick experiment's backbone budget (fewer epochs than the paper's 50-epoch averaging).
+# The quick experiment (steps, sizes, backbone budget): conf/experiment/quick.yaml.
 QUICK := data=synthetic data.size=quick
-QUICK_BACKBONE := stage.max_epochs=30 stage.patience=8 stage.averaging.k=10
 
-.PHONY: install run test test-slow test-all ui lint clean-venv
+.PHONY: install run test test-slow test-services test-all ui lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,17 +25,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: the quick experiment (simulate and build data when absent, baselines, report).
+## The main job: the quick experiment under one MLflow run (data when absent, baselines, image
+## model, package, perturbations, report); finished steps are reused (docs/reproduce.md).
 run: $(STAMP)
-	$(PY) -m stellarexp.data simulate $(QUICK)
-	$(PY) -m stellarexp.data build $(QUICK)
-	$(PY) -m stellarexp.train -m stage=baseline $(QUICK) \
-		model=xgboost,lightgbm,catboost,random_forest features=mag,color target=all
-	$(PY) -m stellarexp.train stage=backbone model=convit target=all $(QUICK) $(QUICK_BACKBONE)
-	$(PY) -m stellarexp.train stage=head model=convit target=all $(QUICK)
-	$(PY) -m stellarexp.train stage=logg_classifier model=convit target=logg $(QUICK)
-	$(PY) -m stellarexp.train stage=logg_heads model=convit target=logg $(QUICK)
-	$(PY) -m stellarexp.report $(QUICK)
+	$(PY) -m stellarexp.reproduce experiment=quick
 
 ## Fast suite (< 15 minutes including install).
 test: $(STAMP)
@@ -46,8 +38,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PYTEST) -n $(JOBS) --timeout 1800 -m "slow" tests
 
+## Real services: PostgreSQL (Debian package, installed when missing), an MLflow server, a study
+## shared by 4 workers (tests/services; a few minutes). -s prints the suite's figures.
+test-services: $(STAMP)
+	$(PYTEST) -s --timeout 1200 -m services tests/services
+
 ## Everything CI runs.
-test-all: test test-slow
+test-all: test test-slow test-services
 
 ## MLflow UI on 127.0.0.1 against the default store.
 ui: $(STAMP)

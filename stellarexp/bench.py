@@ -5,7 +5,7 @@ remaining command-line arguments and returns a JSON-able dict. Everything runs o
 BLAS/OpenMP pools are limited to one thread before numpy is imported and, where the OS allows,
 the process is pinned to a single CPU.
 
-Registered here: ``cutouts`` (see :func:`bench_cutouts`); ``sweep`` and ``train`` live in
+Registered here: ``cutouts`` (see :func:`bench_cutouts`); ``sweep``, ``train`` and ``inference`` live in
 ``stellarexp/benches/`` (``docs/benchmarks.md``). To add a benchmark elsewhere, decorate
 ``fn(argv) -> dict`` with ``@register("name")`` in a module and list that module in
 :data:`PLUGIN_MODULES` (or name it ``stellarexp/benches/<name>.py``); it is imported on demand,

@@ -114,7 +114,12 @@ def _read_yaml(path: Path) -> Any:
     from omegaconf import OmegaConf
 
     # OmegaConf keeps "1e-3" style scalars and our expressions as written
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # noqa: BLE001 - YAML syntax (yaml.YAMLError) or OmegaConf errors
+        detail = " ".join(str(exc).split())
+        raise SweepError(f"{path} is not valid YAML ({detail}); fix the file "
+                         "(quote values that contain ': ')") from None
 
 
 def available_studies(directory: str | os.PathLike | None = None) -> list[str]:

@@ -78,8 +78,34 @@ def run(cfg) -> float | None:
     return float(value) if math.isfinite(value) else float("nan")
 
 
+def _user_error(exc: BaseException) -> bool:
+    """True for the project's "bad input" errors, whose message says what to fix."""
+    from stellarexp.data.catalog import CatalogError
+    from stellarexp.data.dataset import DatasetError
+    from stellarexp.data.frames import FrameError
+    from stellarexp.data.pipeline import UserInputError
+    from stellarexp.sweeps import SweepError
+    from stellarexp.tracking.diskfull import ArtifactStoreFull
+
+    known = (CatalogError, DatasetError, FrameError, UserInputError, SweepError, ArtifactStoreFull)
+    # a plain LookupError is the stages' "no such run" (KeyError/IndexError are bugs)
+    return isinstance(exc, known) or type(exc) is LookupError
+
+
 def _task(cfg) -> float | None:
-    return run(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return run(cfg)
+    except Exception as exc:
+        # bad input in a single run: the message, not a traceback (the run is already FAILED
+        # with the traceback logged). In a multirun the launcher or sweeper records the error.
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if multirun or not _user_error(exc):
+            raise
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 def main() -> None:

@@ -161,6 +161,34 @@ def test_study_file_sweep_exports_best(toy):
     assert len(toy.calls()) == 4 and all(c.startswith("sweep=toy x=") for c in toy.calls())
 
 
+def test_jobs_see_the_same_config_and_runtime_as_with_full_composition(toy):
+    """The sweeper's cached composition (default) against Hydra's full one for every job: the
+    same job config, task overrides and Hydra node (``.hydra/`` files of each job)."""
+    differ = ("hydra.sweep.dir", "hydra.sweeper.study_name", "hydra.sweeper.reuse_composition")
+
+    def jobs(name: str, *extra: str) -> list[tuple]:
+        toy.run("-m", "sweep=toy", "hydra.sweeper.n_trials=3", f"hydra.sweeper.study_name={name}",
+                f"hydra.sweep.dir={toy.root / 'out' / name}", *extra)
+        out = []
+        for job in sorted((toy.root / "out" / name).glob("*/.hydra")):
+            hydra = yaml.safe_load((job / "hydra.yaml").read_text())["hydra"]
+            assert hydra["runtime"]["output_dir"] == str(job.parent)
+            hydra["runtime"]["output_dir"] = None
+            hydra["overrides"]["hydra"] = [o for o in hydra["overrides"]["hydra"]
+                                           if not o.startswith(differ)]
+            for key in differ:
+                group, field = key.split(".")[1:]
+                hydra[group].pop(field, None)
+            out.append(((job / "config.yaml").read_text(), (job / "overrides.yaml").read_text(),
+                        hydra))
+        return out
+
+    cached = jobs("cached")
+    full = jobs("full", "hydra.sweeper.reuse_composition=false")
+    assert len(cached) == 3 and cached == full
+    assert "x=" in cached[1][1] and cached[1][2]["job"]["num"] == 1
+
+
 def test_comma_lists_and_range_are_a_grid(toy):
     toy.run("-m", "x=1,2", "y=range(2)")
     assert sorted(toy.calls()) == ["x=1 y=0", "x=1 y=1", "x=2 y=0", "x=2 y=1"]

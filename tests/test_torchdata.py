@@ -17,6 +17,7 @@ from stellarexp.data.torchdata import (
     StarDataModule,
     StarImageDataset,
     dihedral,
+    dihedral_batch,
     dihedral_views,
     fit_band_scales,
     rotate,
@@ -197,6 +198,78 @@ def test_dataset_pickles_without_file_handle_and_in_memory_matches(tiny):
     assert mem._images.is_shared()
     for i in (0, 5, len(ds) - 1):
         torch.testing.assert_close(mem[i]["image"], ds[i]["image"])
+        # memory holds stretched images; raw_image still gives nanomaggies
+        torch.testing.assert_close(mem.raw_image(i), ds.raw_image(i), rtol=0, atol=0)
+    assert not torch.equal(mem._images[0], mem.raw_image(0))
+
+
+def test_batched_items_match_single_items_in_any_order(tmp_path):
+    images = star_images(np.linspace(20, 200, 12), np.random.default_rng(5))
+    images[3, 1, 10, 10] = np.nan
+    images[7, 4, 0, 0] = np.inf
+    stars = pd.DataFrame({"star_id": [f"s{i}" for i in range(12)], "teff": np.arange(12.0),
+                          "logg": np.ones(12), "fe_h": np.zeros(12), "fold": np.zeros(12, np.int8)})
+    path = tmp_path / "bad_pixels.h5"
+    write_dataset(path, DatasetContent(images=images, stars=stars))
+    sc = BandScaler(NOISE)
+    lazy = StarImageDataset(path, "paper", "train", scaler=sc)
+    mem = StarImageDataset(path, "paper", "train", scaler=sc, in_memory=True)
+    order = [9, 3, 4, 0, 11, 7, 5]  # unsorted, with runs and gaps: several span reads
+    for ds in (lazy, mem):
+        batch = ds.__getitems__(order)
+        assert [b["index"] for b in batch] == order
+        for b, i in zip(batch, order):
+            expected = torch.from_numpy(np.nan_to_num(sc(images[i]), nan=0, posinf=0, neginf=0))
+            torch.testing.assert_close(b["image"], expected, rtol=1e-5, atol=1e-6)
+            assert b["target"].tolist() == [float(i), 1.0, 0.0]
+    assert mem[3]["image"][1, 10, 10] == 0 and mem[7]["image"][4, 0, 0] == 0
+
+
+def test_batched_augmentation_draws_one_view_per_image(tiny):
+    path, _ = tiny
+    sc = BandScaler(NOISE)
+    plain = StarImageDataset(path, "paper", "train", scaler=sc)
+    for in_memory in (False, True):
+        aug = StarImageDataset(path, "paper", "train", scaler=sc, augment=True,
+                               in_memory=in_memory)
+        aug.seed_augmentation(0)
+        batch = aug.__getitems__(list(range(16)))
+        found = set()
+        for b in batch:
+            ref = dihedral_views(plain[int(np.flatnonzero(plain.rows == b["index"])[0])]["image"])
+            match = [k for k in range(8) if torch.allclose(b["image"], ref[k], atol=1e-6)]
+            assert len(match) == 1, match
+            found.add(match[0])
+        assert len(found) >= 3  # independent draws, not one view for the whole batch
+    x = torch.from_numpy(np.stack([asymmetric()] * 8))
+    out = dihedral_batch(x, torch.arange(8))
+    torch.testing.assert_close(out, dihedral_views(x[0]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one D4 element per image"):
+        dihedral_batch(x, torch.arange(3))
+
+
+def test_rotate_takes_one_angle_per_image():
+    x = torch.from_numpy(np.stack([asymmetric(), asymmetric()[::-1].copy()]))
+    out = rotate(x, torch.tensor([30.0, -75.0]))
+    torch.testing.assert_close(out[0], rotate(x[0], 30.0))
+    torch.testing.assert_close(out[1], rotate(x[1], -75.0))
+    with pytest.raises(ValueError, match="one angle"):
+        rotate(x, [1.0, 2.0, 3.0])
+
+
+def test_rotation_in_memory_keeps_linear_fluxes_and_matches_lazy(tiny):
+    path, _ = tiny
+    kw = {"scaler": BandScaler(NOISE), "augment": True, "rotation": True, "max_rotation_deg": 40}
+    lazy = StarImageDataset(path, "paper", "train", **kw)
+    mem = StarImageDataset(path, "paper", "train", in_memory=True, **kw)
+    torch.testing.assert_close(mem._images[2], lazy.raw_image(2), rtol=0, atol=0)
+    lazy.seed_augmentation(7)
+    mem.seed_augmentation(7)
+    a, b = lazy.__getitems__([0, 5, 2]), mem.__getitems__([0, 5, 2])
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x["image"], y["image"])
+    plain = StarImageDataset(path, "paper", "train", scaler=BandScaler(NOISE))
+    assert not torch.allclose(a[0]["image"], plain[0]["image"], atol=1e-3)  # it did rotate
 
 
 # --------------------------------------------------------------------------- DataModule
@@ -310,3 +383,20 @@ def test_state_dict_reused_for_prediction_on_label_free_file(tmp_path, tiny):
     idx = torch.cat([b["index"] for b in batches])
     assert idx.tolist() == list(range(N_STARS))
     assert all(torch.isnan(b["target"]).all() for b in batches)
+
+
+def test_loader_settings_pinning_and_prefetch(tiny, monkeypatch):
+    path, _ = tiny
+    dm = StarDataModule(path, batch_size=8, num_workers=1, prefetch_factor=3, pin_memory=True)
+    # pinning is only ever on with CUDA: asked for on a CPU-only machine it stays off
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loader = dm.train_dataloader()
+    assert loader.prefetch_factor == 3 and loader.persistent_workers
+    assert dm.pins_memory is False and loader.pin_memory is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dm.pins_memory is True
+    auto = StarDataModule(path, batch_size=8)  # default: follow the attached trainer
+    assert auto.pins_memory is False  # no trainer attached
+    assert auto.train_dataloader().num_workers == 0
+    with pytest.raises(ValueError, match="prefetch_factor"):
+        StarDataModule(path, num_workers=1, prefetch_factor=0)

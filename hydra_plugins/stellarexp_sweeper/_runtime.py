@@ -3,11 +3,12 @@
 Private module (Hydra's plugin scan skips names starting with ``_``): it imports Optuna at
 import time and is loaded only when a sweep runs.
 
-Counting and resuming. ``n_trials`` is the study's total. Before asking, a worker takes a file
-lock (journal and SQLite storages), fails trials whose worker died, counts finished (COMPLETE,
-PRUNED, FAIL) and running trials and asks only for what is missing, so several local workers on
-one journal stop at exactly ``n_trials``. With a server database (PostgreSQL) there is no shared
-lock: concurrent workers may overshoot by at most ``n_jobs`` per extra worker.
+Counting and resuming. ``n_trials`` is the study's total. Before asking, a worker takes a lock
+(a file lock for journal and SQLite storages, an advisory lock in PostgreSQL), fails trials
+whose worker died, counts finished (COMPLETE, PRUNED, FAIL) and running trials and asks only for
+what is missing, so several workers on one storage stop at exactly ``n_trials``. Other server
+databases have no shared lock: concurrent workers may overshoot by at most ``n_jobs`` per extra
+worker.
 
 Liveness. Each asked trial records its worker's host and pid, and a heartbeat thread stamps it
 every ``heartbeat_interval`` seconds while it runs. A RUNNING trial whose worker process is gone
@@ -99,10 +100,36 @@ def open_storage(spec: str | None):
     return JournalStorage(JournalFileBackend(str(path)))
 
 
+# PostgreSQL advisory lock id of the sweeper (any fixed 64-bit number; one per database)
+_PG_LOCK_KEY = 0x5354454C4C4152
+
+
+@contextlib.contextmanager
+def _pg_lock(url: str):
+    """Hold a PostgreSQL advisory lock: workers on other hosts see it too; released at exit."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def ask_lock(spec: str | None):
-    """Serialise count-then-ask between local workers (journal files and SQLite only)."""
+    """Serialise count-then-ask between workers (journal files, SQLite and PostgreSQL)."""
     path = _journal_path(spec)
+    if path is None and str(spec).startswith("postgresql"):
+        with _pg_lock(str(spec)):
+            yield
+        return
     if path is None and str(spec).startswith("sqlite:///"):
         path = Path(str(spec)[len("sqlite:///"):])
     try:
@@ -112,6 +139,7 @@ def ask_lock(spec: str | None):
     if path is None:
         yield
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{path}.sweeper-lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -308,8 +336,8 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
     from . import _tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log each trial ourselves
-    storage = open_storage(plan.storage)
-    with ask_lock(plan.storage):  # one worker creates the study, its trial 0 and parent run
+    with ask_lock(plan.storage):  # one worker creates the tables, study, trial 0, parent run
+        storage = open_storage(plan.storage)
         study = load_or_create(plan, storage)
         if plan.first_trial and not study.get_trials(deepcopy=False):
             study.enqueue_trial(plan.first_trial, user_attrs={"origin": "first_trial"})

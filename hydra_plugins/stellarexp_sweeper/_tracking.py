@@ -44,17 +44,21 @@ class ParentRun:
             artifact_root = tracking.get("artifact_root") if store.is_local(client.tracking_uri) else None
             exp_id = store.ensure_experiment(client, tracking.get("experiment") or store.DEFAULT_EXPERIMENT,
                                              artifact_root)
+            from stellarexp.tracking.stale import process_tags
+
             run_id = study.user_attrs.get(RUN_ATTR)
             if run_id:
                 try:
                     client.update_run(run_id, status="RUNNING")
+                    for key, value in process_tags().items():  # a later job ends it if we die
+                        client.set_tag(run_id, key, value)
                 except Exception:  # noqa: BLE001 - recorded in another tracking store
                     run_id = None
             if not run_id:
                 tags = {STUDY_TAG: study.study_name, "stage": "sweep", "sweep_role": "parent",
                         "sweep_sampler": plan.sampler, "sweep_direction": plan.direction,
                         "sweep_metric": str(plan.metric or "return value"),
-                        "sweep_storage": describe_storage(plan.storage)}
+                        "sweep_storage": describe_storage(plan.storage), **process_tags()}
                 for key in ("model.name", "features.name", "target", "split.name", "data.name"):
                     value = OmegaConf.select(cfg, key, default=None)
                     if value is not None:
@@ -73,12 +77,17 @@ class ParentRun:
             return None
 
     def trial_overrides(self, number: int) -> list[str]:
-        """Overrides that make trial ``number``'s job a child of this run."""
+        """Overrides that make trial ``number``'s job a child of this run.
+
+        The child run gets no config artifacts: its params hold the config, its ``overrides``
+        tag the job's command line, and this run the study's overrides and search space.
+        """
         from stellarexp.sweeps import quote
 
         return [f"tracking.parent_run_id={self.run_id}",
                 f"++tracking.tags.{STUDY_TAG}={quote(self.study_name)}",
-                f"++tracking.tags.{TRIAL_TAG}={number}"]
+                f"++tracking.tags.{TRIAL_TAG}={number}",
+                "++tracking.config_artifacts=false"]
 
     def _children(self, extra: str = ""):
         query = f"tags.{STUDY_TAG} = '{self.study_name}' and tags.mlflow.parentRunId = '{self.run_id}'"

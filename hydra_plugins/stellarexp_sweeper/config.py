@@ -43,6 +43,9 @@ class StellarexpSweeperConf:
     grace_period: float = 300.0              # a RUNNING trial silent this long is failed
     prepare_data: bool = True                # build a missing dataset once before trial 0
     mlflow: str = "auto"                     # auto (when the job config has `tracking`) | false
+    # compose each set of config-group choices once, apply the jobs' value overrides to a copy
+    # (false: Hydra's full composition for every job)
+    reuse_composition: bool = True
     params: dict[str, Any] = field(default_factory=dict)   # extra search space (key: expr)
     # overrides of these keys (and below) do not make a new study; any other command-line
     # override (seed=3, +model.params.x=...) is hashed into the study name

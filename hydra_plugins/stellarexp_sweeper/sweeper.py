@@ -47,7 +47,20 @@ class StellarexpSweeper(Sweeper):
         self.task_function = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        """Keep Hydra's context; the launcher is created once the kind of sweep is known."""
+        """Keep Hydra's context; the launcher is created once the kind of sweep is known.
+
+        Unless ``reuse_composition`` is false, the context's config loader composes each set of
+        config-group choices once and applies the jobs' value overrides to a copy
+        (:class:`~hydra_plugins.stellarexp_sweeper._compose.CachedSweepLoader`): the same job
+        configs at a fraction of the cost.
+        """
+        if self.options.get("reuse_composition", True):
+            from hydra.types import HydraContext
+
+            from ._compose import CachedSweepLoader
+
+            hydra_context = HydraContext(config_loader=CachedSweepLoader(hydra_context.config_loader),
+                                         callbacks=hydra_context.callbacks)
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.config = config
@@ -163,7 +176,7 @@ class StellarexpSweeper(Sweeper):
         metric, metric_line = self._metric(settings["metric"], probe)
         if opts.get("target_key"):
             sweeps.check_single_target(probe, opts["target_key"])
-        _add_prefixes(space, probe)
+        _add_prefixes(space, probe, spec.path)
         if settings["sampler"] == "grid" and opts.get("n_trials") is None and "n_trials" not in spec.settings:
             settings["n_trials"] = _grid_size(sweeps.grid_values(space))
 
@@ -199,20 +212,45 @@ class StellarexpSweeper(Sweeper):
         return _runtime.run(plan, self, probe)
 
 
-def _add_prefixes(space: dict, probe) -> None:
-    """Give ``++`` to searched keys that are new leaves of an existing mapping of the config."""
+def _add_prefixes(space: dict, probe, source=None) -> None:
+    """Give ``++`` to searched keys that are new leaves of an existing mapping of the config.
+
+    A new leaf spelt like an existing one (``n_estimatorz`` beside ``n_estimators``) is a typo
+    that would tune nothing: refused, unless the study writes the ``++`` itself.
+    """
+    import difflib
+
     from omegaconf import OmegaConf
 
     from stellarexp import sweeps
 
+    where = f"{source}: " if source else ""
     for key, param in space.items():
         if param.prefix or _has_key(probe, key):
             continue
-        parent = key.rpartition(".")[0]
-        if not (parent and OmegaConf.is_dict(OmegaConf.select(probe, parent, default=None))):
-            raise sweeps.SweepError(f"search parameter {key!r} is not a key of the job config "
-                                    f"(and {parent or 'its parent'!r} is no mapping in it)")
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(probe, parent, default=None) if parent else None
+        if not OmegaConf.is_dict(node):
+            raise sweeps.SweepError(f"{where}search parameter {key!r} is not a key of the job "
+                                    f"config (and {parent or 'its parent'!r} is no mapping in it)")
+        # names used anywhere in the config (model.params is empty; model.hparams.<t> is not)
+        names = {k.rpartition(".")[2] for k in _leaf_keys(OmegaConf.to_container(probe, resolve=False))}
+        close = [] if leaf in names else difflib.get_close_matches(leaf, sorted(names), n=1,
+                                                                   cutoff=0.8)
+        if close:
+            raise sweeps.SweepError(
+                f"{where}search parameter {key!r} is not a key of the job config; did you mean "
+                f"{close[0]!r}? Fix the name, or write '++{key}' to add a new key on purpose")
         param.prefix = "++"
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix[:-1]] if prefix else []
+    out: list[str] = []
+    for k, v in node.items():
+        out += _leaf_keys(v, f"{prefix}{k}.")
+    return out
 
 
 def _value(line: str) -> str:

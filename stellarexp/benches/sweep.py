@@ -83,26 +83,37 @@ def noop_stage(cfg, run) -> dict[str, float]:
     does not depend on the objective's length). Appends ``<trial> objective <seconds>`` to the
     file ``$STELLAREXP_BENCH_TIMES``.
     """
-    t0 = time.perf_counter()
+    t0, c0, children0 = time.perf_counter(), time.process_time(), _children_cpu()
     delay = float(os.environ.get(OBJECTIVE_S_ENV) or 0.0)
     if delay > 0:
         time.sleep(delay)
     value = (float(cfg.stage.get("x", 0.0)) - 1.0) ** 2
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     from hydra.core.hydra_config import HydraConfig
 
     number = HydraConfig.get().sweeper.get("trial_number") if HydraConfig.initialized() else None
     _log_time(number, "objective", elapsed)
+    # CPU clocks of the sweeping process (all its threads) and of its finished child processes
+    # at the objective's start: consecutive trials' stamps are one cycle apart
+    _log_time(number, "objective_cpu", cpu)
+    _log_time(number, "cpu_at", c0)
+    _log_time(number, "children_cpu_at", children0)
     return {"val/sigma_teff": value}
+
+
+def _children_cpu() -> float:
+    """User + system seconds of this process's waited-for child processes (git, ...)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def _instrument() -> None:
     """Time the parts of each trial's job: composition, Hydra's job, the entry point's task.
 
-    Wraps the launcher's ``launch`` (to know the trial) and its module's ``run_job``, the config
-    loader's ``load_sweep_config`` and ``stellarexp.train.run``; each wrapper costs two clock
-    reads. Hydra loads its launcher from a module copy made by its plugin scan, so the launcher
-    is patched once instantiated. These are Hydra internals: when they do not look as expected,
+    Wraps the launcher's ``launch`` (to know the trial) and its module's ``run_job``, the
+    ``load_sweep_config`` of the sweeper's config loader (``CachedSweepLoader``, else Hydra's)
+    and ``stellarexp.train.run``; each wrapper costs two clock reads. Hydra loads its launcher
+    from a module copy made by its plugin scan, so the launcher is patched once instantiated. These are Hydra internals: when they do not look as expected,
     nothing is patched and the breakdown is simply missing.
     """
     try:
@@ -116,11 +127,12 @@ def _instrument() -> None:
 
     def timed(kind, fn):
         def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 _log_time(current["trial"], kind, time.perf_counter() - t0)
+                _log_time(current["trial"], f"{kind}_cpu", time.process_time() - c0)
         wrapper.bench_timed = True
         return wrapper
 
@@ -132,6 +144,7 @@ def _instrument() -> None:
             try:
                 return launch(job_overrides, initial_job_idx)
             finally:
+                _log_time(current["trial"], "launched_cpu_at", time.process_time())
                 current["trial"] = None
         return wrapper
 
@@ -148,7 +161,11 @@ def _instrument() -> None:
         return launcher
 
     Plugins.instantiate_launcher = instantiate_wrapper
-    ConfigLoaderImpl.load_sweep_config = timed("compose", ConfigLoaderImpl.load_sweep_config)
+    try:  # the sweeper's loader is the outermost composition call (it may call Hydra's)
+        from hydra_plugins.stellarexp_sweeper._compose import CachedSweepLoader as loader_cls
+    except ImportError:
+        loader_cls = ConfigLoaderImpl
+    loader_cls.load_sweep_config = timed("compose", loader_cls.load_sweep_config)
     train.run = timed("task", train.run)
 
 
@@ -232,14 +249,17 @@ def read_trials(journal: Path) -> list[TrialTimes]:
 
 
 def read_times(path: Path) -> dict[str, dict[int, float]]:
-    """Kind (objective, compose, job, task) -> trial number -> seconds, from the times file."""
+    """Kind (objective, compose, job, task, their ``_cpu`` twins, ``*_at`` clock stamps) ->
+    trial number -> seconds, from the times file."""
     out: dict[str, dict[int, float]] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             number, kind, seconds = line.split()
-            # a part called twice for one trial (never expected) counts in full
+            # a part called twice for one trial (never expected) counts in full; a stamp is
+            # a clock reading, the last one is kept
             bucket = out.setdefault(kind, {})
-            bucket[int(number)] = bucket.get(int(number), 0.0) + float(seconds)
+            before = 0.0 if kind.endswith("_at") else bucket.get(int(number), 0.0)
+            bucket[int(number)] = before + float(seconds)
     return out
 
 
@@ -260,7 +280,7 @@ def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, floa
         All trials of the study; every one must be COMPLETE.
     times : dict
         :func:`read_times`: ``objective`` (required) and, when instrumented, ``compose``,
-        ``job`` and ``task`` seconds per trial.
+        ``job`` and ``task`` seconds per trial (wall clock; ``<kind>_cpu``: CPU seconds).
 
     Returns
     -------
@@ -269,7 +289,11 @@ def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, floa
         overhead, the medians of its ``in_trial`` and ``between`` parts and of ``objective``,
         and ``parts`` (medians of ``compose``, ``hydra_job``, ``train_run`` and
         ``sweeper_storage``; empty without the instrumentation). Medians of parts need not add
-        up to the median of the whole.
+        up to the median of the whole. With the objective's CPU stamps (``cpu_at``,
+        ``children_cpu_at``, ``objective_cpu``) also ``cpu``, the median CPU seconds of the
+        sweeping process per cycle (its objective's CPU left out), and ``children_cpu``, those
+        of the child processes it waited for (``None`` without the stamps); ``parts_cpu``, the
+        parts in CPU seconds (with the ``<part>_cpu`` times and ``launched_cpu_at`` stamps).
     """
     trials = list(trials)
     bad = [t.number for t in trials if t.state != "COMPLETE"]
@@ -283,6 +307,12 @@ def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, floa
     parts: dict[str, list[float]] = {"compose": [], "hydra_job": [], "train_run": [],
                                      "sweeper_storage": []}
     instrumented = all(k in times for k in ("compose", "job", "task"))
+    cpu_at, children_at = times.get("cpu_at", {}), times.get("children_cpu_at", {})
+    objective_cpu = times.get("objective_cpu", {})
+    cpu, children_cpu = [], []
+    parts_cpu: dict[str, list[float]] = {k: [] for k in parts}
+    launched_at = times.get("launched_cpu_at", {})
+    cpu_parts = all(f"{k}_cpu" in times for k in ("compose", "job", "task"))
     for prev, cur in itertools.pairwise(done):
         if cur.number not in objective_s:
             raise RuntimeError(f"trial {cur.number}: the objective recorded no time")
@@ -292,17 +322,35 @@ def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, floa
         inside.append(cur.complete - cur.start - obj)
         between.append(cur.start - prev.complete)
         objective.append(obj)
+        if all(n in d for n in (prev.number, cur.number) for d in (cpu_at, children_at)):
+            # stamps at the start of consecutive objectives: one whole cycle, which holds the
+            # previous trial's objective
+            cpu.append(cpu_at[cur.number] - cpu_at[prev.number]
+                       - objective_cpu.get(prev.number, 0.0))
+            children_cpu.append(children_at[cur.number] - children_at[prev.number])
         if instrumented and all(cur.number in times[k] for k in ("compose", "job", "task")):
             compose, job, task = (times[k][cur.number] for k in ("compose", "job", "task"))
             parts["compose"].append(compose)         # the job's config from the overrides
             parts["hydra_job"].append(job - task)    # output dir, .hydra files, logging
             parts["train_run"].append(task - obj)    # config resolution + the MLflow run
             parts["sweeper_storage"].append(cycle - compose - job)  # lock, ask, tell, sampler
+        if cpu_parts and all(n in launched_at for n in (prev.number, cur.number)) \
+                and all(cur.number in times[f"{k}_cpu"] for k in ("compose", "job", "task")):
+            # the same split in CPU seconds, over the cycle from one launch's end to the next
+            compose, job, task = (times[f"{k}_cpu"][cur.number] for k in ("compose", "job", "task"))
+            parts_cpu["compose"].append(compose)
+            parts_cpu["hydra_job"].append(job - task)
+            parts_cpu["train_run"].append(task - objective_cpu.get(cur.number, 0.0))
+            parts_cpu["sweeper_storage"].append(
+                launched_at[cur.number] - launched_at[prev.number] - compose - job)
     return {"n": len(overhead), "median": statistics.median(overhead),
             "p90": _quantile(overhead, 0.9), "max": max(overhead),
             "in_trial": statistics.median(inside), "between": statistics.median(between),
             "objective": statistics.median(objective),
-            "parts": {k: statistics.median(v) for k, v in parts.items() if v}}
+            "cpu": statistics.median(cpu) if cpu else None,
+            "children_cpu": statistics.median(children_cpu) if children_cpu else None,
+            "parts": {k: statistics.median(v) for k, v in parts.items() if v},
+            "parts_cpu": {k: statistics.median(v) for k, v in parts_cpu.items() if v}}
 
 
 def trials_per_minute(trials: Iterable[TrialTimes]) -> float:
@@ -328,6 +376,10 @@ def trials_per_minute(trials: Iterable[TrialTimes]) -> float:
     if not after:
         return math.nan
     return 60.0 * len(after) / (max(after) - opened)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 # ------------------------------------------------------------------------- subprocesses
@@ -431,7 +483,10 @@ def bench_sweep(argv: list[str]) -> dict:
             "overhead_in_trial_s_median": round(over["in_trial"], 4),
             "overhead_between_trials_s_median": round(over["between"], 4),
             "objective_s_median": round(over["objective"], 6),
+            "overhead_cpu_s_median": _round(over["cpu"], 4),
+            "overhead_children_cpu_s_median": _round(over["children_cpu"], 4),
             "overhead_parts_s_median": {k: round(v, 4) for k, v in over["parts"].items()},
+            "overhead_parts_cpu_s_median": {k: round(v, 4) for k, v in over["parts_cpu"].items()},
         }
 
         # 2. throughput of a CPU-bound baseline study: 1 worker, then 2 on a fresh journal

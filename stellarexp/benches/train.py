@@ -7,16 +7,23 @@ batch size, threads and device:
 - **loader**: what ``stage=backbone`` runs: Lightning's ``Trainer`` fitting a
   :class:`~stellarexp.models.image_module.BackboneModule` on a
   :class:`~stellarexp.data.torchdata.StarDataModule` (the real loader: its ``num_workers``,
-  ``in_memory`` and augmentation settings from the stage config). Validation is switched off.
+  ``in_memory`` and augmentation settings from the stage config). Validation is switched off
+  and every batch is full (``drop_last``), like the bare batch.
 - **bare**: the same network's training step on one in-memory tensor batch: forward, smooth L1,
   backward and the same AdamW step (the step is in both paths, so the ratio isolates the data
   path and the framework around the step).
 
-``ratio = bare / loader``; 1.0 means no loader stall, the target is <= 1.2. Each path runs
-``--warmup`` untimed steps then ``--steps`` timed ones, alternately for ``--rounds`` rounds
-(drift of a shared machine's load hits both paths alike); a path's figure pools its rounds. The
-time of a step runs from the end of the previous step to the end of this one, so fetching the
-batch counts. ``loader_only_images_per_s`` is the loader alone (no model), for diagnosis.
+Interleaving (a shared machine's load drifts): one ``fit`` runs all loader steps; a callback
+runs the bare rounds between loader rounds, ``B0 L1 B1 L2 ... Lr Br``. Each loader round is
+compared with the two bare rounds around it (pooled), which cancels a linear drift of the
+load; ``ratio`` is the median of these per-round ratios. Warm-up steps of both paths, and the
+first ``settle`` loader steps after each bare round (batches the workers made while the bare
+round ran, which would flatter the loader), are not timed. A loader step's time runs from the
+end of the previous step to the end of this one, so fetching the batch counts;
+``loader_wait_ms_*`` is the time the loop spent inside the loader's ``next()`` (Lightning's
+``train_dataloader_next``): the direct stall measure. ``ratio_cpu`` is the same median on CPU
+seconds of this process (insensitive to waiting for a core others hold; it leaves out the
+workers' own work, so with workers read it beside the wait figures).
 
 Data: ``--dataset FILE``; else the data config's dataset file (the ``quick`` synthetic dataset by
 default) when it exists; else (or with ``--generate``) a temporary file of ``--stars`` random
@@ -29,6 +36,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +45,7 @@ from pathlib import Path
 from stellarexp.bench import register
 
 TARGET_RATIO = 1.2
+_FETCH = "train_dataloader_next"  # Lightning's profiler action around the loader's next()
 
 
 def write_random_dataset(path: Path, n: int, seed: int = 0) -> Path:
@@ -74,8 +83,17 @@ def _device(cfg):
     return torch.device("cpu")
 
 
-def _bare(arch: dict, targets, cfg, device, batch_size: int, warmup: int, steps: int) -> tuple[int, float]:
-    """(images, seconds) of ``steps`` timed training steps on one in-memory batch."""
+def _sync(cuda: bool) -> float:
+    """``perf_counter`` after the device has finished its queued work."""
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _bare_step(arch: dict, targets, cfg, device, batch_size: int):
+    """A function running one training step of a fresh network on one in-memory batch."""
     import torch
     import torch.nn.functional as F
 
@@ -90,70 +108,92 @@ def _bare(arch: dict, targets, cfg, device, batch_size: int, warmup: int, steps:
     precision = str(cfg.trainer.get("precision", "32-true"))
     half = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
-    cuda = device.type == "cuda"
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        ctx = torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
-        with ctx:
-            loss = F.smooth_l1_loss(model(x), y, beta=float(st.smooth_l1_beta))
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        float(loss.detach())  # the module reads the loss each step too (epoch mean)
+        with torch.enable_grad():  # also when called from inside Lightning's loop
+            opt.zero_grad(set_to_none=True)
+            ctx = torch.autocast(device.type, dtype=half) if half is not None else contextlib.nullcontext()
+            with ctx:
+                loss = F.smooth_l1_loss(model(x), y, beta=float(st.smooth_l1_beta))
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            float(loss.detach())  # the module reads the loss each step too (epoch mean)
 
-    for _ in range(warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    return steps * batch_size, time.perf_counter() - t0
+    return step
 
 
-def _make_clock(cuda: bool):
-    import torch
+def _make_interleaver(bare_step, *, batch_size: int, warmup: int, steps: int, settle: int,
+                      cuda: bool):
+    """(profiler, callback) that time the loader steps and run the bare rounds between them."""
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.profilers import Profiler
 
-    class StepClock(Callback):
-        """End time and batch size of every training step."""
+    class FetchClock(Profiler):
+        """Duration of each of the fit loop's ``next()`` calls on the training loader."""
 
         def __init__(self):
-            self.ends: list[float] = []
-            self.sizes: list[int] = []
+            super().__init__()
+            self._t0 = None
+            self.last = float("nan")
+
+        def start(self, action_name: str) -> None:
+            if action_name.endswith(_FETCH):
+                self._t0 = time.perf_counter()
+
+        def stop(self, action_name: str) -> None:
+            if action_name.endswith(_FETCH) and self._t0 is not None:
+                self.last, self._t0 = time.perf_counter() - self._t0, None
+
+    fetch = FetchClock()
+
+    class Interleave(Callback):
+        """Loader steps: warm-up, then per round ``settle`` untimed + ``steps`` timed; a bare
+        round (``steps`` timed bare steps) after the warm-up and after every loader round."""
+
+        def __init__(self):
+            self.count = 0
+            self.last_end = self.last_cpu = 0.0
+            # per loader step: (images, wall s, wait s, cpu s); per bare round: (images, s, cpu s)
+            self.loader: list[list[tuple[int, float, float, float]]] = []
+            self.bare: list[tuple[int, float, float]] = []
+            self.bare_step_s: list[float] = []
+
+        def _bare_round(self) -> None:
+            t0, c0 = _sync(cuda), time.process_time()
+            for _ in range(steps):
+                bare_step()
+                t1 = _sync(cuda)
+                self.bare_step_s.append(t1 - t0)
+                t0 = t1
+            self.bare.append((steps * batch_size, sum(self.bare_step_s[-steps:]),
+                              time.process_time() - c0))
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if cuda:
-                torch.cuda.synchronize()
-            self.ends.append(time.perf_counter())
-            self.sizes.append(len(batch["image"]))
+            end, cpu = _sync(cuda), time.process_time()
+            self.count += 1
+            k = self.count - warmup
+            if k > 0:
+                pos = (k - 1) % (settle + steps)  # position within the loader round
+                if pos >= settle:
+                    if pos == settle:
+                        self.loader.append([])
+                    self.loader[-1].append((len(batch["image"]), end - self.last_end, fetch.last,
+                                            cpu - self.last_cpu))
+            if k == 0:
+                for _ in range(warmup):
+                    bare_step()
+                self._bare_round()
+            elif k > 0 and k % (settle + steps) == 0:
+                self._bare_round()
+            # the bare round is not part of the next loader step
+            self.last_end, self.last_cpu = _sync(cuda), time.process_time()
 
-    return StepClock()
-
-
-def _through_loader(module, dm, cfg, warmup: int, steps: int, cuda: bool) -> tuple[int, float]:
-    """(images, seconds) of ``steps`` timed steps of Lightning's fit on the DataModule."""
-    import lightning as L
-
-    clock = _make_clock(cuda)
-    trainer = L.Trainer(accelerator=str(cfg.trainer.get("accelerator", "cpu")),
-                        devices=cfg.trainer.get("devices", 1),
-                        precision=str(cfg.trainer.get("precision", "32-true")),
-                        max_steps=warmup + steps, max_epochs=-1, limit_val_batches=0,
-                        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[clock])
-    trainer.fit(module, datamodule=dm)
-    if len(clock.ends) != warmup + steps:
-        raise RuntimeError(f"Lightning ran {len(clock.ends)} steps, expected {warmup + steps}")
-    # from the end of the last warm-up step: each timed step includes fetching its batch
-    return sum(clock.sizes[warmup:]), clock.ends[-1] - clock.ends[warmup - 1]
+    return fetch, Interleave()
 
 
 def _loader_only(dm, warmup: int, steps: int) -> tuple[int, float]:
@@ -171,21 +211,86 @@ def _loader_only(dm, warmup: int, steps: int) -> tuple[int, float]:
     return images, time.perf_counter() - t0
 
 
+def _quantile(values, q: float) -> float:
+    """Linear-interpolation quantile of a non-empty list."""
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarise(loader_rounds, bare_rounds, bare_step_s) -> dict:
+    """The figures of an interleaved run.
+
+    Parameters
+    ----------
+    loader_rounds : list of list of (images, seconds, wait_seconds, cpu_seconds)
+        Timed loader steps of rounds ``L1..Lr``.
+    bare_rounds : list of (images, seconds, cpu_seconds)
+        Bare rounds ``B0..Br`` (one more than loader rounds).
+    bare_step_s : list of float
+        Every timed bare step's duration.
+
+    Returns
+    -------
+    dict
+        Pooled rates, per-round ratios (loader round ``i`` against bare rounds ``i-1`` and
+        ``i`` pooled), their median, quartiles and range, the same median on CPU seconds of
+        this process, and the loader's wait statistics.
+    """
+    if len(bare_rounds) != len(loader_rounds) + 1 or not loader_rounds:
+        raise ValueError(f"need r loader rounds and r + 1 bare rounds, got "
+                         f"{len(loader_rounds)} and {len(bare_rounds)}")
+    ratios, ratios_cpu = [], []
+    for i, lr in enumerate(loader_rounds):
+        (n0, t0, c0), (n1, t1, c1) = bare_rounds[i], bare_rounds[i + 1]
+        images = sum(s[0] for s in lr)
+        ratios.append(((n0 + n1) / (t0 + t1)) / (images / sum(s[1] for s in lr)))
+        ratios_cpu.append(((n0 + n1) / (c0 + c1)) / (images / sum(s[3] for s in lr)))
+    steps = [s for lr in loader_rounds for s in lr]
+    images, wall = sum(s[0] for s in steps), sum(s[1] for s in steps)
+    waits_ms = [s[2] * 1e3 for s in steps]
+    loader_rate = images / wall
+    bare_rate = sum(b[0] for b in bare_rounds) / sum(b[1] for b in bare_rounds)
+    return {
+        "bare_images_per_s": round(bare_rate, 1),
+        "loader_images_per_s": round(loader_rate, 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_pooled": round(bare_rate / loader_rate, 3),
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "ratio_iqr": [round(_quantile(ratios, 0.25), 3), round(_quantile(ratios, 0.75), 3)],
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "ratio_cpu": round(statistics.median(ratios_cpu), 3),
+        "ratio_cpu_iqr": [round(_quantile(ratios_cpu, 0.25), 3),
+                          round(_quantile(ratios_cpu, 0.75), 3)],
+        "loader_wait_ms_per_batch": round(statistics.median(waits_ms), 2),
+        "loader_wait_ms_mean": round(statistics.fmean(waits_ms), 2),
+        "loader_wait_ms_max": round(max(waits_ms), 2),
+        "loader_wait_fraction": round(sum(waits_ms) / 1e3 / wall, 4),
+        "loader_step_ms_median": round(statistics.median(s[1] for s in steps) * 1e3, 1),
+        "bare_step_ms_median": round(statistics.median(bare_step_s) * 1e3, 1),
+    }
+
+
 @register("train")
 def bench_train(argv: list[str]) -> dict:
     """Training images/s through the StarDataModule vs the bare model, and their ratio.
 
     Positional arguments are Hydra overrides of ``conf/train.yaml`` (``model.arch=paper``,
-    ``stage.batch_size=32``, ``stage.num_workers=2``, ``trainer=gpu``). Options: ``--steps 20``,
-    ``--warmup 3``, ``--rounds 2``, ``--threads N`` (torch threads; default ``trainer.n_jobs``),
-    ``--dataset FILE``, ``--generate`` (always use a temporary random dataset), ``--stars 400``
-    (its size).
+    ``stage.batch_size=32``, ``stage.num_workers=2``, ``trainer=gpu``). Options: ``--steps 4``
+    (timed steps per round and path), ``--rounds 12`` (loader rounds; one more bare round),
+    ``--warmup 3``, ``--settle N`` (untimed loader steps after each bare round; default
+    ``num_workers * prefetch``, the batches the workers made during the bare round), ``--threads N`` (torch threads; default
+    ``trainer.n_jobs``), ``--dataset FILE``, ``--generate`` (always use a temporary random
+    dataset), ``--stars 400`` (its size).
     """
     ap = argparse.ArgumentParser(prog="python -m stellarexp.bench train")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--settle", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dataset", type=Path, default=None)
     ap.add_argument("--generate", action="store_true")
@@ -193,12 +298,15 @@ def bench_train(argv: list[str]) -> dict:
     args = ap.parse_intermixed_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
         ap.error("--steps, --warmup and --rounds must be >= 1")
+    if args.settle is not None and args.settle < 0:
+        ap.error("--settle must be >= 0")
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
     from stellarexp.config import compose
 
     cfg = compose("train", ["stage=backbone", "model=convit", *args.overrides])
+    import lightning as L
     import torch
 
     from stellarexp.data.torchdata import StarDataModule
@@ -214,6 +322,10 @@ def bench_train(argv: list[str]) -> dict:
     targets = targets_of(cfg.target)
     arch = arch_kwargs(ic.plain(cfg.model))
     batch_size = int(st.batch_size)
+    num_workers = int(st.num_workers)
+    prefetch = st.get("prefetch_factor")
+    prefetch = int(prefetch) if prefetch is not None else 2  # torch's default
+    settle = args.settle if args.settle is not None else num_workers * prefetch
     device = _device(cfg)
     cuda = device.type == "cuda"
 
@@ -231,37 +343,51 @@ def bench_train(argv: list[str]) -> dict:
             raise SystemExit(f"--dataset {path}: no such file")
         torch.manual_seed(int(cfg.seed))
         dm = StarDataModule(path, split=str(cfg.split.name), targets=targets, batch_size=batch_size,
-                            eval_batch_size=int(st.eval_batch_size), num_workers=int(st.num_workers),
-                            augment=bool(st.augment), in_memory=bool(st.in_memory), seed=int(cfg.seed))
-        dm.setup("fit")  # scalers and (in_memory) the image copy: set-up, not per-step cost
+                            eval_batch_size=int(st.eval_batch_size), num_workers=num_workers,
+                            pin_memory=st.get("pin_memory"), prefetch_factor=st.get("prefetch_factor"),
+                            augment=bool(st.augment), in_memory=bool(st.in_memory),
+                            seed=int(cfg.seed), drop_last=True)
+        t_setup = time.perf_counter()
+        dm.setup("fit")  # scalers and (in_memory) the stretched image copy: once per run
+        setup_s = time.perf_counter() - t_setup
+        if dm.n_train < batch_size:
+            raise SystemExit(f"{path}: {dm.n_train} training stars, fewer than one batch of "
+                             f"{batch_size}; use a larger dataset or a smaller stage.batch_size")
         module = BackboneModule(arch, targets, lr=float(st.lr), weight_decay=float(st.weight_decay),
                                 beta=float(st.smooth_l1_beta), scheduler=str(st.scheduler))
         params = sum(p.numel() for p in module.parameters())
-
-        bare_n = bare_t = loader_n = loader_t = 0.0
-        per_round = []
+        bare_step = _bare_step(arch, targets, cfg, device, batch_size)
+        fetch, clock = _make_interleaver(bare_step, batch_size=batch_size, warmup=args.warmup,
+                                         steps=args.steps, settle=settle, cuda=cuda)
+        total = args.warmup + args.rounds * (settle + args.steps)
+        trainer = L.Trainer(accelerator=str(cfg.trainer.get("accelerator", "cpu")),
+                            devices=cfg.trainer.get("devices", 1),
+                            precision=str(cfg.trainer.get("precision", "32-true")),
+                            max_steps=total, max_epochs=-1, limit_val_batches=0,
+                            num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[clock], profiler=fetch)
         # Lightning reports device and settings on stdout; the benchmark's stdout is one JSON line
         with contextlib.redirect_stdout(sys.stderr):
-            for _ in range(args.rounds):
-                n_b, t_b = _bare(arch, targets, cfg, device, batch_size, args.warmup, args.steps)
-                n_l, t_l = _through_loader(module, dm, cfg, args.warmup, args.steps, cuda)
-                bare_n, bare_t, loader_n, loader_t = bare_n + n_b, bare_t + t_b, loader_n + n_l, loader_t + t_l
-                per_round.append(round((n_b / t_b) / (n_l / t_l), 3))
+            trainer.fit(module, datamodule=dm)
+            if clock.count != total or len(clock.loader) != args.rounds:
+                raise RuntimeError(f"Lightning ran {clock.count} steps, expected {total}")
             only_n, only_t = _loader_only(dm, args.warmup, args.steps)
-        bare_rate, loader_rate = bare_n / bare_t, loader_n / loader_t
         return {
             "bench": "train", "arch": str(cfg.model.get("arch", "")), "params_m": round(params / 1e6, 3),
             "targets_predicted": list(targets), "batch_size": batch_size, "threads": threads,
             "device": str(device), "precision": str(cfg.trainer.get("precision", "32-true")),
-            "num_workers": int(st.num_workers), "in_memory": bool(st.in_memory),
-            "augment": bool(st.augment), "dataset": str(path) if not generated else "generated",
+            "num_workers": num_workers, "prefetch_factor": prefetch if num_workers else None,
+            "pin_memory": dm.pins_memory, "in_memory": bool(st.in_memory), "augment": bool(st.augment),
+            "dataset": str(path) if not generated else "generated",
             "dataset_stars": args.stars if generated else None, "n_train": dm.n_train,
-            "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+            "batches_per_epoch": dm.n_train // batch_size,
+            "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "settle": settle,
             "load_avg_1min_start": round(load0, 2),
-            "bare_images_per_s": round(bare_rate, 1),
-            "loader_images_per_s": round(loader_rate, 1),
-            "ratio": round(bare_rate / loader_rate, 3), "ratio_per_round": per_round,
+            **summarise(clock.loader, clock.bare, clock.bare_step_s),
             "loader_only_images_per_s": round(only_n / only_t, 1),
+            "loader_only_ms_per_batch": round(only_t / args.steps * 1e3, 2),
+            "loader_setup_s": round(setup_s, 2),
             "load_avg_1min_end": round(os.getloadavg()[0], 2),
             "wall_s": round(time.perf_counter() - t_start, 1),
             "targets": {"ratio": TARGET_RATIO},

@@ -192,6 +192,10 @@ def read_labels(source) -> pd.DataFrame:
         if col != "fe_h_flag":
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     df["fe_h_flag"] = pd.to_numeric(df["fe_h_flag"], errors="coerce")
+    from stellarexp.data.units import check_label_units  # Teff in kK or log10: stop here
+
+    check_label_units({k: df[k] for k in LABELS}, f"{name} (APOGEE allStar label file)",
+                      {"teff": "TEFF", "logg": "LOGG", "fe_h": "FE_H"}, error=CatalogError)
     return df.reset_index(drop=True)
 
 

@@ -106,7 +106,10 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     if str(data_cfg.name) != "synthetic":
         from stellarexp.data import download
 
-        fields = catalog.read_crossmatch(cross)[["run", "camcol", "field"]].drop_duplicates()
+        try:
+            fields = catalog.read_crossmatch(cross)[["run", "camcol", "field"]].drop_duplicates()
+        except catalog.CatalogError as exc:  # e.g. a table without the z-band columns
+            raise UserInputError(str(exc)) from exc
         try:
             download.ensure_frames(fields.itertuples(index=False, name=None), frame_root,
                                    download=bool(data_cfg.get("download", False)),

@@ -199,6 +199,9 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
         out[label] = _numeric(raw[labels[label]]) if label in labels else np.nan
         if label in truth:
             out[f"{label}_true"] = _numeric(raw[truth[label]])
+    from stellarexp.data.units import check_label_units  # Teff in kK or log10: stop here
+
+    check_label_units({k: out[k] for k in labels}, f"table {path}", labels, error=DatasetError)
     if split_col:
         values = raw[split_col]
         numeric = pd.to_numeric(values, errors="coerce")

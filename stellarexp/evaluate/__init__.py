@@ -1,1 +1,2 @@
-"""Evaluation: metrics with bootstrap intervals and figures (imports nothing heavy)."""
+"""Evaluation: metrics with bootstrap intervals, uncertainty recalibration, figures and
+perturbation experiments (imports nothing heavy at package level)."""

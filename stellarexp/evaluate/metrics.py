@@ -146,3 +146,229 @@ def as_metrics(estimates: dict[str, Estimate], subset: str, target: str) -> dict
         out[f"{name}_lo"] = est.lo
         out[f"{name}_hi"] = est.hi
     return out
+
+
+# --------------------------------------------------------------------------- logg subsets
+
+LOGG_THRESHOLD = 4.0
+"""The paper's split of dwarfs (``logg > 4``) and giants (section 4.1)."""
+
+
+def logg_subsets(logg, threshold: float = LOGG_THRESHOLD) -> dict[str, np.ndarray]:
+    """Masks of the paper's logg subsets: ``dwarf`` (``logg > threshold``) and ``giant``.
+
+    Stars without a finite logg are in neither.
+    """
+    g = np.asarray(logg, dtype=float)
+    ok = np.isfinite(g)
+    return {"dwarf": ok & (g > threshold), "giant": ok & (g <= threshold)}
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def classification_metrics(y_true, y_pred) -> dict[str, float]:
+    """Accuracy, precision and recall of binary class predictions (class 1 is positive).
+
+    Non-finite labels are dropped. Precision (recall) is NaN when nothing is predicted (is)
+    positive, rather than a silent 0.
+    """
+    from sklearn.metrics import accuracy_score, precision_score, recall_score
+
+    t = np.asarray(y_true, dtype=float)
+    p = np.asarray(y_pred, dtype=float)
+    ok = np.isfinite(t) & np.isfinite(p)
+    if not ok.any():
+        raise ValueError("no labelled examples to evaluate the classifier on")
+    t, p = t[ok].astype(int), p[ok].astype(int)
+    return {"accuracy": float(accuracy_score(t, p)),
+            "precision": float(precision_score(t, p, zero_division=np.nan)),
+            "recall": float(recall_score(t, p, zero_division=np.nan))}
+
+
+# --------------------------------------------------------------------------- uncertainty quality
+
+UNCERTAINTY_METRICS: tuple[str, ...] = ("coverage68", "coverage95", "width68", "width95", "nll",
+                                        "crps", "spearman")
+CALIBRATION_LEVELS = np.round(np.arange(0.05, 1.0, 0.05), 2)
+"""Nominal levels of the calibration curve (0.05 ... 0.95)."""
+
+
+def _finite(*arrays):
+    arrays = [np.asarray(a, dtype=float).ravel() for a in arrays]
+    ok = np.logical_and.reduce([np.isfinite(a) for a in arrays])
+    return [a[ok] for a in arrays]
+
+
+def coverage(y, lo, hi) -> float:
+    """Fraction of labels inside ``[lo, hi]`` (finite triples only)."""
+    y, lo, hi = _finite(y, lo, hi)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean((y >= lo) & (y <= hi)))
+
+
+def gaussian_nll(y, mean, std) -> float:
+    """Mean negative log-likelihood of ``y`` under ``N(mean, std^2)`` (nats per star)."""
+    y, m, s = _finite(y, mean, std)
+    keep = s > 0
+    y, m, s = y[keep], m[keep], s[keep]
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean(0.5 * np.log(2.0 * np.pi * s * s) + 0.5 * ((y - m) / s) ** 2))
+
+
+def gaussian_crps(y, mean, std) -> float:
+    """Mean continuous ranked probability score of ``N(mean, std^2)`` forecasts (label units).
+
+    Closed form (Gneiting & Raftery 2007): ``s [z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)]`` with
+    ``z = (y - mean) / s``. For ``std -> 0`` it tends to ``|y - mean|``.
+    """
+    from scipy.stats import norm
+
+    y, m, s = _finite(y, mean, std)
+    keep = s > 0
+    if not keep.any():
+        return float("nan")
+    y, m, s = y[keep], m[keep], s[keep]
+    z = (y - m) / s
+    return float(np.mean(s * (z * (2.0 * norm.cdf(z) - 1.0) + 2.0 * norm.pdf(z)
+                              - 1.0 / np.sqrt(np.pi))))
+
+
+def error_spearman(y, mean, std) -> float:
+    """Spearman rank correlation of ``|mean - y|`` with ``std`` (does the spread rank errors?)."""
+    from scipy.stats import spearmanr
+
+    y, m, s = _finite(y, mean, std)
+    if y.size < 3 or np.ptp(s) == 0 or np.ptp(np.abs(m - y)) == 0:
+        return float("nan")
+    return float(spearmanr(np.abs(m - y), s).statistic)
+
+
+def calibration_curve(y, mean, std, levels=CALIBRATION_LEVELS, *, interval=None) -> np.ndarray:
+    """Observed coverage of the central intervals at each nominal level.
+
+    Parameters
+    ----------
+    y, mean, std : array_like
+        1-D labels, means and std of one target.
+    levels : array_like
+        Nominal levels in (0, 1).
+    interval : callable, optional
+        ``interval(level) -> (lo, hi)``; default the Gaussian ``mean +- z std``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Observed coverage per level (a calibrated model follows the diagonal).
+    """
+    from stellarexp.evaluate.calibration import z_value
+
+    y, mean, std = (np.asarray(a, dtype=float).ravel() for a in (y, mean, std))
+    out = []
+    for level in np.asarray(levels, dtype=float):
+        if interval is None:
+            h = z_value(level) * std
+            lo, hi = mean - h, mean + h
+        else:
+            lo, hi = interval(level)
+        out.append(coverage(y, lo, hi))
+    return np.asarray(out)
+
+
+def uncertainty_metrics(y, mean, std, *, interval=None) -> dict[str, float]:
+    """Quality of predictive uncertainties of one target (see :data:`UNCERTAINTY_METRICS`).
+
+    Parameters
+    ----------
+    y, mean, std : array_like
+        1-D labels, predicted means and predictive std (physical units).
+    interval : callable, optional
+        ``interval(level) -> (lo, hi)`` for the 68% and 95% intervals; default Gaussian
+        ``mean +- z std`` (use :meth:`Recalibration.interval` for conformal intervals).
+
+    Returns
+    -------
+    dict
+        ``coverage68``, ``coverage95`` (fraction of labels inside), ``width68``, ``width95``
+        (mean interval width), ``nll`` (Gaussian, nats), ``crps`` (Gaussian, label units),
+        ``spearman`` (|error| vs std).
+    """
+    from stellarexp.evaluate.calibration import z_value
+
+    y, mean, std = (np.asarray(a, dtype=float).ravel() for a in (y, mean, std))
+    out = {}
+    for level, tag in ((0.68, "68"), (0.95, "95")):
+        if interval is None:
+            h = z_value(level) * std
+            lo, hi = mean - h, mean + h
+        else:
+            lo, hi = (np.asarray(a, dtype=float).ravel() for a in interval(level))
+        out[f"coverage{tag}"] = coverage(y, lo, hi)
+        w = _finite(y, hi - lo)[1]
+        out[f"width{tag}"] = float(np.mean(w)) if w.size else float("nan")
+    out["nll"] = gaussian_nll(y, mean, std)
+    out["crps"] = gaussian_crps(y, mean, std)
+    out["spearman"] = error_spearman(y, mean, std)
+    return out
+
+
+def uncertainty_report(y, mean, std, targets, subset: str, *, recalibration=None,
+                       logg=None, threshold: float = LOGG_THRESHOLD) -> dict[str, float]:
+    """MLflow metrics of the uncertainties of several targets, raw and recalibrated.
+
+    Names: ``<subset>/<metric>_raw_<t>`` for the raw spread and ``<subset>/<metric>_cal_<t>``
+    for the recalibrated one (``recalibration`` given), e.g. ``val/coverage95_raw_teff`` and
+    ``val/coverage95_cal_teff``; with ``logg`` also the coverage of the 95% interval per logg
+    subset, ``<subset>/coverage95_{raw,cal}_{dwarf,giant}_<t>``.
+    """
+    from stellarexp.evaluate.calibration import z_value
+
+    y, mean, std = (np.asarray(a, dtype=float) for a in (y, mean, std))
+    out = {}
+    cal_std = recalibration.std(std) if recalibration is not None else None
+    for j, t in enumerate(targets):
+        raw = uncertainty_metrics(y[:, j], mean[:, j], std[:, j])
+        out.update({metric_name(subset, f"{k}_raw", t): v for k, v in raw.items()})
+        parts = logg_subsets(logg, threshold) if logg is not None else {}
+        for name, mask in parts.items():
+            if mask.any():
+                h = z_value(0.95) * std[mask, j]
+                out[metric_name(subset, f"coverage95_raw_{name}", t)] = coverage(
+                    y[mask, j], mean[mask, j] - h, mean[mask, j] + h)
+        if recalibration is None:
+            continue
+
+        def interval(level, j=j, sel=slice(None)):
+            lo, hi = recalibration.interval(mean[sel], std[sel], level)
+            return lo[:, j], hi[:, j]
+
+        cal = uncertainty_metrics(y[:, j], mean[:, j], cal_std[:, j], interval=interval)
+        out.update({metric_name(subset, f"{k}_cal", t): v for k, v in cal.items()})
+        for name, mask in parts.items():
+            if mask.any():
+                lo, hi = interval(0.95, sel=mask)
+                out[metric_name(subset, f"coverage95_cal_{name}", t)] = coverage(
+                    y[mask, j], lo, hi)
+    return out
+
+
+def subset_regression_metrics(y_true, y_pred, logg, subset: str, target: str, *,
+                              threshold: float = LOGG_THRESHOLD, n_boot: int = 1000,
+                              level: float = 0.68, seed: int = 0) -> dict[str, float]:
+    """:func:`evaluate_regression` on each logg subset, as ``<subset>/<metric>_<part>_<t>``.
+
+    E.g. ``val/sigma_dwarf_teff`` (with ``_lo``/``_hi``) for the stars with ``logg > 4``.
+    Subsets without a labelled star are left out.
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    out = {}
+    for part, mask in logg_subsets(logg, threshold).items():
+        ok = mask & np.isfinite(y_true) & np.isfinite(y_pred)
+        if not ok.any():
+            continue
+        est = evaluate_regression(y_true[ok], y_pred[ok], n_boot=n_boot, level=level, seed=seed)
+        out.update(as_metrics({f"{k}_{part}": v for k, v in est.items()}, subset, target))
+    return out

@@ -50,6 +50,11 @@ class _EpochMetrics:
         self._train_sum += float(loss.detach()) * n
         self._train_n += n
 
+    @property
+    def val_metrics(self) -> dict:
+        """Validation metrics of the last finished epoch (read by the pruning callback)."""
+        return dict(getattr(self, "_last_val", {}))
+
     def on_train_epoch_start(self):
         self._reset_train()
 

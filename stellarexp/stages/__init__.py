@@ -22,6 +22,9 @@ STAGES: dict[str, str] = {
     "head": "stellarexp.stages.head:run",
     "logg_classifier": "stellarexp.stages.logg:run_classifier",
     "logg_heads": "stellarexp.stages.logg:run_heads",
+    "perturb": "stellarexp.stages.perturb:run",
+    "package": "stellarexp.stages.package:run",
+    "predict": "stellarexp.stages.predict:run",
 }
 
 

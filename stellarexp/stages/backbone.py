@@ -97,7 +97,7 @@ def run(cfg, run) -> dict[str, float]:
     from stellarexp.models.convit import arch_kwargs, build_convit
     from stellarexp.models.image_module import BackboneModule
     from stellarexp.stages import image_common as ic
-    from stellarexp.stages import targets_of
+    from stellarexp.stages import pruning, targets_of
 
     ic.require_convit(cfg)
     ic.set_threads(cfg)
@@ -113,6 +113,14 @@ def run(cfg, run) -> dict[str, float]:
     avg_cfg = st.averaging
     ckpt_dir = Path(st.checkpoint_dir) if st.get("checkpoint_dir") else run.output_dir / "checkpoints"
     resume_from, ckpt_dir = _resume_path(st, ckpt_dir)
+    if resume_from is None and not st.get("checkpoint_dir") and str(st.get("resume", "auto")) == "auto":
+        # the same job killed earlier (kill -9: its run was ended KILLED): continue its checkpoint
+        from stellarexp.tracking.stale import resumable_checkpoint
+
+        found = resumable_checkpoint(run.client, run.run_id)
+        if found:
+            (resume_from, killed_run), ckpt_dir = found, found[0].parent
+            run.set_tags({"resumed_run": killed_run})
     ring_size = int(avg_cfg.ring or (int(avg_cfg.k) + int(st.patience) + int(avg_cfg.smooth) + 1))
     module = BackboneModule(arch, targets, lr=float(st.lr), weight_decay=float(st.weight_decay),
                             beta=float(st.smooth_l1_beta), scheduler=str(st.scheduler),
@@ -130,11 +138,14 @@ def run(cfg, run) -> dict[str, float]:
                                  save_on_train_epoch_end=False, enable_version_counter=False),
                  # checked at validation end, like the checkpoint, so a resumed run agrees
                  EarlyStopping(monitor="val/loss", mode="min", patience=int(st.patience),
-                               check_on_train_epoch_end=False)]
+                               check_on_train_epoch_end=False),
+                 *pruning.callbacks(cfg)]  # inside an Optuna sweep: report val metric, prune
     trainer = L.Trainer(callbacks=callbacks, default_root_dir=str(run.output_dir),
                         **ic.trainer_kwargs(cfg, st))
     tic = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
+    # weights-only unpickling: a checkpoint file cannot run code when loaded
+    trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None,
+                weights_only=True)
     fit_seconds = time.perf_counter() - tic
     hist = module.history
     if not hist["epoch"]:

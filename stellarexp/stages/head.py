@@ -68,11 +68,13 @@ def load_inputs(cfg, run, targets):
 
 
 def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likelihood="gaussian",
-             label_scaler=None, step_offset: int = 0, prefix: str = ""):
+             label_scaler=None, step_offset: int = 0, prefix: str = "", prune_offset: int = 0):
     """Train one :class:`~stellarexp.models.image_module.HeadModule`; return it and its epochs.
 
     ``y_*`` are in the head's units (standardised labels, or 0/1 classes); ``prefix`` is put in
     front of the per-epoch metric names (e.g. ``dwarf/``) when several heads share a run.
+    Inside an Optuna sweep the per-epoch metric is reported for pruning at step
+    ``prune_offset + epoch`` (:mod:`stellarexp.stages.pruning`).
     """
     import lightning as L
     import torch
@@ -81,6 +83,7 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
 
     from stellarexp.models.image_module import HeadModule
     from stellarexp.stages import image_common as ic
+    from stellarexp.stages import pruning
 
     st = cfg.stage
     noise = st.get("noise", "learn")
@@ -103,7 +106,8 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
     val = DataLoader(TensorDataset(feats_val[0], y_val), batch_size=4096)
     trainer = L.Trainer(callbacks=[EarlyStopping(monitor="val/loss", mode="min",
                                                  patience=int(st.patience),
-                                                 check_on_train_epoch_end=False)],
+                                                 check_on_train_epoch_end=False),
+                                   *pruning.callbacks(cfg, prune_offset)],
                         enable_checkpointing=False, **ic.trainer_kwargs(cfg, st))
     trainer.fit(module, train, val)
     module.eval()
@@ -182,16 +186,24 @@ def run(cfg, run) -> dict[str, float]:
                                   targets, label_scaler=scaler)
     metrics: dict[str, float] = {}
     frames = []
+    outputs = {}  # subset -> (pred, true), for recalibration and figures
     for subset, (feats, labels, rows) in subsets.items():
         if subset == "train":
             continue
         pred = physical_prediction(module, feats[0], scaler, int(cfg.stage.n_samples))
         true = labels.numpy().astype(float)
+        outputs[subset] = (pred, true)
         metrics.update(regression_metrics(cfg, subset, targets, pred, true))
         frame = predictions_frame(rows, targets, pred, true)
         frame.insert(1, "subset", subset)
         frames.append(frame)
     metrics["train/epochs"] = float(last_epoch)
+    from stellarexp.evaluate.predictive import evaluate_predictive
+
+    # recalibration fitted on val -> head/recalibration.json; coverage raw/calibrated; figures
+    metrics.update(evaluate_predictive(cfg, run, targets, outputs, artifact="head",
+                                       dataset_path=inputs["path"],
+                                       backbone_run_id=inputs["backbone"].run_id))
     import pandas as pd
 
     out = run.output_dir / "predictions.csv"

@@ -56,6 +56,9 @@ def trainer_kwargs(cfg, stage_cfg) -> dict:
     for key in ("limit_train_batches", "limit_val_batches"):
         if stage_cfg.get(key) is not None:
             kw[key] = stage_cfg[key]
+    for key in ("strategy", "num_nodes", "sync_batchnorm"):  # multi-GPU presets (trainer=ddp)
+        if cfg.trainer.get(key) is not None:
+            kw[key] = plain(cfg.trainer[key])
     return kw
 
 
@@ -134,7 +137,14 @@ def find_backbone_run(client, *, run_id: str | None = None, fingerprint: str | N
         No such run, with the command that would create one.
     """
     if run_id:
-        run = client.get_run(str(run_id))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = client.get_run(str(run_id))
+        except MlflowException:
+            raise LookupError(f"stage.backbone.run_id={run_id}: no such MLflow run in "
+                              f"{client.tracking_uri}; copy the id of a FINISHED backbone run "
+                              "(make ui) or leave it null for the newest matching one") from None
         if run.data.tags.get("stage") != "backbone":
             raise LookupError(f"run {run_id} is a {run.data.tags.get('stage')!r} run, "
                               "not a backbone")

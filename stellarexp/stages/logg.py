@@ -174,13 +174,15 @@ def run_heads(cfg, run) -> dict[str, float]:
 
         heads[name], _ = fit_head(cfg, run, f_tr[:, mtr], std(y_tr[mtr]), f_val[:, mval],
                                      std(y_val[mval]), ["logg"], label_scaler=scalers[name],
-                                     prefix=f"{name}/")
+                                     prefix=f"{name}/",
+                                     prune_offset=0 if name == "dwarf" else int(st.max_epochs) + 1)
         save_head(run, heads[name], f"head_{name}",
                   {"label_scaler": scalers[name].to_dict(), "threshold": thr,
                    "backbone_run_id": bb_id})
 
     n = int(st.n_samples)
     metrics: dict[str, float] = {}
+    outputs = {}  # subset -> combined (pred, true), for recalibration and figures
     gen = torch.Generator().manual_seed(int(cfg.seed))
     for subset, (feats, labels, _) in subsets.items():
         if subset == "train":
@@ -201,6 +203,9 @@ def run_heads(cfg, run) -> dict[str, float]:
             ok = np.isfinite(y)
             metrics[metric_name(subset, f"coverage95_{mode}", "logg")] = float(
                 ((y[ok] >= c["lo"].numpy()[ok]) & (y[ok] <= c["hi"].numpy()[ok])).mean())
+            if mode == str(st.combine):
+                outputs[subset] = ({"mean": c["mean"].numpy()[:, None],
+                                    "std": c["std"].numpy()[:, None]}, y[:, None])
         perfect = combine(true_cls, draws["dwarf"], draws["giant"], "hard")["mean"].numpy()
         metrics[metric_name(subset, "sigma_perfect", "logg")] = float(
             residual_sigma(perfect[:, None], y[:, None])[0])
@@ -218,5 +223,10 @@ def run_heads(cfg, run) -> dict[str, float]:
         if one is not None and f"{subset}/sigma_logg" in one.data.metrics:
             metrics[metric_name(subset, "sigma_onestage", "logg")] = one.data.metrics[
                 f"{subset}/sigma_logg"]
+    from stellarexp.evaluate.predictive import evaluate_predictive
+
+    # recalibration of the combined logg fitted on val -> heads/recalibration.json
+    metrics.update(evaluate_predictive(cfg, run, ["logg"], outputs, artifact="heads",
+                                       backbone_run_id=bb_id, subset_metrics=False))
     run.log_metrics(metrics, step=int(st.max_epochs) + 1)
     return metrics

@@ -1,7 +1,9 @@
 """``stage=report`` (also ``python -m stellarexp.report``): the Table-2 comparison.
 
 Selects runs for one data fingerprint and split (or explicit run ids), prints the Markdown
-table and logs it as Markdown, CSV and HTML to this job's "comparison" run.
+table (with the uncertainty table of the image-model rows and links to the figures of the
+selected runs and of the newest ``stage=perturb`` run) and logs it as Markdown, CSV and HTML to
+this job's "comparison" run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,23 @@ def data_fingerprint(data_cfg) -> str | None:
     except (DatasetError, OSError) as exc:
         log.warning("cannot read the data config's dataset (%s)", exc)
         return None
+
+
+def figure_links(client, runs) -> dict[str, list[tuple[str, str]]]:
+    """``{"<stage> run <id8>": [(file name, artifact URI), ...]}`` of the runs' ``figures/``."""
+    out = {}
+    for r in runs:
+        try:
+            files = [f for f in client.list_artifacts(r.info.run_id, "figures")
+                     if f.path.endswith(".png")]
+        except Exception as exc:  # noqa: BLE001 - a store without artifacts still gets a table
+            log.warning("cannot list the figures of run %s: %s", r.info.run_id, exc)
+            continue
+        if files:
+            base = str(r.info.artifact_uri).rstrip("/")
+            title = f"{r.data.tags.get('stage', 'run')} run {r.info.run_id[:8]}"
+            out[title] = [(Path(f.path).stem, f"{base}/{f.path}") for f in files]
+    return out
 
 
 def run(cfg, run) -> dict:
@@ -76,7 +95,12 @@ def run(cfg, run) -> dict:
     comp = compare.build(by_source, split=split, subset=subset, fingerprint=fingerprint,
                          paper=bool(scfg.get("paper", True)))
 
-    markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)))
+    linked = [client.get_run(r) for r in comp.run_ids]
+    if not run_ids:  # the newest perturbation experiment of this data and split
+        linked += compare.search_finished(client, stage="perturb", fingerprint=fingerprint,
+                                          split=split)[:1]
+    figures = figure_links(client, linked) if scfg.get("figures", True) else {}
+    markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)), figures=figures)
     print(markdown, flush=True)
     out = run.output_dir / "comparison"
     out.mkdir(parents=True, exist_ok=True)

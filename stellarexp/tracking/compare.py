@@ -7,6 +7,10 @@ and split (or, with explicit run ids, the latest of those). Image-model stages a
 registering another :class:`RowSource` (:func:`register_row_source`); a source whose runs log
 several figures (the two-stage logg) lists one :class:`RowSpec` per row, each naming the metric
 that fills each column.
+
+Rows whose runs log uncertainty metrics (``stage=head``, the combined logg of
+``stage=logg_heads``; docs/evaluation.md) also carry the uncertainty columns of
+:data:`UNCERTAINTY_KINDS`, taken from the run that filled the row's sigma cell.
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ from stellarexp.evaluate.metrics import metric_name
 TARGETS: tuple[str, ...] = ("teff", "logg", "fe_h")
 HEADERS = {"teff": "Teff (K)", "logg": "logg (dex)", "fe_h": "[Fe/H] (dex)"}
 DIGITS = {"teff": 1, "logg": 3, "fe_h": 3}
+
+UNCERTAINTY_KINDS: dict[str, str] = {
+    "coverage68_cal": "cov68",            # coverage of the recalibrated 68% interval
+    "coverage95_raw": "cov95 raw",        # ... of the raw (head-only) 95% interval
+    "coverage95_cal": "cov95",            # ... of the recalibrated 95% interval
+    "width95_cal": "width95",             # mean width of the recalibrated 95% interval
+    "nll_cal": "NLL",                     # Gaussian NLL of the recalibrated predictive (nats)
+    "crps_cal": "CRPS",                   # Gaussian CRPS (label units)
+    "spearman_raw": "Spearman",           # rank correlation of |error| with the std
+}
+"""Uncertainty metric kinds (``<subset>/<kind>_<target>``) shown beside sigma, with headers."""
 
 
 @dataclass(frozen=True)
@@ -39,12 +54,15 @@ class RowSpec:
         Template of the key of the paper's row shown beside it (default: ``key``).
     scale : float
         Factor applied to the metric and its interval (100 shows an accuracy in percent).
+    uncertainty : bool
+        The row's cells also take the :data:`UNCERTAINTY_KINDS` of their run.
     """
 
     key: str
     metrics: Mapping[str, str]
     paper_key: str | None = None
     scale: float = 1.0
+    uncertainty: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +94,8 @@ class RowSource:
         """The rows of this source (``key`` alone means sigma in every target column)."""
         if self.rows:
             return self.rows
-        return (RowSpec(self.key, {t: "sigma" for t in TARGETS}, self.paper_key),)
+        return (RowSpec(self.key, {t: "sigma" for t in TARGETS}, self.paper_key,
+                        uncertainty=True),)
 
 
 ROW_SOURCES: dict[str, RowSource] = {}
@@ -99,7 +118,7 @@ register_row_source(RowSource(name="baseline", stage="baseline", key="{model}_{f
 # two-stage figures come from the logg_heads runs, which log them under these kinds.
 register_row_source(RowSource(name="head", stage="head", key="ours_head"))
 register_row_source(RowSource(name="logg_heads", stage="logg_heads", rows=(
-    RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}),     # Eq. 20, hard classes
+    RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}, uncertainty=True),  # Eq. 20, hard
     RowSpec("ours_logg_above_4", {"logg": "sigma_dwarf"}),      # head h1 on logg > threshold
     RowSpec("ours_logg_below_4", {"logg": "sigma_giant"}),      # head h2 on logg <= threshold
     RowSpec("ours_logg_perfect", {"logg": "sigma_perfect"}),    # true classes in Eq. 20
@@ -137,6 +156,7 @@ class Row:
     source: str
     cells: dict[str, Cell] = field(default_factory=dict)
     paper: dict[str, float | None] = field(default_factory=dict)
+    uncertainty: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,6 +237,11 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
                     row.cells[t] = Cell(m[sig] * spec.scale,
                                         m.get(f"{sig}_lo", math.nan) * spec.scale,
                                         m.get(f"{sig}_hi", math.nan) * spec.scale, run.info.run_id)
+                    if spec.uncertainty:
+                        unc = {k: m[metric_name(subset, k, t)] for k in UNCERTAINTY_KINDS
+                               if metric_name(subset, k, t) in m}
+                        if unc:
+                            row.uncertainty[t] = unc
                     if run.info.run_id not in used:
                         used.append(run.info.run_id)
                     noise_name = metric_name(subset, "label_noise", t)
@@ -270,6 +295,8 @@ def to_frame(comp: Comparison, *, paper: bool = True, text: bool = True):
                 if paper:
                     rec[f"paper_{t}"] = row.paper.get(t)
                 rec[f"run_{t}"] = cell.run_id if cell else ""
+                for kind in UNCERTAINTY_KINDS:
+                    rec[f"{kind}_{t}"] = row.uncertainty.get(t, {}).get(kind, math.nan)
         if not text:
             rec.update(key=row.key, source=row.source)
         records.append(rec)
@@ -296,16 +323,66 @@ def caption(comp: Comparison) -> str:
             f"{comp.split}, data fingerprint {fp}; [68% bootstrap interval]; {len(comp.run_ids)} runs")
 
 
-def to_markdown(comp: Comparison, *, paper: bool = True) -> str:
-    """GitHub Markdown: a caption line and the table."""
-    frame = to_frame(comp, paper=paper)
-    if frame.empty:
-        return f"{caption(comp)}\n\n(no finished runs match)\n"
+def uncertainty_frame(comp: Comparison):
+    """One line per row and target with uncertainty metrics (formatted text)."""
+    import pandas as pd
+
+    records = []
+    for row in comp.rows:
+        for t in TARGETS:
+            unc = row.uncertainty.get(t)
+            if not unc:
+                continue
+            rec = {"method": row.label, "target": HEADERS[t]}
+            for kind, header in UNCERTAINTY_KINDS.items():
+                v = unc.get(kind)
+                if v is None or not math.isfinite(v):
+                    rec[header] = "-"
+                elif kind.startswith(("coverage", "spearman", "nll")):
+                    rec[header] = f"{v:.3f}"
+                else:
+                    rec[header] = _fmt(v, t)
+            records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def uncertainty_caption(comp: Comparison) -> str:
+    """What the uncertainty table shows."""
+    return (f"Uncertainty on the {comp.subset} subset: coverage of the 68%/95% intervals (raw: "
+            "the head's own spread; otherwise recalibrated on validation data), mean 95% width, "
+            "Gaussian NLL (nats) and CRPS of the recalibrated predictive, Spearman rho of "
+            "|error| with the predicted std")
+
+
+def _markdown_table(frame) -> list[str]:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for rec in frame.itertuples(index=False):
         lines.append("| " + " | ".join(str(v) for v in rec) + " |")
-    return f"{caption(comp)}\n\n" + "\n".join(lines) + "\n"
+    return lines
+
+
+def to_markdown(comp: Comparison, *, paper: bool = True,
+                figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """GitHub Markdown: a caption line and the table, the uncertainty table, figure links.
+
+    Parameters
+    ----------
+    figures : dict, optional
+        Section title (e.g. ``head run 0123abcd``) -> ``[(name, link), ...]``.
+    """
+    frame = to_frame(comp, paper=paper)
+    if frame.empty:
+        return f"{caption(comp)}\n\n(no finished runs match)\n"
+    text = f"{caption(comp)}\n\n" + "\n".join(_markdown_table(frame)) + "\n"
+    unc = uncertainty_frame(comp)
+    if not unc.empty:
+        text += f"\n{uncertainty_caption(comp)}\n\n" + "\n".join(_markdown_table(unc)) + "\n"
+    if figures:
+        text += "\nFigures\n\n"
+        for title, links in figures.items():
+            text += f"- {title}: " + ", ".join(f"[{n}]({u})" for n, u in links) + "\n"
+    return text
 
 
 def to_html(comp: Comparison, *, paper: bool = True) -> str:
@@ -313,5 +390,9 @@ def to_html(comp: Comparison, *, paper: bool = True) -> str:
     import html
 
     frame = to_frame(comp, paper=paper)
-    return (f"<!doctype html><meta charset='utf-8'><title>stellarexp comparison</title>"
-            f"<p>{html.escape(caption(comp))}</p>\n{frame.to_html(index=False)}\n")
+    out = (f"<!doctype html><meta charset='utf-8'><title>stellarexp comparison</title>"
+           f"<p>{html.escape(caption(comp))}</p>\n{frame.to_html(index=False)}\n")
+    unc = uncertainty_frame(comp)
+    if not unc.empty:
+        out += f"<p>{html.escape(uncertainty_caption(comp))}</p>\n{unc.to_html(index=False)}\n"
+    return out

@@ -1,10 +1,16 @@
 """One MLflow run per job: tags, flattened params, config artifacts, batched metrics, and a
 FAILED status with the traceback when the stage raises.
+
+A job's run costs few store requests (a sweep runs many small jobs, each its own run): the tags
+go with the run's creation, the params wait for the first metrics and go with them in one
+``log_batch``, and what does not change between the jobs of a process (the git commit, the
+experiment's id, a validated parent run) is looked up once per process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import socket
@@ -21,6 +27,8 @@ from stellarexp import home as _home
 MAX_PARAM_VALUE = 6000
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
+MAX_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
 MAX_TAG_VALUE = 8000
 
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -37,8 +45,13 @@ CONFIG_TAGS = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """Commit of the source checkout (``-dirty`` appended with local changes), or ``unknown``."""
+    """Commit of the source checkout (``-dirty`` appended with local changes), or ``unknown``.
+
+    Looked up once per process (two ``git`` subprocesses): the code a process runs is the code
+    it started with.
+    """
     root = _home.source_root()
     if root is None or not (root / ".git").exists():
         return "unknown"
@@ -105,11 +118,6 @@ def flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i: i + size]
-
-
 class TrackedRun:
     """Handle on the active MLflow run of a job; every logger of the stage goes through it.
 
@@ -126,49 +134,116 @@ class TrackedRun:
         self.run_id = run_id
         self.output_dir = Path(output_dir)
         self.metrics: dict[str, float] = {}
+        self._pending_params: dict[str, Any] = {}
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set several tags in batches (values cut to MLflow's limit)."""
-        from mlflow.entities import RunTag
+    def _log_batch(self, params: list = (), metrics: list = (), tags: list = ()) -> None:
+        """Send params, metrics and tags in as few ``log_batch`` requests as MLflow allows
+        (per request: 100 params, 100 tags, 1000 metrics, 1000 in all)."""
+        params, metrics, tags = list(params), list(metrics), list(tags)
+        while params or metrics or tags:
+            p, params = params[:MAX_PARAMS_PER_BATCH], params[MAX_PARAMS_PER_BATCH:]
+            t, tags = tags[:MAX_TAGS_PER_BATCH], tags[MAX_TAGS_PER_BATCH:]
+            room = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(p) - len(t))
+            m, metrics = metrics[:room], metrics[room:]
+            parts = {"params": p, "metrics": m, "tags": t}
+            self.client.log_batch(self.run_id, **{k: v for k, v in parts.items() if v})
 
-        items = [RunTag(str(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
-        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=chunk)
-
-    def log_params(self, params: Mapping[str, str]) -> None:
-        """Log params in batches of 100 (MLflow's per-request limit)."""
+    def _params(self, params: Mapping[str, Any]) -> list:
         from mlflow.entities import Param
 
-        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
-        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=chunk)
+        return [Param(str(k), _param_value(v)) for k, v in params.items()]
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags now, in batches (values cut to MLflow's limit)."""
+        from mlflow.entities import RunTag
+
+        self._log_batch(tags=[RunTag(str(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()])
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Log params now, in batches of 100 (MLflow's per-request limit)."""
+        self._log_batch(params=self._params(params))
+
+    def defer_params(self, params: Mapping[str, Any]) -> None:
+        """Log ``params`` with the next metrics (one request for both) or at :meth:`flush`."""
+        self._pending_params.update(params)
+
+    def flush(self) -> None:
+        """Send the deferred params (the run's end calls this)."""
+        pending, self._pending_params = self._pending_params, {}
+        self._log_batch(params=self._params(pending))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log metrics in batches (one request per 1000 values); the last values are kept in
-        :attr:`metrics` for the job's return value."""
+        """Log metrics (with any deferred params) in as few requests as MLflow allows; the
+        last values are kept in :attr:`metrics` for the job's return value."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()]
-        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk)
+        pending, self._pending_params = self._pending_params, {}
+        self._log_batch(params=self._params(pending), metrics=items)
         self.metrics.update({k: float(v) for k, v in metrics.items()})
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         """Upload a file or a folder's content to the run."""
+        # a full disk: a clear error and no truncated file in the store
+        from stellarexp.tracking.diskfull import guard
+
         path = Path(path)
         if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+            with guard(self.client, self.run_id, artifact_path or "", path):
+                self.client.log_artifacts(self.run_id, str(path), artifact_path)
         else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            with guard(self.client, self.run_id, f"{artifact_path or ''}/{path.name}".lstrip("/"),
+                       path):
+                self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Write ``text`` to the artifact ``artifact_file`` (e.g. ``report/table.md``)."""
-        self.client.log_text(self.run_id, text, artifact_file)
+        from stellarexp.tracking.diskfull import guard
+
+        with guard(self.client, self.run_id, artifact_file):
+            self.client.log_text(self.run_id, text, artifact_file)
 
     def log_figure(self, path, artifact_path: str = "figures") -> None:
         """Log a saved figure file under ``figures/``."""
         self.log_artifact(path, artifact_path)
+
+
+def job_config_hash(cfg: Mapping) -> str:
+    """The ``config_hash`` tag of a job: its config without volatile keys plus its data fingerprint.
+
+    Two jobs with one hash compute the same thing on the same data, so ``stellarexp.reproduce``
+    reuses a FINISHED run instead of running the job again.
+    """
+    from stellarexp.tracking import redact, stale
+
+    fingerprint = None
+    if isinstance(cfg.get("data"), Mapping):
+        with contextlib.suppress(Exception):  # no dataset yet: the hash says so (None)
+            from omegaconf import OmegaConf
+
+            from stellarexp.stages.report import data_fingerprint
+
+            fingerprint = data_fingerprint(OmegaConf.create(dict(cfg["data"])))
+    params = flatten(redact.redact(dict(cfg)))
+    return stale.config_hash({**params, "data_fingerprint": str(fingerprint)})
+
+
+# per process: (tracking URI, experiment, artifact root) -> experiment id; parent runs found
+_EXPERIMENTS: dict[tuple[str, str, str], str] = {}
+_PARENTS: set[tuple[str, str]] = set()
+
+
+def _experiment_id(client, name: str, artifact_root, *, fresh: bool = False) -> tuple[str, bool]:
+    """``(id, from_cache)`` of experiment ``name`` (:func:`store.ensure_experiment` once per
+    process; ``fresh`` looks again, restoring an experiment deleted meanwhile)."""
+    from stellarexp.tracking import store
+
+    key = (str(client.tracking_uri), str(name), str(artifact_root))
+    if not fresh and key in _EXPERIMENTS:
+        return _EXPERIMENTS[key], True
+    _EXPERIMENTS[key] = store.ensure_experiment(client, name, artifact_root)
+    return _EXPERIMENTS[key], False
 
 
 def _run_name(cfg: Mapping) -> str:
@@ -195,36 +270,74 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
         Hydra's output directory of the job.
     overrides : list of str, optional
         The job's command-line overrides (logged as ``config/overrides.yaml``).
+
+    Notes
+    -----
+    ``tracking.config_artifacts: false`` (set by the sweeper for its trials) leaves out the two
+    config artifacts: the params hold the config, the ``overrides`` tag the command line. The
+    params are sent with the stage's first metrics (or at the end), in one request.
     """
     import mlflow
     import yaml
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-    from stellarexp.tracking import store
+    from stellarexp.tracking import redact, stale, store
 
     tcfg = cfg.get("tracking") or {}
     client = store.connect(tcfg.get("uri"))
     exp_name = tcfg.get("experiment") or store.DEFAULT_EXPERIMENT
     artifact_root = tcfg.get("artifact_root") if store.is_local(mlflow.get_tracking_uri()) else None
-    exp_id = store.ensure_experiment(client, exp_name, artifact_root)
+    exp_id, cached = _experiment_id(client, exp_name, artifact_root)
+    # runs of jobs killed with SIGKILL never ended: end them KILLED (stellarexp.tracking.stale)
+    with contextlib.suppress(Exception):
+        stale.end_dead_runs(client, [exp_id])
+    # credentials never reach params, tags or artifacts (stellarexp.tracking.redact)
+    safe_cfg = redact.redact(dict(cfg))
+    params = flatten(safe_cfg)
+    tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: job_config_hash(cfg)}
+    safe_overrides = [redact.redact_override(o) for o in overrides or []]
+    config_artifacts = bool(tcfg.get("config_artifacts", True))
+    if not config_artifacts:
+        tags["overrides"] = " ".join(safe_overrides)[:MAX_TAG_VALUE]
     # a sweeper running jobs in-process may hold its own run: ours becomes its child
-    run = mlflow.start_run(experiment_id=exp_id, run_name=_run_name(cfg), tags=config_tags(cfg),
-                           nested=mlflow.active_run() is not None,
-                           parent_run_id=tcfg.get("parent_run_id") or None)
+    nested = mlflow.active_run() is not None
+    parent = tcfg.get("parent_run_id") or None
+    if parent and not nested and (client.tracking_uri, parent) in _PARENTS:
+        tags[MLFLOW_PARENT_RUN_ID] = parent  # mlflow checked it for an earlier job: skip that
+        parent = None
+    try:
+        run = mlflow.start_run(experiment_id=exp_id, run_name=_run_name(cfg), tags=tags,
+                               nested=nested, parent_run_id=parent)
+    except MlflowException:
+        if not cached:
+            raise
+        # the experiment was deleted since this process looked it up: restore it, once
+        exp_id, _ = _experiment_id(client, exp_name, artifact_root, fresh=True)
+        run = mlflow.start_run(experiment_id=exp_id, run_name=_run_name(cfg), tags=tags,
+                               nested=nested, parent_run_id=parent)
+    if parent:
+        _PARENTS.add((client.tracking_uri, parent))
     handle = TrackedRun(client, run.info.run_id, Path(output_dir))
     status = "FAILED"
     try:
-        handle.log_params(flatten(cfg))
-        handle.log_text(yaml.safe_dump(cfg, sort_keys=False), "config/config.yaml")
-        handle.log_text(yaml.safe_dump(list(overrides or []), sort_keys=False), "config/overrides.yaml")
+        handle.defer_params(params)
+        if config_artifacts:
+            handle.log_text(yaml.safe_dump(safe_cfg, sort_keys=False), "config/config.yaml")
+            handle.log_text(yaml.safe_dump(safe_overrides, sort_keys=False), "config/overrides.yaml")
         yield handle
+        handle.flush()
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):
+            handle.set_tags({"error": redact.redact_text(f"{type(exc).__name__}: {exc}")[:1000]})
+        with contextlib.suppress(Exception):  # fails too when the disk is full
             handle.log_text(traceback.format_exc(), "error/traceback.txt")
-            handle.set_tags({"error": f"{type(exc).__name__}: {exc}"[:1000]})
         raise
     finally:
+        with contextlib.suppress(Exception):  # the params of a failed or killed job
+            handle.flush()
         mlflow.end_run(status=status)

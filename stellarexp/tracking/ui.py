@@ -5,6 +5,11 @@ experiments' artifacts under ``$STELLAREXP_HOME/mlruns/artifacts``. Existing run
 absolute ``file://`` artifact locations, which the server reads directly (no artifact proxy).
 When ``MLFLOW_TRACKING_URI`` names a remote server, that server already is the UI: its address
 is printed instead.
+
+Safe defaults: the server binds 127.0.0.1 (this machine only) unless ``--host`` or
+``STELLAREXP_UI_HOST`` says otherwise, and binding another interface without ``--auth`` (MLflow's
+``basic-auth`` app, users and passwords in ``basic_auth.ini``) prints a warning: the UI then
+shows and accepts every run to anyone who can reach the port. See README, "Security".
 """
 
 from __future__ import annotations
@@ -15,10 +20,20 @@ import sys
 
 from stellarexp.tracking import store
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-def ui_command(*, uri: str | None = None, host: str = "127.0.0.1", port: int = 5000,
-               workers: int = 1) -> list[str]:
-    """The ``mlflow server`` command line for a local store (``uri`` default: the resolved one)."""
+
+def default_host() -> str:
+    """``$STELLAREXP_UI_HOST``, else 127.0.0.1."""
+    return os.environ.get("STELLAREXP_UI_HOST") or "127.0.0.1"
+
+
+def ui_command(*, uri: str | None = None, host: str | None = None, port: int = 5000,
+               workers: int = 1, auth: bool = False) -> list[str]:
+    """The ``mlflow server`` command line for a local store (``uri`` default: the resolved one).
+
+    ``host`` defaults to :func:`default_host`; ``auth`` adds ``--app-name basic-auth``.
+    """
     uri = store.resolve_uri(uri)
     if not store.is_local(uri):
         raise ValueError(f"{uri} is a remote tracking server; open it in a browser instead")
@@ -26,7 +41,8 @@ def ui_command(*, uri: str | None = None, host: str = "127.0.0.1", port: int = 5
             "--backend-store-uri", uri,
             "--default-artifact-root", store.default_artifact_root().as_uri(),
             "--no-serve-artifacts",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+            "--host", host or default_host(), "--port", str(port), "--workers", str(workers),
+            *(["--app-name", "basic-auth"] if auth else [])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stellarexp.tracking.ui",
                                      description="MLflow UI on the stellarexp tracking store")
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_UI_PORT", "5000")))
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--host", default=default_host(),
+                        help="interface to bind (default $STELLAREXP_UI_HOST or 127.0.0.1: "
+                             "this machine only)")
+    parser.add_argument("--auth", action="store_true",
+                        help="require a user and password (MLflow basic-auth; see README Security)")
     parser.add_argument("--uri", default=None, help="backend store (default: the stellarexp store)")
     args = parser.parse_args(argv)
     uri = store.resolve_uri(args.uri)
@@ -44,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if uri.startswith("sqlite:///"):
         store.default_artifact_root().mkdir(parents=True, exist_ok=True)
-    cmd = ui_command(uri=uri, host=args.host, port=args.port)
+    cmd = ui_command(uri=uri, host=args.host, port=args.port, auth=args.auth)
+    if args.host not in LOOPBACK and not args.auth:
+        print(f"warning: binding {args.host} without --auth: anyone who reaches port {args.port} "
+              "can read and change every run (see README, Security)", file=sys.stderr, flush=True)
     print(f"MLflow UI on http://{args.host}:{args.port}  (store {uri}; Ctrl-C stops it)", flush=True)
     os.execv(cmd[0], cmd)
     return 0  # not reached

@@ -1,0 +1,64 @@
+"""Label units: Teff in K, logg and [Fe/H] in dex. A label column in other units is refused.
+
+A label file with Teff in kK or as log10(Teff) reads without error and trains without error;
+only the results are nonsense. :func:`check_label_units` looks at the median of each label
+column and stops with the file, the column, what the values look like and how to convert them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+# label -> (low, high, unit) of the median of a real sample
+PLAUSIBLE = {"teff": (2000.0, 60000.0, "K"), "logg": (-1.5, 6.5, "dex (log10 of g in cgs)"),
+             "fe_h": (-5.5, 1.5, "dex")}
+
+
+def _guess(label: str, median: float) -> tuple[str, str]:
+    """(what the values look like, how to convert them)."""
+    if label == "teff":
+        if 3.0 <= median <= 5.0:
+            return "log10(Teff)", "10**value"
+        if 2.0 <= median <= 60.0:
+            return "Teff in kK", "1000 * value"
+    if label == "logg" and median > 10:
+        return "g in cm s^-2 rather than log g", "log10(value)"
+    if label == "fe_h" and 0.0 < median <= 0.1:
+        return "a metal mass fraction Z rather than [Fe/H]", "log10(value / 0.0134)"
+    return "another unit", "convert the column"
+
+
+def check_label_units(values: Mapping[str, np.ndarray], source: str,
+                      columns: Mapping[str, str] | None = None, error=ValueError) -> None:
+    """Raise ``error`` when a label's median lies outside its plausible range.
+
+    Parameters
+    ----------
+    values : mapping
+        Label name (``teff``, ``logg``, ``fe_h``) -> values (NaN and sentinels ignored).
+    source : str
+        The file the labels come from (named in the message).
+    columns : mapping, optional
+        Label -> the column name in that file (named in the message).
+    error : type
+        Exception class raised (the caller's own error type).
+    """
+    columns = dict(columns or {})
+    for label, data in values.items():
+        if label not in PLAUSIBLE:
+            continue
+        v = np.asarray(data, dtype=float)
+        v = v[np.isfinite(v) & (v > -9990.0)]
+        if not len(v):
+            continue
+        low, high, unit = PLAUSIBLE[label]
+        median = float(np.median(v))
+        if low <= median <= high:
+            continue
+        looks, fix = _guess(label, median)
+        col = columns.get(label, label)
+        raise error(f"{source}: column {col!r} ({label}) has median {median:.4g}, outside "
+                    f"[{low:g}, {high:g}] {unit}; it looks like {looks}. Convert it to {unit} "
+                    f"({fix}) in the file and rerun")

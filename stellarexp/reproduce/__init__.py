@@ -1,0 +1,70 @@
+"""``python -m stellarexp.reproduce experiment=quick|paper``: the paper's whole protocol.
+
+One Hydra app (``conf/reproduce.yaml``; the experiments in ``conf/experiment/``) that runs an
+experiment's steps in order, in this process, under one MLflow parent run: the dataset
+(simulated and built when absent), the baselines (``tune=true``: their Optuna studies first),
+the image model, the packaged model, the perturbation experiments and the report. A step whose
+job already FINISHED with the same config and data fingerprint is reused, so a rerun after an
+interruption continues where it stopped. ``dry_run=true`` prints the plan and runs nothing.
+See docs/reproduce.md.
+
+Modules: :mod:`~stellarexp.reproduce.plan` (steps from the config),
+:mod:`~stellarexp.reproduce.jobs` (one step's train job),
+:mod:`~stellarexp.reproduce.runner` (parent run, reuse, resume, report link),
+:mod:`~stellarexp.reproduce.tune` (``tune=true``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stellarexp.reproduce.plan import ReproduceError
+
+__all__ = ["ReproduceError", "run"]
+
+
+def _output_dir() -> Path:
+    """The Hydra job's folder, or a fresh one under ``$STELLAREXP_HOME/outputs`` outside Hydra."""
+    import tempfile
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    from stellarexp.home import outputs_dir
+
+    folder = outputs_dir() / "reproduce"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="run-", dir=folder))
+
+
+def run(cfg, output_dir=None):
+    """Run (or, with ``cfg.dry_run``, plan) the experiment of ``cfg``; return the step results.
+
+    Parameters
+    ----------
+    cfg : omegaconf.DictConfig
+        The composed ``conf/reproduce.yaml``.
+    output_dir : path-like, optional
+        The reproduce job's folder (default: Hydra's, else a new one under ``outputs/``).
+
+    Returns
+    -------
+    list of stellarexp.reproduce.runner.StepResult
+    """
+    from stellarexp.reproduce.runner import Reproduce
+
+    job = Reproduce(cfg, output_dir or _output_dir())
+    if cfg.get("dry_run"):
+        results = job.dry_run()
+        print(job.plan_text(), flush=True)
+        from stellarexp.reproduce.plan import check_registered
+
+        check_registered(job.steps, job.name)
+        return results
+    results = job.run()
+    print(f"\nreproduce {job.name} finished: MLflow run {job.parent_id}\n", flush=True)
+    print(job.steps_markdown(), flush=True)
+    if job.report_text:
+        print(f"\nreport (run {job.report_step().run_id}):\n\n{job.report_text}", flush=True)
+    return results

@@ -1,0 +1,228 @@
+"""``stage=predict``: apply a packaged model to new stars and write a prediction catalogue.
+
+``model_uri`` names a model logged by ``stage=package`` (``models:/<name>/<version>``,
+``models:/<name>@<alias>`` or ``runs:/<run id>/model``). ``input`` is either a dataset file
+(``.h5``, e.g. one built with ``data.labels=null``) or a CasJobs cross-match table, which goes
+through the label-free pipeline first (photometric cuts, aligned cutouts, reject rules; frames
+under ``frame_root``). Stars need no labels; labels present in a dataset file are copied beside
+the predictions.
+
+The catalogue (format from ``output``'s extension: ``.csv``, ``.fits``, ``.parquet``) has one row
+per accepted star: ids and position, per target ``<t>_mean``, ``<t>_std``, ``<t>_lo``, ``<t>_hi``
+(95% interval, calibrated when the head carries a recalibration), ``logg_class_prob`` and
+``out_of_range`` with ``out_of_range_detail`` (prediction or input colour outside the training
+range). Rejected stars go to ``<output stem>_rejects<ext>`` with reason and detail. Both files
+are logged to the MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".fits": "fits", ".fit": "fits", ".parquet": "parquet", ".pq": "parquet"}
+DATASET_SUFFIXES = (".h5", ".hdf5")
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".txt", ".fits", ".fit", ".fits.gz", ".parquet", ".pq")
+ID_COLUMNS = ("star_id", "obj_id", "apogee_id", "ra", "dec", "run", "camcol", "field")
+
+
+def _user_error(message: str):
+    from stellarexp.data.pipeline import UserInputError
+
+    return UserInputError(message)
+
+
+def table_format(path) -> str:
+    """``csv``, ``fits`` or ``parquet`` from the file name (a clear error otherwise)."""
+    suffix = Path(str(path)).suffix.lower()
+    if suffix not in FORMATS:
+        raise _user_error(f"output={path}: unknown catalogue type {suffix!r}; end the file name "
+                          f"with one of {', '.join(FORMATS)}")
+    return FORMATS[suffix]
+
+
+def write_table(frame, path) -> Path:
+    """Write ``frame`` atomically as CSV, FITS or Parquet (by extension)."""
+    from stellarexp.io_utils import atomic_path
+
+    path = Path(path)
+    fmt = table_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            from astropy.table import Table
+
+            table = Table.from_pandas(frame.reset_index(drop=True))
+            for name in table.colnames:  # FITS wants fixed-width strings, not objects
+                if table[name].dtype == object:
+                    table[name] = table[name].astype(str)
+            table.write(tmp, format="fits", overwrite=True)
+    return path
+
+
+def rejects_path(output) -> Path:
+    """``<stem>_rejects<ext>`` beside the catalogue."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}_rejects{output.suffix}")
+
+
+def _missing(cfg, key: str) -> bool:
+    from omegaconf import OmegaConf
+
+    return key not in cfg or OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")
+
+
+def prepare_input(cfg, work_dir: Path) -> Path:
+    """The dataset file to predict: ``input`` itself, or built label-free from a cross-match.
+
+    The dataset built from a cross-match table is kept under
+    ``$STELLAREXP_HOME/cache/predict/`` and rebuilt only when the table, frames location or
+    cutout settings change.
+    """
+    from omegaconf import OmegaConf
+
+    from stellarexp import home
+    from stellarexp.data import dataset as ds
+    from stellarexp.data import pipeline
+
+    if _missing(cfg, "input"):
+        raise _user_error("input is not set: give input=<dataset file .h5> or "
+                          "input=<cross-match table> [frame_root=<folder of frames/301/...>]")
+    path = Path(str(cfg.input)).expanduser()
+    if not path.is_file():
+        raise _user_error(f"input={path}: file not found")
+    name = path.name.lower()
+    if name.endswith(DATASET_SUFFIXES):
+        try:
+            attrs = ds.read_attrs(path)
+            with ds._open(path) as h5:
+                shape = tuple(h5["images"].shape)
+        except ds.DatasetError as exc:
+            raise _user_error(str(exc)) from None
+        bands = str(attrs.get("bands", "ugriz"))
+        if len(shape) != 4 or shape[1:] != (5, 48, 48) or bands != "ugriz":
+            raise _user_error(f"input={path}: images of shape {shape} in bands {bands!r}; the "
+                              "model needs the five bands u, g, r, i, z as [N, 5, 48, 48] cutouts")
+        return path
+    if not name.endswith(TABLE_SUFFIXES):
+        raise _user_error(f"input={path}: neither a dataset file ({', '.join(DATASET_SUFFIXES)}) "
+                          f"nor a cross-match table ({', '.join(TABLE_SUFFIXES)})")
+    frame_root = Path(str(cfg.frame_root)).expanduser() if not _missing(cfg, "frame_root") \
+        else path.parent
+    if not frame_root.is_dir():
+        raise _user_error(f"frame_root={frame_root}: no such folder (it must hold frames/301/...)")
+    key = hashlib.sha256(f"{path.resolve()}|{frame_root.resolve()}".encode()).hexdigest()[:16]
+    cutouts = OmegaConf.to_container(cfg.data.cutouts, resolve=True) if "cutouts" in cfg.data \
+        else {}
+    data_cfg = OmegaConf.create({
+        "name": "predict-input", "crossmatch": str(path), "labels": None,
+        "frame_root": str(frame_root), "download": False, "skip_missing_frames": True,
+        "dataset_path": str(home.home() / "cache" / "predict" / f"{path.stem}-{key}.h5"),
+        "cutouts": cutouts})
+    try:
+        return pipeline.build(data_cfg, progress=bool(cfg.stage.get("progress_bar", True)))
+    except pipeline.UserInputError:
+        raise
+    except (ValueError, FileNotFoundError) as exc:  # CatalogError and the like
+        raise _user_error(f"input={path}: {exc}") from None
+
+
+def run(cfg, run) -> dict[str, float]:
+    """Predict every star of ``input`` with ``model_uri``; see the module docstring."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from stellarexp.data import dataset as ds
+    from stellarexp.models import packaged
+    from stellarexp.stages import image_common as ic
+
+    st = cfg.stage
+    if _missing(cfg, "model_uri"):
+        raise _user_error("model_uri is not set: give model_uri=models:/<name>/<version> (see "
+                          "`stage=package`) or runs:/<run id>/model")
+    output = Path(str(cfg.output)).expanduser() if not _missing(cfg, "output") \
+        else run.output_dir / "catalogue.csv"
+    table_format(output)  # fail before any work on a bad extension
+    tic = time.perf_counter()
+    try:
+        predictor = packaged.load(str(cfg.model_uri))
+    except packaged.PackageError as exc:
+        raise _user_error(str(exc)) from None
+    path = prepare_input(cfg, run.output_dir)
+    ic.set_threads(cfg)
+    stars = ds.read_stars(path)
+    rejects = ds.read_rejects(path)
+    run.set_tags({"model_uri": str(cfg.model_uri), "input": str(cfg.input), "data_path": str(path),
+                  "data_fingerprint": str(ds.read_attrs(path).get("fingerprint", "")),
+                  "package_head_run_id": predictor.info.get("runs", {}).get("head", "")})
+    colours = packaged.star_colours(stars)
+    batch = max(int(st.batch_size), 1)
+    parts = []
+    bar = tqdm(total=len(stars), unit="star", desc="predict",
+               disable=not bool(st.get("progress_bar", True)))
+    for i, start in enumerate(range(0, len(stars), batch)):
+        rows = np.arange(start, min(start + batch, len(stars)))
+        images = ds.read_images(path, rows)
+        parts.append(predictor.predict(
+            images, None if colours is None else colours.iloc[rows].reset_index(drop=True),
+            n_samples=st.get("n_samples"), seed=int(st.seed) + i, batch_size=batch))
+        bar.update(len(rows))
+    bar.close()
+    pred = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=predictor.columns)
+    ids = stars[[c for c in ID_COLUMNS if c in stars]].reset_index(drop=True)
+    cat = pd.concat([ids, pred], axis=1)
+    for t in predictor.targets:
+        if t in stars and np.isfinite(stars[t].to_numpy(float)).any():
+            cat[f"{t}_label"] = stars[t].to_numpy(float)
+    means = cat[[f"{t}_mean" for t in predictor.targets]].to_numpy(float)
+    bad = ~np.isfinite(means).all(axis=1)
+    if bad.any():  # batch work goes on: such stars are listed, not fatal
+        rejects = pd.concat([rejects, pd.DataFrame({
+            "star_id": cat.loc[bad, "star_id"].astype(str), "reason": "non_finite_prediction",
+            "detail": "the model returned a non-finite mean"})], ignore_index=True)
+        cat = cat[~bad].reset_index(drop=True)
+    seconds = time.perf_counter() - tic
+    write_table(cat, output)
+    rej_out = write_table(rejects.reset_index(drop=True)[["star_id", "reason", "detail"]],
+                          rejects_path(output))
+    run.log_artifact(output, "catalogue")
+    run.log_artifact(rej_out, "catalogue")
+    metrics = {"predict/n_stars": float(len(cat)), "predict/n_rejected": float(len(rejects)),
+               "predict/n_out_of_range": float(cat["out_of_range"].sum()),
+               "predict/seconds": seconds,
+               "predict/stars_per_s": len(cat) / seconds if seconds > 0 else 0.0}
+    metrics.update(label_metrics(cat, predictor.targets))
+    reasons = rejects["reason"].value_counts().to_dict() if len(rejects) else {}
+    log.info("catalogue %s: %d stars (%d out of range), %d rejected %s, %.1f s", output, len(cat),
+             int(metrics["predict/n_out_of_range"]), len(rejects), reasons, seconds)
+    print(f"wrote {output} ({len(cat)} stars) and {rej_out} ({len(rejects)} rejected)",
+          flush=True)
+    return metrics
+
+
+def label_metrics(cat, targets) -> dict[str, float]:
+    """Sigma and 95% coverage against labels carried by the input (labelled stars only)."""
+    out = {}
+    for t in targets:
+        if f"{t}_label" not in cat:
+            continue
+        y = cat[f"{t}_label"].to_numpy(float)
+        ok = np.isfinite(y)
+        if not ok.any():
+            continue
+        m = cat[f"{t}_mean"].to_numpy(float)[ok]
+        out[f"predict/sigma_{t}"] = float(np.std(m - y[ok]))
+        inside = (y[ok] >= cat[f"{t}_lo"].to_numpy(float)[ok]) & (
+            y[ok] <= cat[f"{t}_hi"].to_numpy(float)[ok])
+        out[f"predict/coverage95_{t}"] = float(inside.mean())
+        out[f"predict/n_labelled_{t}"] = float(ok.sum())
+    return out

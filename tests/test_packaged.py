@@ -1,0 +1,120 @@
+"""The packaged pyfunc model: assembly from MLflow runs, registration, a fresh-process round trip,
+recalibrated intervals and the out-of-range flag."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_train_fixtures import isolated_env
+
+pytest_plugins = ["tests.test_packaged_fixtures"]
+
+torch = pytest.importorskip("torch")
+
+
+def test_package_run_links_every_part_and_registers(pkg_home, tiny_package):
+    import mlflow
+
+    run, runs = tiny_package["run"], tiny_package["runs"]
+    tags = run.data.tags
+    assert tags["stage"] == "package" and tags["registered_version"] == "1"
+    for stage in ("backbone", "head"):
+        assert tags[f"{stage}_run_id"] == runs[stage].info.run_id
+    assert tags["classifier_run_id"] == runs["logg_classifier"].info.run_id
+    assert tags["logg_heads_run_id"] == runs["logg_heads"].info.run_id
+    assert tags["logg_mode"] in ("head", "two_stage")
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("tiny-convit", "1")
+    assert version.run_id == run.info.run_id
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert run.data.metrics["package/n_parts"] == 4 and run.data.metrics["package/check_stars"] > 0
+    assert not any(p.startswith("error") for p in files)
+
+
+def test_registered_model_round_trips_in_a_fresh_process(pkg_home, tiny_package, tmp_path):
+    from stellarexp.models import packaged
+    from stellarexp.tracking.store import default_uri
+
+    rng = np.random.default_rng(0)
+    images = (rng.normal(0, 0.05, (5, 5, 48, 48)) + 0.5).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    code = (
+        "import sys, json, numpy as np, mlflow\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[2])\n"
+        "out = m.predict(np.load(sys.argv[3]), params={'n_samples': 25, 'seed': 7})\n"
+        "out.to_json(sys.argv[4], orient='split')\n")
+    env = isolated_env(pkg_home)
+    proc = subprocess.run([sys.executable, "-c", code, default_uri(), tiny_package["model_uri"],
+                           str(tmp_path / "x.npy"), str(tmp_path / "out.json")], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fresh = pd.read_json(tmp_path / "out.json", orient="split")
+    assert len(fresh) == 5
+    for t in ("teff", "logg", "fe_h"):
+        lo, m, hi = (fresh[f"{t}_{k}"].to_numpy() for k in ("lo", "mean", "hi"))
+        assert np.isfinite(m).all() and (lo < m).all() and (m < hi).all()
+        assert (fresh[f"{t}_std"] > 0).all()
+    assert fresh["logg_class_prob"].between(0, 1).all()
+    # the same draws in this process: the package reproduces itself exactly
+    here = packaged.load(tiny_package["model_uri"]).predict(images, n_samples=25, seed=7)
+    np.testing.assert_allclose(fresh["teff_mean"].to_numpy(), here["teff_mean"].to_numpy(),
+                               rtol=1e-6)
+    other = packaged.load(tiny_package["model_uri"]).predict(images, n_samples=25, seed=8)
+    assert not np.allclose(other["teff_std"], here["teff_std"])
+
+
+def test_recalibration_scales_std_and_interval(pkg_home, tiny_package):
+    from stellarexp.evaluate.calibration import Recalibration, z_value
+    from stellarexp.models import packaged
+
+    pred = packaged.load(tiny_package["model_uri"])
+    pred.logg_mode = "head"
+    images = np.random.default_rng(1).normal(0.3, 0.05, (4, 5, 48, 48)).astype(np.float32)
+    pred.recalibration = None
+    raw = pred.predict(images, n_samples=30, seed=3)
+    pred.recalibration = Recalibration(targets=["fe_h", "teff", "logg"], method="variance",
+                                       scale=np.array([3.0, 2.0, 0.5]))
+    cal = pred.predict(images, n_samples=30, seed=3)
+    for t, s in (("teff", 2.0), ("logg", 0.5), ("fe_h", 3.0)):
+        np.testing.assert_allclose(cal[f"{t}_mean"], raw[f"{t}_mean"])
+        np.testing.assert_allclose(cal[f"{t}_std"], s * raw[f"{t}_std"], rtol=1e-9)
+        half = z_value(0.95) * cal[f"{t}_std"]
+        np.testing.assert_allclose(cal[f"{t}_hi"], cal[f"{t}_mean"] + half, rtol=1e-9)
+        np.testing.assert_allclose(cal[f"{t}_lo"], cal[f"{t}_mean"] - half, rtol=1e-9)
+
+
+def test_out_of_range_flags_predictions_and_colours():
+    from stellarexp.models.packaged import out_of_range, training_ranges
+
+    stars = pd.DataFrame({"teff": [4000.0, 5000.0, np.nan], "logg": [1.0, 4.0, 2.0]})
+    for i, b in enumerate("ugriz"):
+        stars[f"psfmag_{b}"] = [18.0 - 0.5 * i, 17.0 - 0.4 * i, 16.0 - 0.45 * i]
+        stars[f"extinction_{b}"] = 0.0
+    ranges = training_ranges(stars, ["teff", "logg"])
+    assert ranges["labels"]["teff"] == [4000.0, 5000.0]
+    assert ranges["colours"]["u-g"] == pytest.approx([0.4, 0.5])
+    colours = pd.DataFrame({"u-g": [0.45, 0.9], "g-r": [0.45, 0.45]})
+    flag, detail = out_of_range({"teff": np.array([4500.0, 3000.0]),
+                                 "logg": np.array([2.0, 2.0])}, ranges, colours)
+    assert flag.tolist() == [False, True]
+    assert detail == ["", "teff<min; u-g>max"]
+
+
+def test_bad_inputs_give_clear_errors(pkg_home, tiny_package):
+    from stellarexp.models import packaged
+
+    pred = packaged.load(tiny_package["model_uri"])
+    with pytest.raises(packaged.PackageError, match="a band is missing"):
+        pred.predict(np.zeros((2, 4, 48, 48), np.float32))
+    with pytest.raises(packaged.PackageError, match="cannot load the model"):
+        packaged.load("models:/no-such-model/1")
+    info = json.loads((packaged.Path(pred.folder) / "package.json").read_text())
+    assert set(info["runs"]) == {"head", "backbone", "classifier", "logg_heads"}
+    assert info["ranges"]["labels"]["teff"][0] < info["ranges"]["labels"]["teff"][1]

@@ -1,0 +1,91 @@
+"""``stage=predict`` end to end on the tiny survey: a dataset file and a label-free cross-match
+table in, a catalogue (FITS / Parquet) and its rejects out, logged to MLflow; clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_train_fixtures import run_job
+
+pytest_plugins = ["tests.test_packaged_fixtures"]
+
+torch = pytest.importorskip("torch")
+
+PRED_COLUMNS = [f"{t}_{k}" for t in ("teff", "logg", "fe_h") for k in ("mean", "std", "lo", "hi")]
+
+
+def _predict(tiny_package, tmp_path, *args):
+    return run_job(["stage=predict", f"model_uri={tiny_package['model_uri']}",
+                    "stage.progress_bar=false", "trainer.n_jobs=1", *args], tmp_path / "job")
+
+
+def test_predict_a_dataset_file_to_fits(pkg_home, tiny_package, tiny_survey, tmp_path):
+    import mlflow
+    from astropy.table import Table
+
+    from stellarexp.data import dataset as ds
+
+    out = tmp_path / "cat.fits"
+    _, run = _predict(tiny_package, tmp_path, f"input={tiny_survey['dataset']}", f"output={out}")
+    assert run.info.status == "FINISHED"
+    cat = Table.read(out).to_pandas()
+    stars, rejects = ds.read_stars(tiny_survey["dataset"]), ds.read_rejects(tiny_survey["dataset"])
+    assert len(cat) == len(stars) == run.data.metrics["predict/n_stars"]
+    assert set(PRED_COLUMNS + ["star_id", "ra", "dec", "logg_class_prob", "out_of_range",
+                               "out_of_range_detail", "teff_label"]) <= set(cat.columns)
+    assert np.isfinite(cat[PRED_COLUMNS].to_numpy(float)).all()
+    assert ((cat["teff_lo"] < cat["teff_mean"]) & (cat["teff_mean"] < cat["teff_hi"])).all()
+    assert cat["logg_class_prob"].between(0, 1).all()
+    rej = Table.read(tmp_path / "cat_rejects.fits").to_pandas()
+    assert len(rej) == len(rejects) > 0 and set(rej.columns) == {"star_id", "reason", "detail"}
+    assert run.data.metrics["predict/n_rejected"] == len(rejects)
+    assert "predict/sigma_teff" in run.data.metrics  # the input carried labels
+    logged = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "catalogue")}
+    assert logged == {"catalogue/cat.fits", "catalogue/cat_rejects.fits"}
+
+
+def test_predict_a_label_free_crossmatch_flags_out_of_range(pkg_home, tiny_package, tiny_survey,
+                                                            tmp_path):
+    root = Path(tiny_survey["summary"]["root"])
+    cross = pd.read_csv(root / "crossmatch.csv")
+    odd = cross.index[(cross[[f"flags_{b}" for b in "ugriz"]] == 0).all(axis=1)][0]
+    cross.loc[odd, "psfMag_u"] += 6.0  # a u-g colour far beyond anything in training
+    table = tmp_path / "crossmatch.csv"
+    cross.drop(columns=["teff"]).to_csv(table, index=False)
+    out = tmp_path / "cat.parquet"
+    _, run = _predict(tiny_package, tmp_path, f"input={table}", f"frame_root={root}",
+                      f"output={out}")
+    assert run.info.status == "FINISHED"
+    cat = pd.read_parquet(out)
+    rej = pd.read_parquet(tmp_path / "cat_rejects.parquet")
+    assert len(cat) > 0 and len(cat) + len(rej) >= len(cross) - cross["objID"].duplicated().sum()
+    assert not any(c.endswith("_label") for c in cat.columns)  # label-free: no label columns
+    assert rej["reason"].str.len().gt(0).all()
+    row = cat[cat["obj_id"] == cross.loc[odd, "objID"]]
+    if len(row):  # (the star may have failed a cutout check: then it is listed as a reject)
+        assert bool(row["out_of_range"].iloc[0]) and "u-g>max" in row["out_of_range_detail"].iloc[0]
+    else:
+        assert str(cross.loc[odd, "objID"]) in set(rej["star_id"].astype(str))
+    flagged = cat["out_of_range"].to_numpy(bool)
+    assert (cat["out_of_range_detail"].str.len().gt(0).to_numpy() == flagged).all()
+    assert run.data.metrics["predict/n_out_of_range"] == flagged.sum()
+
+
+def test_clear_errors_for_a_missing_model_and_a_missing_band(pkg_home, tiny_package, tiny_survey,
+                                                             tmp_path):
+    from stellarexp.data.pipeline import UserInputError
+
+    with pytest.raises(UserInputError, match="no-such-model"):
+        run_job(["stage=predict", "model_uri=models:/no-such-model/3",
+                 f"input={tiny_survey['dataset']}"], tmp_path / "a")
+    root = Path(tiny_survey["summary"]["root"])
+    table = tmp_path / "no_u.csv"
+    pd.read_csv(root / "crossmatch.csv").drop(columns=["psfMag_u"]).to_csv(table, index=False)
+    with pytest.raises(UserInputError, match="psfMag_u"):
+        _predict(tiny_package, tmp_path, f"input={table}", f"frame_root={root}")
+    with pytest.raises(UserInputError, match="unknown catalogue type"):
+        _predict(tiny_package, tmp_path, f"input={tiny_survey['dataset']}", "output=x.xlsx")

@@ -1,0 +1,72 @@
+"""The report's uncertainty columns and figure links, from fake runs in a temporary store."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.test_report_image_rows import (
+    EXP,
+    FP,
+    TARGETS,
+    Store,
+    _heads_metrics,
+    _regression,
+    image_home,  # noqa: F401  (fixture)
+)
+from tests.test_train_fixtures import run_job
+
+pytest_plugins = ["tests.test_train_fixtures"]
+
+
+def _uncertainty(subset: str, target: str, k: float) -> dict[str, float]:
+    """What ``evaluate_predictive`` logs for one target (``k`` tells targets apart)."""
+    return {f"{subset}/coverage68_cal_{target}": 0.60 + k, f"{subset}/coverage95_raw_{target}": 0.05 + k,
+            f"{subset}/coverage95_cal_{target}": 0.90 + k, f"{subset}/width95_cal_{target}": 700.0 * k,
+            f"{subset}/nll_cal_{target}": 1.5 + k, f"{subset}/crps_cal_{target}": 100.0 * k,
+            f"{subset}/spearman_raw_{target}": 0.2 + k}
+
+
+def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # noqa: F811
+    s = Store()
+    image = {"targets": "teff,logg,fe_h", "backbone_run_id": "b" * 32, "target": "all"}
+    metrics = {}
+    for i, (t, v) in enumerate(zip(TARGETS, (171.0, 0.49, 0.23))):
+        metrics.update(_regression("val", t, v))
+        metrics.update(_uncertainty("val", t, 0.01 * (i + 1)))
+    head = s.run("head", image, metrics)
+    figure = tmp_path / "head_calibration.png"
+    figure.write_bytes(b"\x89PNG fake")
+    s.client.log_artifact(head, str(figure), "figures")
+    logg = {"targets": "logg", "backbone_run_id": "b" * 32, "target": "logg"}
+    heads = s.run("logg_heads", logg, {**_heads_metrics("val", 0.0),
+                                       **_uncertainty("val", "logg", 0.04)})
+    pert = s.run("perturb", image, {"perturb/rotation_spearman_teff": 0.3})
+    shift = tmp_path / "noise_shift.png"
+    shift.write_bytes(b"\x89PNG fake")
+    s.client.log_artifact(pert, str(shift), "figures")
+
+    _, run = run_job(["stage=report", f"stage.fingerprint={FP}", f"stage.experiments=[{EXP}]",
+                          "tracking.experiment=uncertainty-report"], tmp_path / "report")
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="comparison",
+                                                dst_path=str(tmp_path / "dl"))
+    table = pd.read_csv(f"{local}/comparison.csv").set_index("key")
+    row = table.loc["ours_head"]
+    assert row["coverage95_cal_teff"] == pytest.approx(0.91)
+    assert row["coverage95_raw_logg"] == pytest.approx(0.07)
+    assert row["crps_cal_fe_h"] == pytest.approx(3.0) and row["spearman_raw_fe_h"] == pytest.approx(0.23)
+    two = table.loc["ours_logg_two_stage"]  # the combined logg's calibration
+    assert two["coverage95_cal_logg"] == pytest.approx(0.94) and two["run_logg"] == heads
+    assert math.isnan(table.loc["ours_logg_above_4", "coverage95_cal_logg"])  # h1 alone: none
+
+    md = (tmp_path / "dl" / "comparison" / "comparison.md").read_text()
+    assert md.strip() in capsys.readouterr().out  # printed as logged
+    assert "Uncertainty on the val subset" in md
+    assert "| Ours (ConViT + Bayesian head, one-stage logg) | Teff (K) | 0.610 | 0.060 | 0.910 " \
+           "| 7.0 | 1.510 | 1.0 | 0.210 |" in md
+    assert f"- head run {head[:8]}: [head_calibration](" in md
+    assert f"- perturb run {pert[:8]}: [noise_shift](" in md
+    assert md.count("](") == 2

@@ -1,0 +1,183 @@
+"""``python -m stellarexp.reproduce``: the plans of the shipped experiments, skip-if-finished and
+resume after an interruption (on the tiny survey, baselines and report only; the image model end
+to end is in tests/test_reproduce_tiny.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_train_fixtures import migrated_db, run_cli
+
+FLAG = "STELLAREXP_TEST_FAIL_ONCE"
+
+
+def unregistered_steps(experiment: str) -> list[str]:
+    """Overrides leaving out the steps of ``experiment`` whose stage is not registered yet."""
+    from stellarexp.config import compose
+    from stellarexp.reproduce.plan import build_plan, unregistered
+
+    steps = build_plan(compose("reproduce", [f"experiment={experiment}"]), trainer="cpu")
+    return [f"experiment.steps.{s.name}=null" for s in unregistered(steps)]
+
+
+@pytest.fixture
+def repro_home(tiny_home, tmp_path, monkeypatch) -> Path:
+    """A fresh STELLAREXP_HOME (own MLflow store) whose data/ is the tiny survey's."""
+    home = tmp_path / "home"
+    (home / "mlruns").mkdir(parents=True)
+    (home / "data").symlink_to(tiny_home / "data")
+    shutil.copyfile(migrated_db(), home / "mlruns" / "mlflow.db")
+    monkeypatch.setenv("STELLAREXP_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return home
+
+
+def reproduce(overrides: list[str], tmp_path: Path):
+    from stellarexp import reproduce as rp
+    from stellarexp.config import compose
+
+    cfg = compose("reproduce", ["progress=false", "accelerator=cpu", *overrides])
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+    out.mkdir()
+    return rp.run(cfg, output_dir=out)
+
+
+def fail_once(cfg, run):
+    """The baseline stage, except that the random forest raises the first time (an interruption)."""
+    flag = Path(os.environ[FLAG])
+    if cfg.model.name == "random_forest" and not flag.exists():
+        flag.write_text(run.run_id)
+        raise RuntimeError("simulated interruption")
+    from stellarexp.stages.baseline import run as baseline
+
+    return baseline(cfg, run)
+
+
+# --------------------------------------------------------------------------------------------
+# plans
+
+
+def test_quick_and_paper_plans():
+    from stellarexp.config import compose
+    from stellarexp.reproduce.plan import build_plan
+
+    quick = {s.name: s for s in build_plan(compose("reproduce", ["experiment=quick"]), "cpu")}
+    backbones = [s for s in quick.values() if s.stage == "backbone"]
+    assert [s.name for s in backbones] == ["backbone"]
+    assert {"model.arch=cpu", "target=all", "stage.max_epochs=30", "stage.averaging.k=10"} <= set(
+        backbones[0].overrides)
+    assert sum(s.stage == "baseline" for s in quick.values()) == 8
+    assert {"package", "perturb", "report"} <= {s.stage for s in quick.values()}
+    assert quick["logg_heads"].refs == {"stage.backbone.run_id": "backbone",
+                                        "stage.classifier.run_id": "logg_classifier"}
+    assert list(quick)[0] == "data" and list(quick)[-1] == "report" and quick["report"].collect
+    assert "data.size=quick" in quick["head"].overrides
+
+    paper = {s.name: s for s in build_plan(compose("reproduce", ["experiment=paper"]), "gpu")}
+    assert {s.name for s in paper.values() if s.stage == "backbone"} == {
+        "backbone_teff", "backbone_logg", "backbone_fe_h"}
+    for t in ("teff", "logg", "fe_h"):
+        assert {"model.arch=paper", f"target={t}", "data.size=full", "trainer=gpu"} <= set(
+            paper[f"backbone_{t}"].overrides)
+        assert paper[f"head_{t}"].refs == {"stage.backbone.run_id": f"backbone_{t}"}
+    assert paper["logg_classifier"].refs == {"stage.backbone.run_id": "backbone_logg"}
+    assert {"package", "perturb"} <= {s.stage for s in paper.values()}
+
+
+def test_bad_plans_are_refused_with_the_step_named():
+    from stellarexp.config import compose
+    from stellarexp.reproduce.plan import ReproduceError, build_plan, check_registered
+
+    steps = build_plan(compose("reproduce", ["experiment=tiny",
+                                             "+experiment.steps.extra={stage: nowhere}"]), "cpu")
+    with pytest.raises(ReproduceError, match=r"'extra' \(stage=nowhere\).*not registered"):
+        check_registered(steps, "tiny")
+    cfg = compose("reproduce", ["experiment=tiny",
+                                "experiment.steps.head.refs={stage.backbone.run_id: report}"])
+    with pytest.raises(ReproduceError, match="step 'head'.*'report' must name a step listed before"):
+        build_plan(cfg, "cpu")
+
+
+def test_paper_experiment_composes_and_dry_runs_on_cpu(tmp_path):
+    """The paper plan from the command line: every step composes; nothing is built or tracked."""
+    home = tmp_path / "home"
+    done = run_cli(["-m", "stellarexp.reproduce", "experiment=paper", "dry_run=true",
+                    "accelerator=cpu", *unregistered_steps("paper")], home, store=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "experiment paper (trainer=cpu)" in out
+    assert "would simulate and build the dataset" in out
+    for name in ("backbone_teff", "backbone_logg", "backbone_fe_h", "head_logg", "report"):
+        assert name in out
+    assert "stage.backbone.run_id <- run of step 'backbone_logg'" in out
+    assert "model.arch=paper" in out
+    assert not (home / "mlruns" / "mlflow.db").exists()
+    assert not (home / "data" / "datasets").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# skip-if-finished and resume
+
+
+def test_interrupted_run_resumes_and_a_rerun_reuses_every_step(repro_home, tmp_path, monkeypatch):
+    import mlflow
+
+    from stellarexp import stages
+    from stellarexp.reproduce import ReproduceError
+
+    baselines_only = ["experiment=tiny"] + [
+        f"experiment.steps.{s}=null" for s in ("backbone", "head", "logg_classifier",
+                                              "logg_heads", "package", "perturb")]
+    monkeypatch.setenv(FLAG, str(tmp_path / "failed-once"))
+    monkeypatch.setitem(stages.STAGES, "baseline", "tests.test_reproduce:fail_once")
+
+    # 1. interrupted in its third step
+    with pytest.raises(ReproduceError, match="step 'baseline_random_forest_mag'.*simulated"):
+        reproduce(baselines_only, tmp_path)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("stellarexp").experiment_id
+    parents = client.search_runs([exp], "tags.stage = 'reproduce'")
+    assert len(parents) == 1 and parents[0].info.status == "FAILED"
+    parent = parents[0].info.run_id
+    first = {r.data.tags["reproduce_step"]: r for r in client.search_runs([exp], "tags.stage != 'reproduce'")}
+    assert set(first) == {"baseline_xgboost_color", "baseline_random_forest_mag"}
+    assert first["baseline_xgboost_color"].info.status == "FINISHED"
+    assert first["baseline_random_forest_mag"].info.status == "FAILED"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in first.values())
+
+    # 2. the same command again: the parent run continues, the finished step is reused
+    results = {r.step: r for r in reproduce(baselines_only, tmp_path)}
+    assert [r.status for r in results.values()] == ["reused", "reused", "ran", "ran"]
+    assert results["baseline_xgboost_color"].run_id == first["baseline_xgboost_color"].info.run_id
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([exp], "tags.stage = 'reproduce'")) == 1
+    rf = client.get_run(results["baseline_random_forest_mag"].run_id)
+    assert rf.info.status == "FINISHED" and rf.data.tags["mlflow.parentRunId"] == parent
+    report = results["report"].run_id
+    assert run.data.tags["report_run_id"] == report
+    assert run.data.tags["step.baseline_random_forest_mag"] == rf.info.run_id
+    table = Path(client.download_artifacts(parent, "report/comparison.md", str(tmp_path / "dl")))
+    assert "RF_mag" in table.read_text() and "XGBoost_color" in table.read_text()
+    assert "RF_mag" in run.data.tags["mlflow.note.content"]
+    # the report was handed exactly the runs of this reproduce
+    selected = client.get_run(report).data.params["stage.run_ids"]
+    assert rf.info.run_id in selected and results["baseline_xgboost_color"].run_id in selected
+
+    # 3. once more: nothing runs, every step is reused
+    before = len(client.search_runs([exp], "tags.stage != 'reproduce'"))
+    again = reproduce(baselines_only, tmp_path)
+    assert [r.status for r in again] == ["reused"] * 4
+    assert [r.run_id for r in again] == [r.run_id for r in results.values()]
+    assert len(client.search_runs([exp], "tags.stage != 'reproduce'")) == before
+
+    # 4. a changed setting of one step re-runs that step and the report that collects it
+    changed = reproduce([*baselines_only, "experiment.steps.baseline_xgboost_color.overrides=["
+                         "'model=xgboost','features=color','target=all','stage.figure=false',"
+                         "'seed=7']"], tmp_path)
+    assert [r.status for r in changed] == ["reused", "ran", "reused", "ran"]

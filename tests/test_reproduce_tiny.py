@@ -1,0 +1,50 @@
+"""``reproduce experiment=tiny`` end to end: every step of the protocol (baselines, image model,
+package, perturb, report) under one parent run; re-running the backbone re-runs exactly the
+steps pinned to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_reproduce import repro_home, reproduce, unregistered_steps  # noqa: F401
+
+pytest.importorskip("torch")
+
+IMAGE_CHAIN = ["backbone", "head", "logg_classifier", "logg_heads", "package", "perturb", "report"]
+
+
+@pytest.mark.slow
+def test_tiny_experiment_end_to_end(repro_home, tmp_path):  # noqa: F811
+    import mlflow
+    import torch
+
+    torch.set_num_threads(1)
+    skip = unregistered_steps("tiny")
+    results = {r.step: r for r in reproduce(["experiment=tiny", *skip], tmp_path)}
+    assert results["data"].status == "reused"  # the fixture's dataset is up to date
+    assert all(r.status == "ran" for name, r in results.items() if name != "data")
+    client = mlflow.MlflowClient()
+    parent = client.search_runs([client.get_experiment_by_name("stellarexp").experiment_id],
+                                "tags.stage = 'reproduce'")[0]
+    assert parent.info.status == "FINISHED"
+    for name, r in results.items():
+        if name == "data":
+            continue
+        run = client.get_run(r.run_id)
+        assert run.info.status == "FINISHED", name
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id, name
+        assert run.data.tags["stage"] == r.stage, name
+    # later steps use the runs of this reproduce, not whatever is newest in the store
+    backbone = results["backbone"].run_id
+    assert client.get_run(results["head"].run_id).data.tags["backbone_run_id"] == backbone
+    heads = client.get_run(results["logg_heads"].run_id).data.tags
+    assert heads["classifier_run_id"] == results["logg_classifier"].run_id
+    assert "Ours (ConViT" in parent.data.tags["mlflow.note.content"]
+
+    # the backbone again: everything pinned to it re-runs, the baselines are reused
+    again = {r.step: r for r in reproduce(["experiment=tiny", "rerun=[backbone]", *skip],
+                                          tmp_path)}
+    for name, r in again.items():
+        chain = name in IMAGE_CHAIN
+        assert r.status == ("ran" if chain else "reused"), name
+        assert (r.run_id != results[name].run_id) == chain or name == "data", name
