@@ -13,7 +13,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # The quick experiment (steps, sizes, backbone budget): conf/experiment/quick.yaml.
 QUICK := data=synthetic data.size=quick
 
-.PHONY: install run test test-slow test-services test-all ui lint clean-venv
+.PHONY: install run test test-slow test-services test-browser test-all ui lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,8 +43,14 @@ test-slow: $(STAMP)
 test-services: $(STAMP)
 	$(PYTEST) -s --timeout 1200 -m services tests/services
 
+## The MLflow UI in headless Chromium (Debian chromium + chromium-driver, installed with apt-get
+## when missing); screenshots in tests/artifacts/browser/.
+test-browser: $(STAMP)
+	$(PY) -m tests.browser.chromium
+	$(PYTEST) --timeout 900 -m browser tests/test_browser_ui.py
+
 ## Everything CI runs.
-test-all: test test-slow test-services
+test-all: test test-slow test-services test-browser
 
 ## MLflow UI on 127.0.0.1 against the default store.
 ui: $(STAMP)

@@ -20,9 +20,74 @@ def _shared_dir(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+def _sources_key() -> str:
+    """Hash of everything the tiny survey is built from (data code, data configs, resources)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for pattern in ("stellarexp/data/**/*.py", "conf/data/**/*.yaml", "conf/data_cli.yaml",
+                    "stellarexp/resources/**/*"):
+        for path in sorted(root.glob(pattern)):
+            if path.is_file():
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _build_tiny(home: Path) -> dict:
+    from stellarexp.config import compose
+    from stellarexp.data import pipeline
+
+    old = os.environ.get("STELLAREXP_HOME")
+    os.environ["STELLAREXP_HOME"] = str(home)
+    try:
+        cfg = compose("data_cli", ["data=synthetic", "data.size=tiny"])
+        summary = pipeline.simulate(cfg.data, progress=False)
+        path = pipeline.build(cfg.data, progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("STELLAREXP_HOME", None)
+        else:
+            os.environ["STELLAREXP_HOME"] = old
+    # paths relative to the home, so a cached copy can move
+    summary = dict(summary, root=str(Path(summary["root"]).relative_to(home)))
+    return {"dataset": str(Path(path).relative_to(home)), "summary": summary}
+
+
+def _cached_tiny_data(shared: Path) -> Path | None:
+    """The tiny survey's ``data`` tree built once per source version, reused across pytest runs.
+
+    ``make test-all`` runs several pytest sessions; each used to simulate the same tiny survey.
+    The cache lives in STELLAREXP_TEST_CACHE (default ``.test-cache/`` in the repository, git
+    ignored) keyed by a hash of the data code and configs; ``STELLAREXP_TEST_CACHE=off`` disables it.
+    """
+    from filelock import FileLock
+
+    setting = os.environ.get("STELLAREXP_TEST_CACHE", "")
+    if setting.lower() == "off":
+        return None
+    base = Path(setting) if setting else Path(__file__).resolve().parent.parent / ".test-cache"
+    base.mkdir(parents=True, exist_ok=True)
+    entry = base / f"tiny-{_sources_key()}"
+    with FileLock(str(base / f"{entry.name}.lock")):
+        if not (entry / "ready.json").is_file():
+            import shutil
+
+            staging = base / f"{entry.name}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            info = _build_tiny(staging)
+            (staging / "ready.json").write_text(json.dumps(info))
+            shutil.rmtree(entry, ignore_errors=True)
+            staging.rename(entry)  # atomic: a killed build never leaves a trusted entry
+    return entry
+
+
 @pytest.fixture(scope="session")
 def tiny_home(tmp_path_factory) -> Path:
     """A STELLAREXP_HOME holding the simulated `tiny` survey and its built dataset."""
+    import shutil
+
     from filelock import FileLock
 
     shared = _shared_dir(tmp_path_factory)
@@ -30,21 +95,16 @@ def tiny_home(tmp_path_factory) -> Path:
     with FileLock(str(shared / "tiny_home.lock")):
         done = home / "ready.json"
         if not done.is_file():
-            from stellarexp.config import compose
-            from stellarexp.data import pipeline
-
-            old = os.environ.get("STELLAREXP_HOME")
-            os.environ["STELLAREXP_HOME"] = str(home)
-            try:
-                cfg = compose("data_cli", ["data=synthetic", "data.size=tiny"])
-                summary = pipeline.simulate(cfg.data, progress=False)
-                path = pipeline.build(cfg.data, progress=False)
-            finally:
-                if old is None:
-                    os.environ.pop("STELLAREXP_HOME", None)
-                else:
-                    os.environ["STELLAREXP_HOME"] = old
-            done.write_text(json.dumps({"dataset": str(path), "summary": summary}))
+            cached = _cached_tiny_data(shared)
+            if cached is None:
+                info = _build_tiny(home)
+            else:
+                # a private copy: tests write runs and caches into their home
+                shutil.copytree(cached / "data", home / "data", dirs_exist_ok=True)
+                info = json.loads((cached / "ready.json").read_text())
+            info["dataset"] = str(home / info["dataset"])
+            info["summary"]["root"] = str(home / info["summary"]["root"])
+            done.write_text(json.dumps(info))
     return home
 
 

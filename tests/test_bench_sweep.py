@@ -51,6 +51,34 @@ def test_overhead_is_the_cycle_minus_the_objective():
     assert parts["sweeper_storage"] == pytest.approx(0.05)  # cycle - compose - job: .05 .03 .05
 
 
+def test_cpu_per_trial_from_the_clock_stamps():
+    """CPU seconds of the sweeping process per cycle: consecutive stamps at the objectives'
+    starts minus the objective's own CPU; the parts from launch-end stamps."""
+    trials = _trials([5.0, 0.50, 0.40, 0.60], [4.9, 0.45, 0.38, 0.52])
+    times = {"objective": {0: 1.0, 1: 0.10, 2: 0.05, 3: 0.20},
+             "objective_cpu": {0: 0.5, 1: 0.02, 2: 0.01, 3: 0.03},
+             "cpu_at": {0: 10.0, 1: 10.7, 2: 10.9, 3: 11.21},
+             "children_cpu_at": {0: 1.0, 1: 1.0, 2: 1.25, 3: 1.25},
+             "compose_cpu": {1: 0.02, 2: 0.01, 3: 0.03}, "job_cpu": {1: 0.12, 2: 0.11, 3: 0.14},
+             "task_cpu": {1: 0.08, 2: 0.07, 3: 0.09},
+             "launched_cpu_at": {0: 10.6, 1: 10.8, 2: 10.95, 3: 11.3},
+             "compose": {1: 0.1, 2: 0.1, 3: 0.1}, "job": {1: 0.3, 2: 0.3, 3: 0.3},
+             "task": {1: 0.2, 2: 0.2, 3: 0.2}}
+    stats = overhead_stats(trials, times)
+    # cycles: 10.7-10.0-0.5, 10.9-10.7-0.02, 11.21-10.9-0.01 = 0.2, 0.18, 0.3
+    assert stats["cpu"] == pytest.approx(0.2)
+    assert stats["children_cpu"] == pytest.approx(0.0)  # 0, 0.25, 0
+    parts = stats["parts_cpu"]
+    assert parts["compose"] == pytest.approx(0.02) and parts["hydra_job"] == pytest.approx(0.04)
+    assert parts["train_run"] == pytest.approx(0.06)     # 0.08-0.02, 0.07-0.01, 0.09-0.03
+    # launch to launch minus compose and job: 0.2-0.14, 0.15-0.12, 0.35-0.17
+    assert parts["sweeper_storage"] == pytest.approx(0.06)
+    # without the stamps: no CPU figures, the rest unchanged
+    plain = {k: v for k, v in times.items() if not k.endswith(("_cpu", "_at"))}
+    assert overhead_stats(trials, plain)["cpu"] is None
+    assert overhead_stats(trials, plain)["parts_cpu"] == {}
+
+
 def test_overhead_refuses_incomplete_measurements():
     trials = _trials([1.0, 0.5], [0.9, 0.4])
     with pytest.raises(RuntimeError, match="recorded no time"):
@@ -101,6 +129,9 @@ def test_sweep_bench_prints_one_json_line(tmp_path):
     assert set(out["overhead_parts_s_median"]) == {"compose", "hydra_job", "train_run",
                                                    "sweeper_storage"}
     assert all(v > 0 for k, v in out["overhead_parts_s_median"].items() if k != "sweeper_storage")
+    # CPU seconds of the sweeping process, beside the wall clock of a shared machine
+    assert 0 < out["overhead_cpu_s_median"] < 30 and out["overhead_children_cpu_s_median"] >= 0
+    assert set(out["overhead_parts_cpu_s_median"]) == set(out["overhead_parts_s_median"])
     assert out["trials_per_min_1_worker"] > 0 and out["trials_per_min_2_workers"] > 0
     assert out["ratio_2_vs_1"] == pytest.approx(
         out["trials_per_min_2_workers"] / out["trials_per_min_1_worker"], rel=0.01)

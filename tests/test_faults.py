@@ -46,7 +46,7 @@ def _fresh_home(path: Path) -> Path:
 def _start(args: list[str], home: Path, log: Path) -> subprocess.Popen:
     """``python <args>`` in its own process group (so SIGKILL reaches its workers too)."""
     return subprocess.Popen([sys.executable, *args], cwd=home, env=_env(home),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
@@ -89,6 +89,7 @@ def _all_runs(client):
 # ------------------------------------------------------------------------- backbone training
 
 
+@pytest.mark.slow
 def test_kill9_during_backbone_training_then_rerun_resumes(tmp_path):
     pytest.importorskip("torch")
     from tests.test_stage_backbone import TINY, write_image_dataset
@@ -100,7 +101,7 @@ def test_kill9_during_backbone_training_then_rerun_resumes(tmp_path):
             "stage.max_epochs=6", "stage.patience=50"]
     log = tmp_path / "first.log"
     proc = _start(args, home, log)
-    ckpts = lambda: list((home / "outputs" / "backbone").glob("*/*/checkpoints/last.ckpt"))  # noqa: E731
+    ckpts = lambda: list((home / "outputs" / "backbone").glob("*/*/checkpoints/last.ckpt"))
     _kill_when(proc, lambda: bool(ckpts()), log)
 
     client = _client(home)
@@ -310,11 +311,10 @@ def test_full_disk_during_an_artifact_write(home, tmp_path, small_disk, monkeypa
     big.write_bytes(os.urandom(3 << 20))
     exp = f"diskfull-{uuid.uuid4().hex[:8]}"
     cfg = {"stage": {"name": "baseline"}, "tracking": {"experiment": exp, "artifact_root": str(mount)}}
-    with pytest.raises(diskfull.ArtifactStoreFull) as info:
-        with tracked_run(cfg, tmp_path / "job") as run:
-            run.log_text("ok\n", "notes/small.txt")
-            run_id = run.run_id
-            run.log_artifact(big, "predictions")
+    with pytest.raises(diskfull.ArtifactStoreFull) as info, tracked_run(cfg, tmp_path / "job") as run:
+        run.log_text("ok\n", "notes/small.txt")
+        run_id = run.run_id
+        run.log_artifact(big, "predictions")
     message = str(info.value)
     assert "no space left" in message and "predictions/predictions.csv" in message
     assert run_id in message and "tracking.artifact_root" in message

@@ -75,7 +75,8 @@ def test_quick_and_paper_plans():
     assert {"package", "perturb", "report"} <= {s.stage for s in quick.values()}
     assert quick["logg_heads"].refs == {"stage.backbone.run_id": "backbone",
                                         "stage.classifier.run_id": "logg_classifier"}
-    assert list(quick)[0] == "data" and list(quick)[-1] == "report" and quick["report"].collect
+    order = list(quick)
+    assert order[0] == "data" and order[-1] == "report" and quick["report"].collect
     assert "data.size=quick" in quick["head"].overrides
 
     paper = {s.name: s for s in build_plan(compose("reproduce", ["experiment=paper"]), "gpu")}
@@ -177,7 +178,7 @@ def test_interrupted_run_resumes_and_a_rerun_reuses_every_step(repro_home, tmp_p
     assert len(client.search_runs([exp], "tags.stage != 'reproduce'")) == before
 
     # 4. a changed setting of one step re-runs that step and the report that collects it
-    changed = reproduce([*baselines_only, "experiment.steps.baseline_xgboost_color.overrides=["
-                         "'model=xgboost','features=color','target=all','stage.figure=false',"
-                         "'seed=7']"], tmp_path)
+    seven = ("experiment.steps.baseline_xgboost_color.overrides=['model=xgboost',"
+             "'features=color','target=all','stage.figure=false','seed=7']")
+    changed = reproduce([*baselines_only, seven], tmp_path)
     assert [r.status for r in changed] == ["reused", "ran", "reused", "ran"]

@@ -80,7 +80,14 @@ def test_baseline_study_with_parent_and_children(tmp_path):
                for r in children)
     by_trial = {int(r.data.tags["optuna_trial"]): r for r in children}
     for t in trials:  # the value Optuna holds is the child run's logged metric
-        assert by_trial[t.number].data.metrics["val/sigma_teff"] == pytest.approx(t.value)
+        child = by_trial[t.number]
+        assert child.data.metrics["val/sigma_teff"] == pytest.approx(t.value)
+        # the trial's values are in its params, its command line in a tag; no config artifacts
+        for key, value in t.params.items():
+            assert float(child.data.params[key]) == pytest.approx(value)
+        assert f"hydra.sweeper.trial_number={t.number}" not in child.data.tags["overrides"]
+        assert "model=random_forest" in child.data.tags["overrides"]
+        assert not [a for a in client.list_artifacts(child.info.run_id) if a.path == "config"]
     assert parent.data.tags["sweep_metric"] == "val/sigma_teff"
     assert parent.data.tags["best_run_id"] == by_trial[study.best_trial.number].info.run_id
     assert parent.data.metrics["sweep/best_value"] == pytest.approx(study.best_value)

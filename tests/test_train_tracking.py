@@ -63,6 +63,25 @@ def test_many_params_and_metrics_are_logged_in_batches(home, tmp_path, monkeypat
     assert len(data.params) == 250 and len(data.metrics) == 1500 and data.metrics["m/7"] == 7.0
 
 
+def test_deferred_params_ride_with_the_metrics(home, tmp_path, monkeypatch):
+    client = store.connect()
+    exp_id = store.ensure_experiment(client, "batches", store.default_artifact_root())
+    run = client.create_run(exp_id)
+    calls = []
+    original = client.log_batch
+    monkeypatch.setattr(client, "log_batch", lambda *a, **k: (calls.append(k), original(*a, **k)))
+    handle = R.TrackedRun(client, run.info.run_id, tmp_path)
+    handle.defer_params({f"p{i}": i for i in range(250)})
+    assert calls == []  # nothing sent yet
+    handle.log_metrics({f"m/{i}": float(i) for i in range(1500)})
+    sizes = [(len(c.get("params", [])), len(c.get("metrics", []))) for c in calls]
+    assert sizes == [(100, 900), (100, 600), (50, 0)]  # MLflow: 100 params, 1000 entities
+    handle.flush()
+    assert len(calls) == 3  # nothing left to send
+    data = client.get_run(run.info.run_id).data
+    assert len(data.params) == 250 and len(data.metrics) == 1500 and data.params["p249"] == "249"
+
+
 def boom(cfg, run):
     """A stage that fails after logging something."""
     run.log_text("partial", "partial.txt")
@@ -83,6 +102,7 @@ def test_failing_stage_ends_failed_with_traceback(home, tmp_path, monkeypatch):
     trace = Path(client.download_artifacts(run.info.run_id, "error/traceback.txt",
                                            str(tmp_path))).read_text()
     assert "Traceback" in trace and "in boom" in trace and "on purpose" in trace
+    assert run.data.params["stage.name"] == "boom"  # the deferred params reached the store
     assert mlflow.active_run() is None  # the run was closed
 
 
@@ -111,6 +131,55 @@ def test_parent_run_and_extra_tags(home, tmp_path, monkeypatch):
 
 def noop(cfg, run):
     return {"val/sigma_teff": 1.5}
+
+
+def test_sweep_child_run_costs_few_requests(home, tmp_path, monkeypatch):
+    """A trial's run (parent given, config artifacts off): created with its tags, params and
+    metrics in one request, no second look-up of experiment or parent, no artifact."""
+    from mlflow import MlflowClient
+
+    from stellarexp import train
+
+    monkeypatch.setitem(stages.STAGES, "noop", f"{__name__}:noop")
+    client = store.connect()
+    exp_id = store.ensure_experiment(client, "children", store.default_artifact_root())
+    parent = client.create_run(exp_id).info.run_id
+    job = ["stage.name=noop", "tracking.experiment=children", f"tracking.parent_run_id={parent}",
+           "++tracking.config_artifacts=false", "++tracking.tags.optuna_trial=3"]
+    run_job(job, tmp_path / "first")  # the process's first job looks both up
+    calls: list[tuple[str, dict]] = []
+    in_job = []  # the client calls made by the job itself (not by run_job's reading back)
+    for name in ("log_batch", "get_run", "get_experiment_by_name", "log_text", "log_artifact"):
+        original = getattr(MlflowClient, name)
+        monkeypatch.setattr(MlflowClient, name, lambda self, *a, _n=name, _f=original, **k:
+                            ((calls.append((_n, k)) if in_job else None), _f(self, *a, **k))[1])
+    job_run = train.run
+    monkeypatch.setattr(train, "run",
+                        lambda cfg: (in_job.append(1), job_run(cfg), in_job.clear())[1])
+    value, run = run_job(job, tmp_path / "second")
+    assert [n for n, _ in calls] == ["log_batch"]  # no experiment, parent or artifact request
+    (batch,) = [k for n, k in calls if n == "log_batch"]
+    assert {m.key for m in batch["metrics"]} == {"val/sigma_teff"}
+    assert {"stage.name", "tracking.parent_run_id"} <= {p.key for p in batch["params"]}
+    assert value == 1.5 and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["optuna_trial"] == "3"
+    assert "stage.name=noop" in run.data.tags["overrides"]  # the command line, as a tag
+    assert run.data.params["stage.name"] == "noop" and run.data.metrics == {"val/sigma_teff": 1.5}
+    assert client.list_artifacts(run.info.run_id) == []
+
+
+def test_experiment_deleted_between_jobs_is_restored(home, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setitem(stages.STAGES, "noop", f"{__name__}:noop")
+    job = ["stage.name=noop", "tracking.experiment=deleted-between-jobs"]
+    _, first = run_job(job, tmp_path / "a")
+    client = mlflow.MlflowClient()
+    client.delete_experiment(first.info.experiment_id)  # the process still knows its id
+    _, second = run_job(job, tmp_path / "b")
+    assert second.info.experiment_id == first.info.experiment_id
+    assert client.get_experiment(first.info.experiment_id).lifecycle_stage == "active"
+    assert second.info.status == "FINISHED" and second.data.metrics == {"val/sigma_teff": 1.5}
 
 
 def test_git_commit_tag_is_a_sha_or_unknown():

@@ -79,7 +79,8 @@ class CachedSweepLoader(ConfigLoader):
 
     # -- the shortcut ---------------------------------------------------------------------
 
-    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+    def load_sweep_config(self, master_config: DictConfig,
+                          sweep_overrides: list[str]) -> DictConfig:
         """The job config of ``sweep_overrides``, equal to Hydra's full composition."""
         split = self._split(master_config, list(sweep_overrides))
         if split is None:
@@ -111,7 +112,7 @@ class CachedSweepLoader(ConfigLoader):
         hydra.overrides.task = [o.input_line for o in parsed if not o.is_hydra_override()]
         hydra.runtime.cwd = os.getcwd()
         job_cfg = hydra.job.config.override_dirname
-        hydra.job.override_dirname = "x" or get_overrides_dirname(
+        hydra.job.override_dirname = get_overrides_dirname(
             overrides=[o for o in parsed if not o.is_hydra_override()],
             kv_sep=job_cfg.kv_sep, item_sep=job_cfg.item_sep, exclude_keys=job_cfg.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)  # as Hydra does

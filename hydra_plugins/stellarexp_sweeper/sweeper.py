@@ -59,8 +59,8 @@ class StellarexpSweeper(Sweeper):
 
             from ._compose import CachedSweepLoader
 
-            hydra_context = HydraContext(config_loader=CachedSweepLoader(hydra_context.config_loader),
-                                         callbacks=hydra_context.callbacks)
+            loader = CachedSweepLoader(hydra_context.config_loader)
+            hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
         self.hydra_context = hydra_context
         self.task_function = task_function
         self.config = config

@@ -112,9 +112,11 @@ def _instrument() -> None:
 
     Wraps the launcher's ``launch`` (to know the trial) and its module's ``run_job``, the
     ``load_sweep_config`` of the sweeper's config loader (``CachedSweepLoader``, else Hydra's)
-    and ``stellarexp.train.run``; each wrapper costs two clock reads. Hydra loads its launcher
-    from a module copy made by its plugin scan, so the launcher is patched once instantiated. These are Hydra internals: when they do not look as expected,
-    nothing is patched and the breakdown is simply missing.
+    and ``stellarexp.train.run``; each wrapper reads the wall and CPU clocks twice, and the
+    launcher's also stamps the CPU clock when it returns. Hydra loads its launcher from a module
+    copy made by its plugin scan, so the launcher is patched once instantiated. These are Hydra
+    internals: when they do not look as expected, nothing is patched and the breakdown is
+    simply missing.
     """
     try:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl

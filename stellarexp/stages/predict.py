@@ -81,7 +81,7 @@ def _missing(cfg, key: str) -> bool:
     return key not in cfg or OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")
 
 
-def prepare_input(cfg, work_dir: Path) -> Path:
+def prepare_input(cfg) -> Path:
     """The dataset file to predict: ``input`` itself, or built label-free from a cross-match.
 
     The dataset built from a cross-match table is kept under
@@ -157,7 +157,7 @@ def run(cfg, run) -> dict[str, float]:
         predictor = packaged.load(str(cfg.model_uri))
     except packaged.PackageError as exc:
         raise _user_error(str(exc)) from None
-    path = prepare_input(cfg, run.output_dir)
+    path = prepare_input(cfg)
     ic.set_threads(cfg)
     stars = ds.read_stars(path)
     rejects = ds.read_rejects(path)

@@ -324,7 +324,8 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
         handle.defer_params(params)
         if config_artifacts:
             handle.log_text(yaml.safe_dump(safe_cfg, sort_keys=False), "config/config.yaml")
-            handle.log_text(yaml.safe_dump(safe_overrides, sort_keys=False), "config/overrides.yaml")
+            handle.log_text(yaml.safe_dump(safe_overrides, sort_keys=False),
+                            "config/overrides.yaml")
         yield handle
         handle.flush()
         status = "FINISHED"

@@ -75,6 +75,7 @@ def build(home: Path) -> Store:
     ax.scatter(x, x + rng.normal(0, 100, 200), s=4)
     ax.set_xlabel("APOGEE Teff [K]")
     ax.set_ylabel("predicted Teff [K]")
+    fig.tight_layout()
     client.log_figure(report.info.run_id, fig, out.figure_artifact)
     plt.close(fig)
     client.set_terminated(report.info.run_id, "FINISHED")
