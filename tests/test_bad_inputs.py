@@ -7,6 +7,7 @@ tests; these are the cross-cutting ones, run through the command lines a user ty
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -224,7 +225,7 @@ def test_predict_input_without_the_z_band(tmp_path, survey, monkeypatch):
     cfg = compose("train", ["stage=predict", "model_uri=models:/any/1",
                             f"input={BAD / 'crossmatch_no_z.csv'}", f"frame_root={survey}"])
     with pytest.raises(UserInputError) as info:
-        prepare_input(cfg, tmp_path)
+        prepare_input(cfg)
     assert "crossmatch_no_z.csv" in str(info.value) and "psfMag_z" in str(info.value)
 
 
@@ -247,3 +248,20 @@ def test_missing_band_frames_reject_their_stars_and_the_build_goes_on(tmp_path, 
     missing = rejects[rejects["reason"] == "missing_frame"]
     assert len(missing) and missing["detail"].str.contains(gone.name).all()
     assert set(pd.Series(missing["star_id"]).str.len()) != {0}
+
+
+@pytest.mark.parametrize("values, looks", [
+    ([4.85, 5.12, 4.60, 5.70], "Teff in kK"),
+    ([3.686, 3.709, 3.663, 3.756], "log10(Teff)"),
+    ([4850.0, 5120.0, -9999.0], None),  # Kelvin; the sentinel is ignored
+])
+def test_teff_units_are_told_apart(values, looks):
+    import numpy as np
+
+    from stellarexp.data.units import check_label_units
+
+    if looks is None:
+        check_label_units({"teff": np.array(values)}, "f.csv")
+        return
+    with pytest.raises(ValueError, match=re.escape(looks)):
+        check_label_units({"teff": np.array(values)}, "f.csv", {"teff": "TEFF"})

@@ -16,10 +16,12 @@ PLAUSIBLE = {"teff": (2000.0, 60000.0, "K"), "logg": (-1.5, 6.5, "dex (log10 of 
              "fe_h": (-5.5, 1.5, "dex")}
 
 
-def _guess(label: str, median: float) -> tuple[str, str]:
-    """(what the values look like, how to convert them)."""
+def _guess(label: str, v: np.ndarray) -> tuple[str, str]:
+    """(what the values ``v`` look like, how to convert them)."""
+    median = float(np.median(v))
     if label == "teff":
-        if 3.0 <= median <= 5.0:
+        # log10 of 2000-60000 K spans 3.3-4.8 with a small spread; kK values spread more
+        if 3.2 <= v.min() and v.max() <= 4.8 and np.std(v) < 0.2:
             return "log10(Teff)", "10**value"
         if 2.0 <= median <= 60.0:
             return "Teff in kK", "1000 * value"
@@ -57,7 +59,7 @@ def check_label_units(values: Mapping[str, np.ndarray], source: str,
         median = float(np.median(v))
         if low <= median <= high:
             continue
-        looks, fix = _guess(label, median)
+        looks, fix = _guess(label, v)
         col = columns.get(label, label)
         raise error(f"{source}: column {col!r} ({label}) has median {median:.4g}, outside "
                     f"[{low:g}, {high:g}] {unit}; it looks like {looks}. Convert it to {unit} "
