@@ -146,6 +146,8 @@ class CachedSweepLoader(ConfigLoader):
 
     def _parse(self, line: str):
         if line not in self._parsed:
+            if len(self._parsed) > 4096:  # each trial brings new lines: keep the memory bounded
+                self._parsed.clear()
             try:
                 (self._parsed[line],) = OverridesParser.create().parse_overrides([line])
             except Exception:  # noqa: BLE001 - the full composition reports it

@@ -122,6 +122,15 @@ def _pg_lock(url: str):
         engine.dispose()
 
 
+def has_ask_lock(spec: str | None) -> bool:
+    """True when :func:`ask_lock` really serialises workers on this storage."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return str(spec).startswith("postgresql")
+    return _journal_path(spec) is not None or str(spec).startswith(("sqlite:///", "postgresql"))
+
+
 @contextlib.contextmanager
 def ask_lock(spec: str | None):
     """Serialise count-then-ask between workers (journal files, SQLite and PostgreSQL)."""
@@ -213,14 +222,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_stale_trials(study, storage, grace_period: float) -> list[int]:
-    """Fail RUNNING trials whose worker died or fell silent; return their numbers."""
+def fail_stale_trials(study, storage, grace_period: float, orphans: bool = False) -> list[int]:
+    """Fail RUNNING trials whose worker died or fell silent; return their numbers.
+
+    ``orphans``: the caller holds the ask lock, under which workers ask a trial and record
+    their host and pid; a RUNNING trial without them is then one whose worker was killed in
+    between (it would otherwise stay RUNNING, and counted, forever).
+    """
     me, now, failed = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid, beat = t.user_attrs.get(HOST), t.user_attrs.get(PID), t.user_attrs.get(BEAT)
-        if host is None:
+        if host is None and orphans:
+            reason = "its worker died between asking the trial and recording itself"
+        elif host is None:
             continue  # not started by this sweeper: leave it alone
-        if host == me and pid is not None and int(pid) != os.getpid() and not _alive(pid):
+        elif host == me and pid is not None and int(pid) != os.getpid() and not _alive(pid):
             reason = f"worker {host}:{pid} died while the trial ran"
         elif beat is not None and now - float(beat) > grace_period:
             reason = f"no heartbeat from {host}:{pid} for {now - float(beat):.0f} s"
@@ -352,7 +368,8 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
     try:
         while True:
             with ask_lock(plan.storage):
-                stale = fail_stale_trials(study, storage, plan.grace_period)
+                stale = fail_stale_trials(study, storage, plan.grace_period,
+                                          orphans=has_ask_lock(plan.storage))
                 if parent is not None and stale:
                     parent.mark_killed(stale)
                 trials = study.get_trials(deepcopy=False)

@@ -11,8 +11,10 @@ storage (each trial's ask and tell), so process start-up and imports never count
    tell to its own tell; the overhead is the cycle minus the objective's own time. Trial 0
    (imports, first composition, study and parent-run creation) is the warm-up and is left out.
    The cycle splits into ``in_trial`` (ask to tell: Hydra job set-up, the MLflow child run with
-   its tags, params, config artifacts and metrics, the tell) and ``between`` (tell to the next
-   ask: the sweeper's lock, liveness check, trial count and the sampler).
+   its tags, params and metrics, the tell) and ``between`` (tell to the next ask: the
+   sweeper's lock, liveness check, trial count and the sampler). On a shared machine the wall
+   clock mostly measures the other jobs, so the cycle is also given in CPU seconds of the
+   sweeping process (stamps of its CPU clock taken by the objective), with its parts.
 2. **Parallel throughput.** A shipped, CPU-bound baseline study (``random_forest_color``,
    ``target=teff``) run to ``--throughput-trials`` trials by one worker process, then, in a fresh
    study, by two worker processes started together on one journal; each runs one trial at a time
