@@ -222,3 +222,28 @@ def test_ui_serves_the_store(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert os.path.isdir(tmp_path / "mlruns")
+
+
+def test_ddp_worker_processes_log_nothing(tmp_path, monkeypatch):
+    """Rank > 0 of a DDP launch gets a handle that writes nothing: one run per job, not per GPU."""
+    from stellarexp.tracking import runs, store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = {"stage": {"name": "baseline"}, "target": "teff",
+           "tracking": {"uri": uri, "experiment": "ddp", "artifact_root": str(tmp_path / "art")}}
+    with runs.tracked_run(cfg, tmp_path / "out") as rank0:
+        rank0.log_metrics({"val/sigma_teff": 1.0})
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        assert runs.process_rank() == 1
+        with runs.tracked_run(cfg, tmp_path / "out") as worker:
+            assert isinstance(worker, runs.WorkerRun)
+            assert worker.run_id == rank0.run_id
+            worker.log_metrics({"val/sigma_teff": 99.0})
+            worker.log_text("x", "worker.txt")
+        monkeypatch.delenv("LOCAL_RANK")
+    client = store.connect(uri)
+    exp = client.get_experiment_by_name("ddp")
+    found = client.search_runs([exp.experiment_id])
+    assert len(found) == 1
+    assert found[0].data.metrics["val/sigma_teff"] == 1.0
+    assert not [a for a in client.list_artifacts(found[0].info.run_id) if a.path == "worker.txt"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import socket
 import subprocess
@@ -209,6 +210,35 @@ class TrackedRun:
         self.log_artifact(path, artifact_path)
 
 
+class WorkerRun(TrackedRun):
+    """The run handle of a non-zero-rank process of a multi-process (DDP) job: logs nothing.
+
+    Lightning's DDP starts one process per device by re-running the command; only rank 0 owns
+    the MLflow run, so the job has one run and not one per device. Reading (``client``) works.
+    """
+
+    def _log_batch(self, params: list = (), metrics: list = (), tags: list = ()) -> None:
+        return None
+
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        return None
+
+
+def process_rank() -> int:
+    """This process's global rank in a distributed launch (0 when not distributed).
+
+    Lightning's process launcher and torchrun set ``RANK``/``LOCAL_RANK`` (and ``NODE_RANK``
+    across nodes). SLURM task ids are not read: several SLURM tasks may be independent sweep
+    workers, each owning its run.
+    """
+    if os.environ.get("RANK", "").isdigit():
+        return int(os.environ["RANK"])
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) + int(os.environ.get("NODE_RANK", "0") or 0)
+
+
 def job_config_hash(cfg: Mapping) -> str:
     """The ``config_hash`` tag of a job: its config without volatile keys plus its data fingerprint.
 
@@ -286,6 +316,10 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
 
     tcfg = cfg.get("tracking") or {}
     client = store.connect(tcfg.get("uri"))
+    if process_rank() > 0:
+        # DDP worker: rank 0 owns the job's run (see WorkerRun)
+        yield WorkerRun(client, os.environ.get("STELLAREXP_RUN_ID", ""), Path(output_dir))
+        return
     exp_name = tcfg.get("experiment") or store.DEFAULT_EXPERIMENT
     artifact_root = tcfg.get("artifact_root") if store.is_local(mlflow.get_tracking_uri()) else None
     exp_id, cached = _experiment_id(client, exp_name, artifact_root)
@@ -319,6 +353,7 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
     if parent:
         _PARENTS.add((client.tracking_uri, parent))
     handle = TrackedRun(client, run.info.run_id, Path(output_dir))
+    os.environ["STELLAREXP_RUN_ID"] = run.info.run_id  # inherited by DDP worker processes
     status = "FAILED"
     try:
         handle.defer_params(params)
