@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import tempfile
 
 log = logging.getLogger("stellarexp.train")
@@ -104,7 +105,8 @@ def _task(cfg) -> float | None:
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if multirun or not _user_error(exc):
             raise
-        log.error("%s", exc)
+        # stderr (Hydra's console log is stdout), so scripts and users see it as the error
+        print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
