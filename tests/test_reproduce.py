@@ -182,3 +182,18 @@ def test_interrupted_run_resumes_and_a_rerun_reuses_every_step(repro_home, tmp_p
              "'features=color','target=all','stage.figure=false','seed=7']")
     changed = reproduce([*baselines_only, seven], tmp_path)
     assert [r.status for r in changed] == ["reused", "ran", "reused", "ran"]
+
+
+def test_last_run_of_another_store_is_not_this_steps(tmp_path):
+    """A run ended in another tracking store earlier in the process is not found in this one
+    (mlflow.last_active_run would raise there and fail the step)."""
+    import mlflow
+
+    from stellarexp.reproduce.runner import _last_active_run
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'a.db'}")
+    with mlflow.start_run() as run:
+        pass
+    assert _last_active_run().info.run_id == run.info.run_id
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'b.db'}")
+    assert _last_active_run() is None

@@ -30,6 +30,21 @@ PARENT_STAGE = "reproduce"
 PLAN_TAG = "reproduce_plan"
 
 
+def _last_active_run():
+    """The process's last MLflow run if it belongs to the current store, else ``None``.
+
+    ``mlflow.last_active_run`` remembers the id across tracking URIs and raises when that run is
+    in another store (an earlier job of this process logged elsewhere).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.last_active_run()
+    except MlflowException:
+        return None
+
+
 @dataclass
 class StepResult:
     """What happened to one step: ``ran``, ``reused``, ``failed``, ``planned`` (dry run)."""
@@ -263,7 +278,6 @@ class Reproduce:
 
     def train_step(self, step: Step, dry: bool) -> StepResult:
         """Reuse the step's finished run, or run its job (tuning a baseline first)."""
-        import mlflow
 
         overrides, waiting = self._job_overrides(step, dry)
         job_cfg = jobs.compose_job(overrides)
@@ -293,11 +307,11 @@ class Reproduce:
             return StepResult(step.name, step.stage, "planned", None, digest, note="would run")
         log.info("step %s: stage=%s (%s)", step.name, step.stage, " ".join(step.overrides))
         t0 = time.time()
-        before = mlflow.last_active_run()
+        before = _last_active_run()
         try:
             run_id = jobs.run_job(job_cfg, self.steps_dir / f"{step.name}-{digest}")
         except BaseException as exc:
-            last = mlflow.last_active_run()
+            last = _last_active_run()
             run_id = last.info.run_id if last and (before is None or last.info.run_id
                                                    != before.info.run_id) else None
             self._record(StepResult(step.name, step.stage, "failed", run_id, digest,
