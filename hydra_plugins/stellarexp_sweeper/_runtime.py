@@ -397,12 +397,15 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
     finally:
         # export what the study has so far, also when stopped by failures or Ctrl-C
         heartbeat.stop()
-        summary = sweeps.best_summary(study, plan.space, plan.base_overrides, plan.metric)
-        if summary is not None and plan.results_path is not None:
-            summary["storage"] = describe_storage(plan.storage)
-            sweeps.write_yaml_atomic(plan.results_path, summary)
-        if parent is not None:
-            parent.finish(study, summary)
+        # read-then-write under the lock: with several workers, a worker that read the best
+        # before another's better trial completed must not write over that worker's summary
+        with ask_lock(plan.storage):
+            summary = sweeps.best_summary(study, plan.space, plan.base_overrides, plan.metric)
+            if summary is not None and plan.results_path is not None:
+                summary["storage"] = describe_storage(plan.storage)
+                sweeps.write_yaml_atomic(plan.results_path, summary)
+            if parent is not None:
+                parent.finish(study, summary)
         _report(study, summary, plan)
     return summary
 
