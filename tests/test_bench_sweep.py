@@ -117,7 +117,7 @@ def test_sweep_bench_prints_one_json_line(tmp_path):
     env = {**os.environ, "STELLAREXP_HOME": str(tmp_path / "home"), "TMPDIR": str(tmp_path)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run([sys.executable, "-m", "stellarexp.bench", "sweep", "--trials", "3",
-                           "--throughput-trials", "6", "--stars", "600", "--estimators", "20"],
+                           "--throughput-trials", "12", "--stars", "1500", "--estimators", "80"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.strip().splitlines()
@@ -135,7 +135,7 @@ def test_sweep_bench_prints_one_json_line(tmp_path):
     assert out["trials_per_min_1_worker"] > 0 and out["trials_per_min_2_workers"] > 0
     assert out["ratio_2_vs_1"] == pytest.approx(
         out["trials_per_min_2_workers"] / out["trials_per_min_1_worker"], rel=0.01)
-    assert out["workers_with_trials_2w"] == 2 and out["throughput_trials"] == 6
+    assert out["workers_with_trials_2w"] == 2 and out["throughput_trials"] == 12
     assert out["targets"] == {"overhead_s_median": 0.3}
     # nothing left behind: the temporary home is removed
     assert not list(tmp_path.glob("stellarexp-bench-sweep-*"))
