@@ -47,14 +47,19 @@ def test_flatten_dotted_keys_lists_and_limits():
     assert len(flat["long"]) == R.MAX_PARAM_VALUE and flat["long"].endswith("...")
 
 
-def test_many_params_and_metrics_are_logged_in_batches(home, tmp_path, monkeypatch):
+def _spied_run(tmp_path, monkeypatch):
+    """A fresh run's handle whose client records the keyword arguments of every log_batch."""
     client = store.connect()
     exp_id = store.ensure_experiment(client, "batches", store.default_artifact_root())
     run = client.create_run(exp_id)
     calls = []
     original = client.log_batch
     monkeypatch.setattr(client, "log_batch", lambda *a, **k: (calls.append(k), original(*a, **k)))
-    handle = R.TrackedRun(client, run.info.run_id, tmp_path)
+    return client, run, R.TrackedRun(client, run.info.run_id, tmp_path), calls
+
+
+def test_many_params_and_metrics_are_logged_in_batches(home, tmp_path, monkeypatch):
+    client, run, handle, calls = _spied_run(tmp_path, monkeypatch)
     handle.log_params({f"p{i}": i for i in range(250)})
     handle.log_metrics({f"m/{i}": float(i) for i in range(1500)})
     assert [len(c["params"]) for c in calls if "params" in c] == [100, 100, 50]
@@ -64,13 +69,7 @@ def test_many_params_and_metrics_are_logged_in_batches(home, tmp_path, monkeypat
 
 
 def test_deferred_params_ride_with_the_metrics(home, tmp_path, monkeypatch):
-    client = store.connect()
-    exp_id = store.ensure_experiment(client, "batches", store.default_artifact_root())
-    run = client.create_run(exp_id)
-    calls = []
-    original = client.log_batch
-    monkeypatch.setattr(client, "log_batch", lambda *a, **k: (calls.append(k), original(*a, **k)))
-    handle = R.TrackedRun(client, run.info.run_id, tmp_path)
+    client, run, handle, calls = _spied_run(tmp_path, monkeypatch)
     handle.defer_params({f"p{i}": i for i in range(250)})
     assert calls == []  # nothing sent yet
     handle.log_metrics({f"m/{i}": float(i) for i in range(1500)})
