@@ -10,7 +10,9 @@ torch.set_num_threads(1)
 from stellarexp.models.convit import (
     ConvitRegressor,
     TokenBatchNorm,
+    arch_kwargs,
     build_convit,
+    centred_img_size,
     check_arch,
     count_norms,
 )
@@ -74,6 +76,9 @@ def test_presets_from_config(arch, depth, gpsa, width, patch):
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert (resolved["depth"], resolved["local_up_to_layer"], resolved["patch_size"]) == \
         (depth, gpsa, patch)
+    # auto input size: an odd token grid that puts the 48-px cutout's centre on one token
+    size = arch_kwargs(resolved)["img_size"]
+    assert size % patch == 0 and (size // patch) % 2 == 1 and (48 - size) % 2 == 0
     if arch == "cpu":  # building the paper's 5M-parameter model is left to the slow suite
         m = build_convit(resolved, ["teff", "logg", "fe_h"])
         blocks = m.net.blocks
@@ -82,3 +87,43 @@ def test_presets_from_config(arch, depth, gpsa, width, patch):
             depth - gpsa)
     with pytest.raises(ValueError, match="model=convit"):
         build_convit({"name": "xgboost"}, ["teff"])
+
+
+@pytest.mark.parametrize("patch,cutout,size", [(8, 48, 40), (4, 48, 44), (16, 48, 48),
+                                               (12, 48, 36), (6, 48, 42), (8, 64, 56)])
+def test_centred_img_size_is_the_largest_odd_grid(patch, cutout, size):
+    assert centred_img_size(patch, cutout) == size
+    # the centre of the crop is the centre of the middle token
+    n = size // patch
+    assert (n // 2) * patch + patch / 2 == size / 2
+
+
+def test_centred_img_size_refuses_patches_larger_than_the_cutout():
+    with pytest.raises(ValueError, match="model.img_size"):
+        centred_img_size(50, 48)
+
+
+def test_arch_kwargs_resolves_auto_from_the_cutout_size():
+    cfg = {"name": "convit", **TINY, "img_size": "auto", "patch_size": 8, "cutout_size": 64}
+    assert arch_kwargs(cfg)["img_size"] == 56
+    assert "cutout_size" not in arch_kwargs(cfg)  # not a constructor argument
+    assert arch_kwargs({**cfg, "img_size": 48})["img_size"] == 48  # explicit sizes stay
+
+
+def test_model_centre_crops_larger_cutouts():
+    m = ConvitRegressor(["teff"], **{**TINY, "img_size": 40, "patch_size": 8}).eval()
+    x = torch.randn(3, 5, 48, 48)
+    inner = x[..., 4:44, 4:44].clone()
+    torch.testing.assert_close(m(x), m(inner))
+    torch.testing.assert_close(m.features(x), m.features(inner))
+    # pixels outside the crop do not matter; inside they do
+    outside = x.clone()
+    outside[..., :4, :] = 1e3
+    torch.testing.assert_close(m(outside), m(x))
+    inside = x.clone()
+    inside[..., 20, 20] += 50.0
+    assert not torch.allclose(m(inside), m(x))
+    with pytest.raises(ValueError, match="40x40-px inputs"):
+        m(torch.randn(1, 5, 47, 47))  # odd margin: the crop could not stay centred
+    with pytest.raises(ValueError, match="data.cutouts.size >= 40"):
+        m(torch.randn(1, 5, 32, 32))

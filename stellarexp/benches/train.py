@@ -354,7 +354,8 @@ def bench_train(argv: list[str]) -> dict:
             raise SystemExit(f"{path}: {dm.n_train} training stars, fewer than one batch of "
                              f"{batch_size}; use a larger dataset or a smaller stage.batch_size")
         module = BackboneModule(arch, targets, lr=float(st.lr), weight_decay=float(st.weight_decay),
-                                beta=float(st.smooth_l1_beta), scheduler=str(st.scheduler))
+                                beta=float(st.smooth_l1_beta), scheduler=str(st.scheduler),
+                                warmup_epochs=float(st.get("warmup_epochs") or 0.0))
         params = sum(p.numel() for p in module.parameters())
         bare_step = _bare_step(arch, targets, cfg, device, batch_size)
         fetch, clock = _make_interleaver(bare_step, batch_size=batch_size, warmup=args.warmup,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -80,6 +81,9 @@ class BackboneModule(_EpochMetrics, L.LightningModule):
     beta : float
         Smooth L1 transition point (standardised units).
     scheduler : {"none", "cosine"}
+        Per optimiser step: constant rate, or half a cosine to 0 at ``max_epochs``.
+    warmup_epochs : float
+        Linear warm-up of the rate over this many epochs first (0: none).
     snapshot_dir : path-like, optional
         Folder of the per-epoch snapshot ring (none: no snapshots).
     ring_capacity : int
@@ -96,7 +100,8 @@ class BackboneModule(_EpochMetrics, L.LightningModule):
 
     def __init__(self, arch: dict, targets: Sequence[str], lr: float = 3e-4,
                  weight_decay: float = 0.05, beta: float = 1.0, scheduler: str = "none",
-                 snapshot_dir: str | None = None, ring_capacity: int = 60):
+                 snapshot_dir: str | None = None, ring_capacity: int = 60,
+                 warmup_epochs: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.targets = tuple(targets)
@@ -169,13 +174,42 @@ class BackboneModule(_EpochMetrics, L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
                                 weight_decay=self.hparams.weight_decay)
-        if self.hparams.scheduler == "none":
+        kind = self.hparams.scheduler
+        if kind not in ("none", "cosine"):
+            raise ValueError(f"scheduler must be 'none' or 'cosine', got {kind!r}")
+        warmup = float(self.hparams.get("warmup_epochs") or 0.0)
+        if kind == "none" and warmup <= 0:
             return opt
-        if self.hparams.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(int(self.trainer.max_epochs or 1), 1))
-            return {"optimizer": opt, "lr_scheduler": sched}
-        raise ValueError(f"scheduler must be 'none' or 'cosine', got {self.hparams.scheduler!r}")
+        # per optimiser step: a linear warm-up, then constant (none) or a cosine to 0 at max_epochs
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        per_epoch = total / max(int(self.trainer.max_epochs or 1), 1)
+        factor = partial(lr_factor, kind=kind, warmup_steps=warmup * per_epoch, total_steps=total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_factor(step: int, *, kind: str, warmup_steps: float, total_steps: int) -> float:
+    """Learning-rate multiplier at optimiser ``step``: linear warm-up, then constant or cosine.
+
+    Parameters
+    ----------
+    step : int
+        Optimiser steps taken so far.
+    kind : {"none", "cosine"}
+        After the warm-up: keep the full rate, or follow half a cosine down to 0 at
+        ``total_steps``.
+    warmup_steps : float
+        Length of the linear ramp from ``1 / warmup_steps`` to 1 (0: no warm-up).
+    total_steps : int
+        Steps of the whole schedule (``max_epochs`` epochs).
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind == "none":
+        return 1.0
+    span = max(total_steps - warmup_steps, 1.0)
+    done = min(max(step - warmup_steps, 0.0) / span, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 class HeadModule(_EpochMetrics, L.LightningModule):

@@ -124,6 +124,7 @@ def run(cfg, run) -> dict[str, float]:
     ring_size = int(avg_cfg.ring or (int(avg_cfg.k) + int(st.patience) + int(avg_cfg.smooth) + 1))
     module = BackboneModule(arch, targets, lr=float(st.lr), weight_decay=float(st.weight_decay),
                             beta=float(st.smooth_l1_beta), scheduler=str(st.scheduler),
+                            warmup_epochs=float(st.get("warmup_epochs") or 0.0),
                             snapshot_dir=str(ckpt_dir / "snapshots"), ring_capacity=ring_size)
     module.epoch_logger = run.log_metrics
     run.set_tags({"data_fingerprint": dm.fingerprint, "data_path": str(path),

@@ -321,7 +321,9 @@ def run(cfg, run) -> dict[str, float]:
 
             scaled = backbone.band_scaler.transform(images[:n_att])
             maps, names = attention_maps(backbone.model, scaled)
-            return fg.attention_figure(scaled.numpy(), maps, figs / "attention.png",
+            # the maps tile the model's centred crop, so show that crop beside them
+            return fg.attention_figure(backbone.model.crop(scaled).numpy(), maps,
+                                       figs / "attention.png",
                                        block_names=names,
                                        titles=[f"row {int(i)}" for i in idx[:n_att]])
 
