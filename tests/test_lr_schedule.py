@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from types import SimpleNamespace
 
@@ -18,14 +19,14 @@ TINY = {"img_size": 48, "patch_size": 16, "depth": 2, "local_up_to_layer": 1, "n
 def test_warmup_ramps_linearly_to_the_full_rate():
     f = [lr_factor(s, kind="cosine", warmup_steps=10, total_steps=100) for s in range(12)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(b > a for a, b in zip(f[:10], f[1:10]))
+    assert all(b > a for a, b in itertools.pairwise(f[:10]))
     assert f[10] == pytest.approx(1.0)  # the cosine starts at the full rate
 
 
 def test_cosine_decays_to_zero_at_the_last_step_and_none_stays_constant():
     cos = [lr_factor(s, kind="cosine", warmup_steps=0, total_steps=100) for s in range(101)]
     assert cos[0] == pytest.approx(1.0) and cos[50] == pytest.approx(0.5) and cos[100] == 0.0
-    assert all(b <= a for a, b in zip(cos, cos[1:]))
+    assert all(b <= a for a, b in itertools.pairwise(cos))
     assert lr_factor(500, kind="cosine", warmup_steps=0, total_steps=100) == 0.0
     const = [lr_factor(s, kind="none", warmup_steps=5, total_steps=100) for s in range(5, 100)]
     assert set(const) == {1.0}

@@ -69,7 +69,7 @@ def _check_latest_runs(runs, capsys):
     assert run.data.tags["data_fingerprint"] == runs["fingerprint"]
     assert "model" not in run.data.tags  # a comparison has no model
     # failed runs and the holdout run are not part of the paper-split table
-    assert list(table.index) == ["random_forest_mag", "xgboost_color", "label_noise"]
+    assert list(table.index) == ["random_forest_mag", "xgboost_color", "label_noise", "label_std"]
     new = runs["new"].data.metrics
     row = table.loc["xgboost_color"]
     for t in ("teff", "logg", "fe_h"):
@@ -82,9 +82,15 @@ def _check_latest_runs(runs, capsys):
     assert rf["sigma_teff"] == pytest.approx(runs["rf_teff"].data.metrics["val/sigma_teff"])
     assert rf["sigma_logg"] == pytest.approx(runs["rf_logg"].data.metrics["val/sigma_logg"])
     assert math.isnan(rf["sigma_fe_h"]) and rf["paper_teff"] == 239.82
-    noise = table.loc["label_noise"]
+    noise, spread = table.loc["label_noise"], table.loc["label_std"]
+    preds = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=runs["new"].info.run_id, artifact_path="predictions.csv",
+        dst_path=str(runs["tmp"] / "new-preds")))
     for t in ("teff", "logg", "fe_h"):
         assert noise[f"sigma_{t}"] == pytest.approx(new[f"val/label_noise_{t}"])
+        # the label standard deviation is that of the validation labels the sigma is taken on
+        val = preds[(preds["subset"] == "val") & preds[f"{t}_pred"].notna()]
+        assert spread[f"sigma_{t}"] == pytest.approx(val[t].to_numpy().std())
 
     printed = capsys.readouterr().out
     assert "| XGBoost_color |" in printed and "| RF_mag |" in printed
@@ -97,13 +103,13 @@ def _check_latest_runs(runs, capsys):
 def _check_explicit_run_ids(runs):
     old = runs["old"]
     _, table, _ = _report(runs, "explicit", f"stage.run_ids=[{old.info.run_id}]")
-    assert list(table.index) == ["xgboost_color", "label_noise"]
+    assert list(table.index) == ["xgboost_color", "label_noise", "label_std"]
     assert table.loc["xgboost_color", "sigma_teff"] == pytest.approx(old.data.metrics["val/sigma_teff"])
 
 
 def _check_holdout_uses_test_metrics(runs):
     _, table, local = _report(runs, "holdout", "split=holdout")
-    assert list(table.index) == ["xgboost_mag", "label_noise"]
+    assert list(table.index) == ["xgboost_mag", "label_noise", "label_std"]
     m = runs["holdout"].data.metrics
     assert table.loc["xgboost_mag", "sigma_logg"] == pytest.approx(m["test/sigma_logg"])
     assert "test subset of split=holdout" in Path(f"{local}/comparison.md").read_text()

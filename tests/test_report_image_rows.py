@@ -91,7 +91,8 @@ def runs(image_home):
     bb = "b" * 32
     image = {"targets": "teff,logg,fe_h", "backbone_run_id": bb, "arch": "cpu", "target": "all"}
     ids = {"baseline": s.run("baseline", {"model": "xgboost", "features": "color", "target": "all"},
-                             {f"val/sigma_{t}": v for t, v in zip(TARGETS, (190.5, 0.661, 0.251))})}
+                             {**{f"val/sigma_{t}": v for t, v in zip(TARGETS, (190.5, 0.661, 0.251))},
+                              **{f"val/label_std_{t}": v for t, v in zip(TARGETS, (600.0, 1.0, 0.5))}})}
     old = {}
     for t, v in zip(TARGETS, (181.0, 0.52, 0.26)):
         old.update(_regression("val", t, v))
@@ -127,7 +128,7 @@ IMAGE_ROWS = ["ours_head", "ours_logg_two_stage", "ours_logg_above_4", "ours_log
 
 def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
     table = _report(tmp_path, "paper")
-    assert list(table.index) == ["xgboost_color", *IMAGE_ROWS]
+    assert list(table.index) == ["xgboost_color", *IMAGE_ROWS, "label_std"]
 
     head = table.loc["ours_head"]  # the latest head run; logg is its one-stage logg
     for t, v in zip(TARGETS, (171.25, 0.4875, 0.2275)):
@@ -155,6 +156,15 @@ def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
     assert "| Ours logg, head for logg < 4 (its true subset) | - |  | 0.533 | 0.544 |" in printed
     assert "| Ours logg classifier accuracy (%) | - |  | 97.350 | 98.29 |" in printed
     assert "| XGBoost_color | 190.5 | 189.73 | 0.661 | 0.66 | 0.251 | 0.25 |" in printed
+    # the goals: the head against the label std and the (only) colour baseline
+    assert "| Teff (K) | 171.2 | 600.0 | 0.29 | met | XGBoost_color 190.5 | 0.90 | met |" in printed
+    assert "| logg (dex) | 0.487 | 1.000 | 0.49 | met | XGBoost_color 0.661 | 0.74 | met |" in printed
+    assert "Two-stage logg 0.401 dex against one-stage 0.487 dex: goal (below) met." in printed
+    report = mlflow.last_active_run()
+    assert report.data.tags["stage"] == "report"
+    assert report.data.metrics["goal/all_met"] == 1.0
+    assert report.data.metrics["goal/std_fraction_fe_h"] == pytest.approx(0.2275 / 0.5)
+    assert report.data.metrics["goal/two_stage_minus_one_stage_logg"] == pytest.approx(0.401 - 0.4875)
 
 
 def test_holdout_and_explicit_run_ids(image_home, runs, tmp_path):

@@ -32,7 +32,11 @@ def _uncertainty(subset: str, target: str, k: float) -> dict[str, float]:
 
 def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # noqa: F811
     s = Store()
-    image = {"targets": "teff,logg,fe_h", "backbone_run_id": "b" * 32, "target": "all"}
+    backbone = s.run("backbone", {"targets": "teff,logg,fe_h", "target": "all"}, {})
+    curve = tmp_path / "backbone_learning_curves.png"
+    curve.write_bytes(b"\x89PNG fake")
+    s.client.log_artifact(backbone, str(curve), "figures")
+    image = {"targets": "teff,logg,fe_h", "backbone_run_id": backbone, "target": "all"}
     metrics = {}
     for i, (t, v) in enumerate(zip(TARGETS, (171.0, 0.49, 0.23))):
         metrics.update(_regression("val", t, v))
@@ -48,6 +52,14 @@ def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # 
     shift = tmp_path / "noise_shift.png"
     shift.write_bytes(b"\x89PNG fake")
     s.client.log_artifact(pert, str(shift), "figures")
+    tables = tmp_path / "perturb"
+    tables.mkdir()
+    pd.DataFrame({"eps": [0.0, 0.1], "teff_mean": [4500.0, 4520.0], "teff_std": [30.0, 32.0],
+                  "teff_label": [4550.0] * 2}).to_csv(tables / "noise_example.csv", index=False)
+    pd.DataFrame({"angle": [0.0, 30.0], "target": ["teff"] * 2, "abs_shift_mean": [0.0, 25.0],
+                  "std_cal_mean": [90.0] * 2, "sigma": [150.0] * 2,
+                  "coverage95_cal": [0.95] * 2}).to_csv(tables / "rotation.csv", index=False)
+    s.client.log_artifacts(pert, str(tables), "perturb")
 
     _, run = run_job(["stage=report", f"stage.fingerprint={FP}", f"stage.experiments=[{EXP}]",
                           "tracking.experiment=uncertainty-report"], tmp_path / "report")
@@ -69,4 +81,13 @@ def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # 
            "| 7.0 | 1.510 | 1.0 | 0.210 |" in md
     assert f"- head run {head[:8]}: [head_calibration](" in md
     assert f"- perturb run {pert[:8]}: [noise_shift](" in md
-    assert md.count("](") == 2
+    assert f"- backbone run {backbone[:8]}: [backbone_learning_curves](" in md  # the head's backbone
+    assert md.count("](") == 3
+    # the perturb run's tables: Table 1 (its example star) and the rotation summary; it logged no
+    # noise.csv, so that table is left out
+    assert f"Table 1 (noise on g, r, i; one validation star; prediction ± head std (recalibrated " \
+           f"std); perturb run {pert[:8]})" in md
+    assert "| 0.1 | 4520.0 ± 32.0 | 4636.95 ± 5.41 |" in md
+    assert "| Teff (K) | 25.0 | 90.0 | 150.0 | 0.950 |" in md
+    assert "Noise experiment over all perturbed stars" not in md
+    assert md.index("Uncertainty on the val subset") < md.index("Table 1") < md.index("Figures")

@@ -97,6 +97,8 @@ def run(cfg, run) -> dict[str, float]:
                                     level=float(cfg.evaluate.level), seed=int(cfg.seed)),
                 subset, target))
             metrics[metric_name(subset, "n", target)] = float(sel.sum())
+            # the sigma of a predictor that always answers the mean label: the report's yardstick
+            metrics[metric_name(subset, "label_std", target)] = float(np.std(y[sel]))
             if truth_col in stars:
                 # the label-noise floor: scatter of the observed labels around the truth
                 noise = y[sel] - preds[truth_col].to_numpy()[sel]

@@ -1,9 +1,10 @@
 """``stage=report`` (also ``python -m stellarexp.report``): the Table-2 comparison.
 
 Selects runs for one data fingerprint and split (or explicit run ids), prints the Markdown
-table (with the uncertainty table of the image-model rows and links to the figures of the
-selected runs and of the newest ``stage=perturb`` run) and logs it as Markdown, CSV and HTML to
-this job's "comparison" run.
+table (with the uncertainty table of the image-model rows, the goals section of
+:mod:`stellarexp.tracking.goals`, the perturbation tables of :mod:`stellarexp.tracking.
+perturb_report` and links to the figures of every linked run) and logs it as Markdown, CSV and
+HTML to this job's "comparison" run, with the goals as ``goal/...`` metrics.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def figure_links(client, runs) -> dict[str, list[tuple[str, str]]]:
 def run(cfg, run) -> dict:
     """Build, print and log the comparison table; see the module docstring."""
     from stellarexp.data.dataset import eval_subset
-    from stellarexp.tracking import compare
+    from stellarexp.tracking import compare, goals, perturb_report
 
     scfg = cfg.stage
     split = str(cfg.split.name)
@@ -95,12 +96,19 @@ def run(cfg, run) -> dict:
     comp = compare.build(by_source, split=split, subset=subset, fingerprint=fingerprint,
                          paper=bool(scfg.get("paper", True)))
 
-    linked = [client.get_run(r) for r in comp.run_ids]
-    if not run_ids:  # the newest perturbation experiment of this data and split
-        linked += compare.search_finished(client, stage="perturb", fingerprint=fingerprint,
-                                          split=split)[:1]
+    linked = _linked_runs(client, comp, run_ids, fingerprint, split)
     figures = figure_links(client, linked) if scfg.get("figures", True) else {}
-    markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)), figures=figures)
+    sections, goal_metrics = [], {}
+    if scfg.get("goals") is not None:
+        checked = goals.check(comp, goals.Goals.from_config(scfg.goals))
+        if checked is not None:
+            sections.append(goals.to_markdown(checked))
+            goal_metrics = checked.metrics()
+    if scfg.get("perturbation", True):
+        sections += [perturb_report.section(client, r) for r in linked
+                     if r.data.tags.get("stage") == "perturb"]
+    markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)), figures=figures,
+                                   sections=sections)
     print(markdown, flush=True)
     out = run.output_dir / "comparison"
     out.mkdir(parents=True, exist_ok=True)
@@ -114,4 +122,32 @@ def run(cfg, run) -> dict:
     run.log_artifact(out, "comparison")
     run.set_tags({"data_fingerprint": fingerprint or "any", "report.subset": subset,
                   "report.n_runs": len(comp.run_ids)})
+    if goal_metrics:
+        run.log_metrics(goal_metrics)
     return {}
+
+
+def _linked_runs(client, comp, run_ids, fingerprint, split) -> list:
+    """The runs whose figures and perturbation tables the report shows.
+
+    With explicit run ids (a reproduce hands every step's run): all of them. Otherwise the runs
+    of the table, the backbones of its image-model rows, and the newest perturbation experiment
+    of this data and split.
+    """
+    from stellarexp.tracking import compare
+
+    if run_ids:
+        return [client.get_run(r) for r in run_ids]
+    linked = [client.get_run(r) for r in comp.run_ids]
+    seen = {r.info.run_id for r in linked}
+    for r in list(linked):
+        backbone = r.data.tags.get("backbone_run_id")
+        if backbone and backbone not in seen:
+            seen.add(backbone)
+            try:
+                linked.append(client.get_run(backbone))
+            except Exception as exc:  # noqa: BLE001 - a deleted backbone loses only its figures
+                log.warning("backbone run %s of run %s: %s", backbone, r.info.run_id, exc)
+    linked += compare.search_finished(client, stage="perturb", fingerprint=fingerprint,
+                                      split=split)[:1]
+    return linked

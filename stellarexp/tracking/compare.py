@@ -38,6 +38,13 @@ UNCERTAINTY_KINDS: dict[str, str] = {
 }
 """Uncertainty metric kinds (``<subset>/<kind>_<target>``) shown beside sigma, with headers."""
 
+REFERENCE_KINDS: dict[str, str] = {
+    "label_noise": "label noise floor",        # scatter of the labels around the truth
+    "label_std": "label standard deviation",   # sigma of a predictor that outputs the mean label
+}
+"""Per-subset reference figures that baseline runs log (``<subset>/<kind>_<target>``), shown as
+rows under the methods with these labels, in this order."""
+
 
 @dataclass(frozen=True)
 class RowSpec:
@@ -161,14 +168,27 @@ class Row:
 
 @dataclass
 class Comparison:
-    """A whole comparison: rows, the label-noise floor and what was selected."""
+    """A whole comparison: rows, reference figures and what was selected.
+
+    ``references`` maps a :data:`REFERENCE_KINDS` kind to ``{target: value}``.
+    """
 
     fingerprint: str | None
     split: str
     subset: str
     rows: list[Row]
-    noise: dict[str, float]
+    references: dict[str, dict[str, float]]
     run_ids: list[str]
+
+    @property
+    def noise(self) -> dict[str, float]:
+        """The label-noise floor per target (empty when the data carry no truth)."""
+        return self.references.get("label_noise", {})
+
+    @property
+    def label_std(self) -> dict[str, float]:
+        """The standard deviation of the labels per target on the evaluated subset."""
+        return self.references.get("label_std", {})
 
 
 def _format(tpl: str, tags: dict) -> str | None:
@@ -212,7 +232,7 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
     paper_rows = table["rows"]
     order = {k: i for i, k in enumerate(paper_rows)}
     rows: list[Row] = []
-    noise: dict[str, float] = {}
+    refs: dict[str, dict[str, float]] = {k: {} for k in REFERENCE_KINDS}
     used: list[str] = []
     for name, runs in runs_by_source.items():
         source = ROW_SOURCES[name]
@@ -244,15 +264,17 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
                             row.uncertainty[t] = unc
                     if run.info.run_id not in used:
                         used.append(run.info.run_id)
-                    noise_name = metric_name(subset, "label_noise", t)
-                    if t not in noise and noise_name in m:
-                        noise[t] = m[noise_name]
+                    for kind, values in refs.items():
+                        name = metric_name(subset, kind, t)
+                        if t not in values and name in m:
+                            values[t] = m[name]
         rows += sorted(by_key.values(), key=lambda r: (order.get(r.key, len(order)), r.key))
     return Comparison(fingerprint=fingerprint, split=split, subset=subset, rows=rows,
-                      noise=noise, run_ids=used)
+                      references={k: v for k, v in refs.items() if v}, run_ids=used)
 
 
-def _fmt(value, target: str) -> str:
+def format_value(value, target: str) -> str:
+    """A figure of ``target`` with that target's digits (empty for a missing one)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return f"{value:.{DIGITS[target]}f}"
@@ -268,9 +290,9 @@ def _paper_text(value) -> str:
 def _cell_text(cell: Cell | None, target: str) -> str:
     if cell is None:
         return "-"
-    text = _fmt(cell.value, target)
+    text = format_value(cell.value, target)
     if not (math.isnan(cell.lo) or math.isnan(cell.hi)):
-        text += f" [{_fmt(cell.lo, target)}, {_fmt(cell.hi, target)}]"
+        text += f" [{format_value(cell.lo, target)}, {format_value(cell.hi, target)}]"
     return text
 
 
@@ -300,18 +322,21 @@ def to_frame(comp: Comparison, *, paper: bool = True, text: bool = True):
         if not text:
             rec.update(key=row.key, source=row.source)
         records.append(rec)
-    if comp.noise:
-        rec = {"method": "label noise floor"}
+    for kind, label in REFERENCE_KINDS.items():
+        values = comp.references.get(kind)
+        if not values:
+            continue
+        rec = {"method": label}
         for t in TARGETS:
-            value = comp.noise.get(t)
+            value = values.get(t)
             if text:
-                rec[HEADERS[t]] = _fmt(value, t) or "-"
+                rec[HEADERS[t]] = format_value(value, t) or "-"
                 if paper:
                     rec[f"{HEADERS[t].split()[0]} paper"] = ""
             else:
                 rec[f"sigma_{t}"] = math.nan if value is None else value
         if not text:
-            rec.update(key="label_noise", source="data")
+            rec.update(key=kind, source="data")
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
@@ -341,7 +366,7 @@ def uncertainty_frame(comp: Comparison):
                 elif kind.startswith(("coverage", "spearman", "nll")):
                     rec[header] = f"{v:.3f}"
                 else:
-                    rec[header] = _fmt(v, t)
+                    rec[header] = format_value(v, t)
             records.append(rec)
     return pd.DataFrame.from_records(records)
 
@@ -363,13 +388,17 @@ def _markdown_table(frame) -> list[str]:
 
 
 def to_markdown(comp: Comparison, *, paper: bool = True,
-                figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
-    """GitHub Markdown: a caption line and the table, the uncertainty table, figure links.
+                figures: dict[str, list[tuple[str, str]]] | None = None,
+                sections: list[str] | None = None) -> str:
+    """GitHub Markdown: a caption line and the table, the uncertainty table, further sections,
+    figure links.
 
     Parameters
     ----------
     figures : dict, optional
         Section title (e.g. ``head run 0123abcd``) -> ``[(name, link), ...]``.
+    sections : list of str, optional
+        Markdown blocks placed after the tables (e.g. the goals, the perturbation tables).
     """
     frame = to_frame(comp, paper=paper)
     if frame.empty:
@@ -378,6 +407,9 @@ def to_markdown(comp: Comparison, *, paper: bool = True,
     unc = uncertainty_frame(comp)
     if not unc.empty:
         text += f"\n{uncertainty_caption(comp)}\n\n" + "\n".join(_markdown_table(unc)) + "\n"
+    for block in sections or []:
+        if block:
+            text += "\n" + block.rstrip("\n") + "\n"
     if figures:
         text += "\nFigures\n\n"
         for title, links in figures.items():

@@ -1,0 +1,137 @@
+"""The perturbation experiments of a ``stage=perturb`` run as report sections (paper Table 1).
+
+Reads the run's CSV artifacts (``perturb/noise_example.csv``, ``perturb/noise.csv``,
+``perturb/rotation.csv``; written by :mod:`stellarexp.stages.perturb`) and formats them as
+Markdown: the example star in the layout of the paper's Table 1 (prediction, uncertainty and
+label per noise level), the noise experiment over all perturbed stars, and the rotation summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from stellarexp.tracking.compare import HEADERS, TARGETS, format_value
+
+log = logging.getLogger(__name__)
+
+TABLES = ("noise_example", "noise", "rotation")
+
+
+@lru_cache(maxsize=1)
+def paper_table1() -> dict:
+    """The paper's Table 1 (``stellarexp/resources/paper_table1.yaml``)."""
+    import yaml
+
+    path = Path(__file__).resolve().parent.parent / "resources" / "paper_table1.yaml"
+    return yaml.safe_load(path.read_text())
+
+
+def load_tables(client, run_id: str) -> dict:
+    """``{name: DataFrame}`` of the run's ``perturb/<name>.csv`` files that exist."""
+    import pandas as pd
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = Path(client.download_artifacts(run_id, "perturb", tmp))
+        except Exception as exc:  # noqa: BLE001 - a run without the tables gets no section
+            log.warning("cannot read the perturbation tables of run %s: %s", run_id, exc)
+            return out
+        for name in TABLES:
+            path = folder / f"{name}.csv"
+            if path.is_file():
+                out[name] = pd.read_csv(path)
+    return out
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _pm(mean: float, std: float, target: str) -> str:
+    return f"{format_value(mean, target)} ± {format_value(std, target)}"
+
+
+def table1_markdown(example) -> str:
+    """The example star in Table 1's layout, the paper's star beside it.
+
+    One line per noise level: prediction ± head std (the paper's "uncertainty") and, in
+    parentheses, the recalibrated std; the last line holds the labels. The paper's star is
+    another star, so only the trends (how prediction and uncertainty move with eps) compare.
+    """
+    paper = paper_table1()
+    p_eps = [float(e) for e in paper["eps"]]
+    targets = [t for t in TARGETS if f"{t}_mean" in example]
+    header = ["eps"]
+    for t in targets:
+        header += [HEADERS[t], f"{HEADERS[t].split()[0]} paper"]
+    lines = [_row(header), "|" + "---|" * len(header)]
+    for i, eps in enumerate(float(e) for e in example["eps"]):
+        cells = [f"{eps:g}"]
+        j = next((k for k, e in enumerate(p_eps) if abs(e - eps) < 1e-9), None)
+        for t in targets:
+            ours = _pm(float(example[f"{t}_mean"].iloc[i]), float(example[f"{t}_std"].iloc[i]), t)
+            if f"{t}_std_cal" in example:
+                ours += f" ({format_value(float(example[f'{t}_std_cal'].iloc[i]), t)})"
+            theirs = (f"{paper['prediction'][t][j]:g} ± {paper['uncertainty'][t][j]:g}"
+                      if j is not None else "")
+            cells += [ours, theirs]
+        lines.append(_row(cells))
+    cells = ["label"]
+    for t in targets:
+        cells += [format_value(float(example[f"{t}_label"].iloc[0]), t)
+                  if f"{t}_label" in example else "-", f"{paper['label'][t][0]:g}"]
+    lines.append(_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+def noise_markdown(noise) -> str:
+    """Per noise level and target, averaged over the perturbed stars and the noise draws."""
+    cols = ["n", "abs_shift_mean", "std_mean", "sigma", "coverage95_cal"]
+    agg = noise.groupby(["eps", "target"], sort=False)[cols].mean().reset_index()
+    lines = [_row(["eps", "target", "stars", "mean abs. shift", "mean head std", "sigma",
+                   "coverage95 (recalibrated)"]), "|---|---|---|---|---|---|---|"]
+    for rec in agg.itertuples(index=False):
+        t = rec.target
+        lines.append(_row([f"{rec.eps:g}", HEADERS[t], int(rec.n),
+                           format_value(rec.abs_shift_mean, t), format_value(rec.std_mean, t),
+                           format_value(rec.sigma, t), f"{rec.coverage95_cal:.3f}"]))
+    return "\n".join(lines) + "\n"
+
+
+def rotation_markdown(rotation) -> str:
+    """Mean over the angles per target: shift against 0 degrees, sigma, coverage."""
+    turned = rotation[rotation["angle"] != 0]
+    agg = turned.groupby("target", sort=False)[["abs_shift_mean", "std_cal_mean", "sigma",
+                                                "coverage95_cal"]].mean()
+    n_angles = turned["angle"].nunique()
+    lines = [_row(["target", f"mean abs. shift over {n_angles} angles", "mean recalibrated std",
+                   "sigma", "coverage95 (recalibrated)"]), "|---|---|---|---|---|"]
+    for t, rec in agg.iterrows():
+        lines.append(_row([HEADERS[t], format_value(rec.abs_shift_mean, t),
+                           format_value(rec.std_cal_mean, t), format_value(rec.sigma, t),
+                           f"{rec.coverage95_cal:.3f}"]))
+    return "\n".join(lines) + "\n"
+
+
+def section(client, run) -> str:
+    """The Markdown section of one perturb run (empty when it logged no tables)."""
+    tables = load_tables(client, run.info.run_id)
+    if not tables:
+        return ""
+    rid = run.info.run_id[:8]
+    parts = []
+    if "noise_example" in tables:
+        parts.append(f"Table 1 (noise on g, r, i; one validation star; prediction ± head std "
+                     f"(recalibrated std); perturb run {rid})\n\n"
+                     + table1_markdown(tables["noise_example"]))
+    if "noise" in tables:
+        parts.append("Noise experiment over all perturbed stars (shift against the clean "
+                     "prediction)\n\n" + noise_markdown(tables["noise"]))
+    if "rotation" in tables:
+        parts.append("Rotation experiment (Fig. 8; shift against 0 degrees)\n\n"
+                     + rotation_markdown(tables["rotation"]))
+    return "\n".join(parts)
