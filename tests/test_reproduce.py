@@ -197,3 +197,21 @@ def test_last_run_of_another_store_is_not_this_steps(tmp_path):
     assert _last_active_run().info.run_id == run.info.run_id
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'b.db'}")
     assert _last_active_run() is None
+
+
+def test_parent_description_fits_the_tag_limit_dropping_figure_links_first():
+    from types import SimpleNamespace
+
+    from stellarexp.reproduce.runner import Reproduce
+
+    fake = SimpleNamespace(steps_markdown=lambda: "| step |\n|---|\n| data |")
+    tables = "| method | Teff |\n" + "| row | 1.0 |\n" * 20
+    links = "\nFigures\n\n" + "- head run 0123abcd: [fig](file:///x/y.png)\n" * 40
+    short = Reproduce.description(fake, "r" * 32, tables + links, limit=10_000)
+    assert links.strip() in short and short.endswith("| data |")  # fits: everything kept
+    mid = Reproduce.description(fake, "r" * 32, tables + links, limit=1200)
+    assert tables in mid and "file:///x" not in mid and len(mid) <= 1200
+    assert "links in the artifact report/comparison.md" in mid and mid.endswith("| data |")
+    tiny = Reproduce.description(fake, "r" * 32, tables * 10, limit=600)
+    assert len(tiny) <= 600 and "the whole report is the artifact" in tiny
+    assert tiny.endswith("| data |")  # the steps survive the cut

@@ -39,7 +39,15 @@ def test_tiny_experiment_end_to_end(repro_home, tmp_path):  # noqa: F811
     assert client.get_run(results["head"].run_id).data.tags["backbone_run_id"] == backbone
     heads = client.get_run(results["logg_heads"].run_id).data.tags
     assert heads["classifier_run_id"] == results["logg_classifier"].run_id
-    assert "Ours (ConViT" in parent.data.tags["mlflow.note.content"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Ours (ConViT" in note
+    # the whole report: goals, Table 1 of this reproduce's perturb step, its backbone's figures
+    assert "How close the image model comes" in note and "| label standard deviation |" in note
+    assert f"perturb run {results['perturb'].run_id[:8]})" in note and len(note) <= 8000
+    local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
+                                                artifact_path="report/comparison.md",
+                                                dst_path=str(tmp_path / "parent-report"))
+    assert f"backbone run {backbone[:8]}: [" in open(local).read()
 
     # the backbone again: everything pinned to it re-runs, the baselines are reused
     again = {r.step: r for r in reproduce(["experiment=tiny", "rerun=[backbone]", *skip],

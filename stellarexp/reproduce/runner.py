@@ -27,6 +27,7 @@ from stellarexp.reproduce.plan import ReproduceError, Step
 log = logging.getLogger("stellarexp.reproduce")
 
 PARENT_STAGE = "reproduce"
+NOTE_LIMIT = 8000  # MLflow's longest tag value: the parent run's description must fit
 PLAN_TAG = "reproduce_plan"
 
 
@@ -403,12 +404,27 @@ class Reproduce:
             log.warning("could not read the report of run %s: %s", report.run_id, exc)
             return None
         client.log_text(self.parent_id, text, "report/comparison.md")
-        steps = self.steps_markdown()
         client.set_tag(self.parent_id, "mlflow.note.content",
-                       f"Report: MLflow run {report.run_id} (artifacts comparison/).\n\n{text}\n\n"
-                       f"Steps:\n\n{steps}"[:8000])
+                       self.description(report.run_id, text))
         self.report_text = text
         return text
+
+    def description(self, report_run_id: str, text: str, limit: int = NOTE_LIMIT) -> str:
+        """The parent run's description: the report, then the steps, within MLflow's tag limit.
+
+        A report too long for it loses its figure links first (they stay in the artifact
+        ``report/comparison.md``), then its end.
+        """
+        head = f"Report: MLflow run {report_run_id} (artifacts comparison/).\n\n"
+        steps = f"\n\nSteps:\n\n{self.steps_markdown()}"
+        if len(head) + len(text) + len(steps) > limit and "\nFigures\n" in text:
+            text = (text[:text.index("\nFigures\n")]
+                    + "\nFigures: links in the artifact report/comparison.md\n")
+        room = limit - len(head) - len(steps)
+        if len(text) > room:
+            cut = "\n... (cut; the whole report is the artifact report/comparison.md)"
+            text = text[:max(room - len(cut), 0)] + cut
+        return (head + text + steps)[:limit]
 
     def steps_markdown(self) -> str:
         """The step table (status, run, seconds) as Markdown."""
