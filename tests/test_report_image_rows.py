@@ -122,8 +122,8 @@ def _report(tmp_path, name: str, *overrides: str):
     return pd.read_csv(f"{local}/comparison.csv").set_index("key")
 
 
-IMAGE_ROWS = ["ours_head", "ours_logg_two_stage", "ours_logg_above_4", "ours_logg_below_4",
-              "ours_logg_perfect", "ours_logg_accuracy"]
+IMAGE_ROWS = ["ours_head", "ours_logg_two_stage", "ours_logg_two_stage_soft", "ours_logg_above_4",
+              "ours_logg_below_4", "ours_logg_perfect", "ours_logg_accuracy"]
 
 
 def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
@@ -138,6 +138,8 @@ def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
         assert head[f"run_{t}"] == runs["head"]
     assert (head["paper_teff"], head["paper_logg"], head["paper_fe_h"]) == (172.37, 0.49, 0.23)
 
+    soft = table.loc["ours_logg_two_stage_soft"]  # the mixture, which the paper does not report
+    assert soft["sigma_logg"] == pytest.approx(0.398) and math.isnan(soft["paper_logg"])
     expected = {"ours_logg_two_stage": (0.401, 0.41), "ours_logg_above_4": (0.061, 0.052),
                 "ours_logg_below_4": (0.533, 0.544), "ours_logg_perfect": (0.357, 0.36)}
     for key, (ours, paper) in expected.items():
@@ -170,8 +172,8 @@ def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
 def test_holdout_and_explicit_run_ids(image_home, runs, tmp_path):
     # holdout: the test-subset figures of the holdout run only
     table = _report(tmp_path, "holdout", "split=holdout")
-    assert list(table.index) == ["ours_logg_two_stage", "ours_logg_above_4", "ours_logg_below_4",
-                                 "ours_logg_perfect"]
+    assert list(table.index) == ["ours_logg_two_stage", "ours_logg_two_stage_soft",
+                                 "ours_logg_above_4", "ours_logg_below_4", "ours_logg_perfect"]
     assert table.loc["ours_logg_above_4", "sigma_logg"] == pytest.approx(3.061)
     assert table.loc["ours_logg_two_stage", "run_logg"] == runs["heads_holdout"]
 

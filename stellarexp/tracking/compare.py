@@ -126,6 +126,7 @@ register_row_source(RowSource(name="baseline", stage="baseline", key="{model}_{f
 register_row_source(RowSource(name="head", stage="head", key="ours_head"))
 register_row_source(RowSource(name="logg_heads", stage="logg_heads", rows=(
     RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}, uncertainty=True),  # Eq. 20, hard
+    RowSpec("ours_logg_two_stage_soft", {"logg": "sigma_soft"}),  # mixture by the class probability
     RowSpec("ours_logg_above_4", {"logg": "sigma_dwarf"}),      # head h1 on logg > threshold
     RowSpec("ours_logg_below_4", {"logg": "sigma_giant"}),      # head h2 on logg <= threshold
     RowSpec("ours_logg_perfect", {"logg": "sigma_perfect"}),    # true classes in Eq. 20
