@@ -17,7 +17,8 @@ def _run(run_id, tags, metrics):
                            data=SimpleNamespace(tags=tags, metrics=metrics))
 
 
-def _comparison(head: dict, two_stage: float | None = None, label_std: bool = True):
+def _comparison(head: dict, two_stage: float | None = None, label_std: bool = True,
+                soft: float | None = None):
     colour_a = {"val/sigma_teff": 120.0, "val/sigma_logg": 0.30, "val/sigma_fe_h": 0.10}
     colour_b = {"val/sigma_teff": 110.0, "val/sigma_logg": 0.35, "val/sigma_fe_h": 0.12}
     if label_std:
@@ -29,7 +30,8 @@ def _comparison(head: dict, two_stage: float | None = None, label_std: bool = Tr
                               _run("m", {"model": "xgboost", "features": "mag"}, mag)],
                  "head": [_run("h", {}, {f"val/sigma_{t}": v for t, v in head.items()})]}
     if two_stage is not None:
-        by_source["logg_heads"] = [_run("l", {}, {"val/sigma_hard_logg": two_stage})]
+        extra = {} if soft is None else {"val/sigma_soft_logg": soft}
+        by_source["logg_heads"] = [_run("l", {}, {"val/sigma_hard_logg": two_stage, **extra})]
     return compare.build(by_source, split="paper", subset="val", fingerprint="f" * 64)
 
 
@@ -53,12 +55,21 @@ def test_goals_compare_with_the_label_std_and_the_best_colour_row():
     assert m["goal/all_met"] == 0.0
     md = goals.to_markdown(report)
     assert "| [Fe/H] (dex) | 0.160 | 0.400 | 0.40 | met | XGBoost_color 0.100 | 1.60 | NOT met |" in md
-    assert "Two-stage logg 0.380 dex against one-stage 0.400 dex: goal (below) met." in md
+    assert "Two-stage logg (Eq. 20, hard classes) 0.380 dex against one-stage 0.400 dex: goal " \
+           "(below) met." in md
+    assert "soft mixture" not in md  # no soft figure logged
 
 
 def test_goals_all_met_and_configurable_thresholds():
     comp = _comparison({"teff": 130.0, "logg": 0.32, "fe_h": 0.12}, two_stage=0.31)
     assert goals.check(comp).all_met
+    # the soft mixture is shown beside the goal, never instead of it
+    comp = _comparison({"teff": 130.0, "logg": 0.32, "fe_h": 0.12}, two_stage=0.33, soft=0.30)
+    report = goals.check(comp)
+    assert not report.all_met and report.two_stage_soft_logg == 0.30
+    assert report.metrics()["goal/two_stage_soft_minus_one_stage_logg"] == pytest.approx(-0.02)
+    md = goals.to_markdown(report)
+    assert "goal (below) NOT met." in md and "0.300 dex, below the one-stage" in md
     strict = goals.Goals.from_config({"max_colour_ratio": 1.1})
     assert not goals.check(comp, strict).all_met  # 130 / 110 = 1.18
     with pytest.raises(ValueError, match="unknown key.*max_ratio"):

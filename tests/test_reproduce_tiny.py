@@ -4,6 +4,8 @@ steps pinned to it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.test_reproduce import repro_home, reproduce, unregistered_steps  # noqa: F401
@@ -47,7 +49,7 @@ def test_tiny_experiment_end_to_end(repro_home, tmp_path):  # noqa: F811
     local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
                                                 artifact_path="report/comparison.md",
                                                 dst_path=str(tmp_path / "parent-report"))
-    assert f"backbone run {backbone[:8]}: [" in open(local).read()
+    assert f"backbone run {backbone[:8]}: [" in Path(local).read_text()
 
     # the backbone again: everything pinned to it re-runs, the baselines are reused
     again = {r.step: r for r in reproduce(["experiment=tiny", "rerun=[backbone]", *skip],
