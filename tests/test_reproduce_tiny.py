@@ -58,3 +58,35 @@ def test_tiny_experiment_end_to_end(repro_home, tmp_path):  # noqa: F811
         chain = name in IMAGE_CHAIN
         assert r.status == ("ran" if chain else "reused"), name
         assert (r.run_id != results[name].run_id) == chain or name == "data", name
+
+
+@pytest.mark.slow
+def test_paper_experiment_starts_on_cpu(repro_home, tmp_path):  # noqa: F811
+    """The paper's protocol is for a GPU, but it starts on a CPU: its data step and its first
+    backbone (the paper architecture, unchanged) run on the tiny survey with a tiny budget."""
+    import mlflow
+    import torch
+
+    from stellarexp.config import compose
+
+    torch.set_num_threads(1)
+    steps = compose("reproduce", ["experiment=paper"]).experiment.steps
+    own = list(steps.backbone_teff.overrides)
+    assert "model.arch=paper" in own
+    budget = [*own, "stage.max_epochs=1", "stage.limit_train_batches=2", "stage.limit_val_batches=1",
+              "stage.batch_size=8", "stage.eval_batch_size=16", "stage.averaging.k=1",
+              "stage.averaging.smooth=1", "stage.progress_bar=false"]
+    quoted = ",".join(f'"{o}"' for o in budget)
+    drop = [f"experiment.steps.{name}=null" for name in steps if name not in ("data", "backbone_teff")]
+    results = {r.step: r for r in reproduce(
+        ["experiment=paper", 'experiment.overrides=["data=synthetic","data.size=tiny"]',
+         f"experiment.steps.backbone_teff.overrides=[{quoted}]", *drop], tmp_path)}
+    assert list(results) == ["data", "backbone_teff"]
+    assert results["backbone_teff"].status == "ran"
+    run = mlflow.MlflowClient().get_run(results["backbone_teff"].run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    # the paper's network: 10 GPSA + 2 MHSA blocks, 4-px patches, ConViT-tiny width
+    assert (params["model.depth"], params["model.local_up_to_layer"], params["model.patch_size"],
+            params["model.embed_dim_per_head"]) == ("12", "10", "4", "48")
+    assert params["trainer.accelerator"] == "cpu" and "val/sigma_teff" in run.data.metrics
