@@ -69,7 +69,7 @@ def test_quick_and_paper_plans():
     quick = {s.name: s for s in build_plan(compose("reproduce", ["experiment=quick"]), "cpu")}
     backbones = [s for s in quick.values() if s.stage == "backbone"]
     assert [s.name for s in backbones] == ["backbone"]
-    assert {"model.arch=cpu", "target=all", "stage.max_epochs=30", "stage.averaging.k=10"} <= set(
+    assert {"model.arch=cpu", "target=all", "stage.max_epochs=60", "stage.averaging.k=10"} <= set(
         backbones[0].overrides)
     assert sum(s.stage == "baseline" for s in quick.values()) == 8
     assert {"package", "perturb", "report"} <= {s.stage for s in quick.values()}
