@@ -78,7 +78,7 @@ def test_backbone_run_logs_curves_and_an_averaged_artifact(home, tmp_path, image
     assert value == pytest.approx(metrics["val/sigma_teff"])
     files = _artifacts(client, run.info.run_id)
     assert {"backbone/weights.pt", "backbone/model.json", "backbone/scalers.json",
-            "backbone/averaging.json"} <= files
+            "backbone/averaging.json", "figures/backbone_learning_curves.png"} <= files
     info = json.loads(Path(client.download_artifacts(run.info.run_id, "backbone/averaging.json",
                                                      str(tmp_path / "dl"))).read_text())
     assert info["plan"]["used"] == [info["plan"]["overfit_epoch"] - 1, info["plan"]["overfit_epoch"]] \

@@ -189,23 +189,29 @@ def calibration_figure(curves: dict[str, dict[str, np.ndarray]], levels, path, *
 
 
 def learning_curves(histories: dict[str, dict[str, list[tuple[int, float]]]], path, *,
-                    title: str = "") -> Path:
+                    title: str = "", marks: dict[str, list[int]] | None = None) -> Path:
     """Metric histories against the epoch, one panel per group (Fig. 9).
 
     Parameters
     ----------
     histories : dict
         Panel title -> ``{metric name: [(step, value), ...]}``.
+    marks : dict, optional
+        Label -> epochs drawn as vertical lines on every panel (e.g. the averaged epochs).
     """
     plt = _plt()
     n = max(1, len(histories))
     fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False)
+    styles = [{"color": "0.6", "lw": 0.8, "ls": ":"}, {"color": "tab:red", "lw": 1.0, "ls": "--"}]
     for col, (group, series) in enumerate(histories.items()):
         ax = axes[0, col]
         for name, points in series.items():
             if points:
                 steps, values = zip(*sorted(points))
                 ax.plot(steps, values, label=name)
+        for k, (label, epochs) in enumerate((marks or {}).items()):
+            for i, epoch in enumerate(epochs):
+                ax.axvline(epoch, label=label if i == 0 else None, **styles[k % len(styles)])
         ax.set_xlabel("epoch")
         ax.set_title(group, fontsize=10)
         ax.legend(fontsize=8)

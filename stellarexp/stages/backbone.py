@@ -197,6 +197,28 @@ def run(cfg, run) -> dict[str, float]:
     run.log_artifact(folder, ic.ARTIFACT_DIR)
     run.set_tags({"averaged_epochs": json.dumps(plan.used)[:500],
                   "averaging_note": plan.note or "full window"})
+    if st.get("figures", True):
+        _log_learning_curves(run, hist, plan, targets)
     # final values one step after the last epoch, so they are the runs' latest values
     run.log_metrics(metrics, step=int(hist["epoch"][-1]) + 1)
     return metrics
+
+
+def _log_learning_curves(run, hist: dict, plan, targets) -> None:
+    """Fig. 9 (a-c): loss and validation sigma per epoch, the averaged epochs and the
+    overfitting point marked (``figures/backbone_learning_curves.png``). Never fails the run."""
+    from stellarexp.evaluate import figures as fg
+
+    try:
+        loss = {"val/loss": list(zip(hist["epoch"], hist["val_loss"]))}
+        loss.update(fg.run_histories(run.client, run.run_id, ["train/loss"]))
+        panels = {"backbone loss (smooth L1, standardised labels)": loss}
+        for t in targets:
+            panels[f"val sigma {t} ({fg.UNITS.get(t, '')})"] = {
+                f"val/sigma_{t}": list(zip(hist["epoch"], hist["val_sigma"][t]))}
+        path = fg.learning_curves(panels, run.output_dir / "figures" / "backbone_learning_curves.png",
+                                  marks={"averaged epochs": list(plan.used),
+                                         "overfitting point": [int(plan.overfit_epoch)]})
+        run.log_figure(path)
+    except Exception as exc:  # noqa: BLE001 - a figure must never fail the run
+        log.warning("figure backbone learning curves skipped: %s: %s", type(exc).__name__, exc)
