@@ -123,3 +123,18 @@ def test_noise_and_rotation_tables_average_draws_and_leave_out_zero_degrees():
                         "sigma": [0.3, 0.31, 0.32], "coverage95_cal": [0.95, 0.94, 0.93]})
     md = perturb_report.rotation_markdown(rot)
     assert "over 2 angles" in md and "| logg (dex) | 0.030 | 0.300 | 0.315 | 0.935 |" in md
+
+
+def test_a_perturb_table_missing_a_column_is_left_out_not_fatal(monkeypatch, caplog):
+    good = pd.DataFrame({"angle": [0.0, 30.0], "target": ["teff"] * 2, "abs_shift_mean": [0.0, 9.0],
+                         "std_cal_mean": [80.0] * 2, "sigma": [140.0] * 2,
+                         "coverage95_cal": [0.95] * 2})
+    bad = pd.DataFrame({"eps": [0.0], "target": ["teff"]})  # an older noise.csv: no columns
+    monkeypatch.setattr(perturb_report, "load_tables", lambda client, rid: {"noise": bad,
+                                                                           "rotation": good})
+    run = SimpleNamespace(info=SimpleNamespace(run_id="p" * 32))
+    with caplog.at_level("WARNING"):
+        md = perturb_report.section(None, run)
+    assert "Rotation experiment" in md and "| Teff (K) | 9.0 |" in md
+    assert "Noise experiment" not in md
+    assert "perturb/noise.csv left out of the report" in caplog.text

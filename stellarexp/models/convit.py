@@ -16,8 +16,8 @@ is split over four tokens whose share moves with the sub-pixel offset: the netwo
 learn photometry across tokens, which it does poorly on a few thousand stars. The model therefore
 centre-crops its input to ``img_size`` (``auto``: the largest odd number of patches that fits the
 cutout), so the star sits on the centre of one token (40 px = 5x5 tokens of 8 px; 44 px = 11x11
-of 4 px). On the 20-field quick survey this took the validation sigma of [Fe/H] from about 0.25 dex (no
-better than the label spread) to about 0.13 dex (docs/image_model.md).
+of 4 px). On the 20-field quick survey this took the validation sigma of [Fe/H] from about
+0.25 dex (no better than the label spread) to about 0.13 dex (docs/image_model.md).
 
 Imports torch and timm: import this module only where a model is built.
 """

@@ -380,12 +380,17 @@ def uncertainty_caption(comp: Comparison) -> str:
             "|error| with the predicted std")
 
 
+def markdown_table(header, rows) -> str:
+    """A GitHub Markdown table (lines joined, no trailing newline) from a header and rows."""
+    def line(cells):
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|",
+                      *(line(r) for r in rows)])
+
+
 def _markdown_table(frame) -> list[str]:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for rec in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v) for v in rec) + " |")
-    return lines
+    return markdown_table(list(frame.columns), frame.itertuples(index=False)).split("\n")
 
 
 def to_markdown(comp: Comparison, *, paper: bool = True,

@@ -17,7 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stellarexp.tracking.compare import HEADERS, TARGETS, Comparison, format_value
+from stellarexp.tracking.compare import (
+    HEADERS,
+    TARGETS,
+    Comparison,
+    format_value,
+    markdown_table,
+)
 
 
 @dataclass(frozen=True)
@@ -159,15 +165,15 @@ def to_markdown(report: GoalReport) -> str:
     caption = (f"How close the image model comes ({g.image_row} row): its sigma below "
                f"{g.max_std_fraction:g} x the label standard deviation, and within "
                f"{g.max_colour_ratio:g} x the best colour baseline")
-    header = ("| target | ours | label std | ours / label std | goal | best colour baseline | "
-              "ours / best colour | goal |")
-    lines = [caption, "", header, "|---|---|---|---|---|---|---|---|"]
-    for c in report.targets:
-        lines.append(
-            f"| {HEADERS[c.target]} | {format_value(c.sigma, c.target)} | {format_value(c.label_std, c.target) or '-'}"
-            f" | {_ratio(c.std_fraction)} | {_verdict(c.std_goal_met, c.std_fraction)}"
-            f" | {c.best_colour_method or '-'} {format_value(c.best_colour, c.target)}"
-            f" | {_ratio(c.colour_ratio)} | {_verdict(c.colour_goal_met, c.colour_ratio)} |")
+    header = ["target", "ours", "label std", "ours / label std", "goal", "best colour baseline",
+              "ours / best colour", "goal"]
+    rows = [[HEADERS[c.target], format_value(c.sigma, c.target),
+             format_value(c.label_std, c.target) or "-", _ratio(c.std_fraction),
+             _verdict(c.std_goal_met, c.std_fraction),
+             f"{c.best_colour_method or '-'} {format_value(c.best_colour, c.target)}",
+             _ratio(c.colour_ratio), _verdict(c.colour_goal_met, c.colour_ratio)]
+            for c in report.targets]
+    lines = [caption, "", markdown_table(header, rows)]
     if math.isfinite(report.two_stage_logg) and math.isfinite(report.one_stage_logg):
         verdict = _verdict(report.two_stage_goal_met, report.two_stage_logg)
         lines += ["", (f"Two-stage logg (Eq. 20, hard classes) {report.two_stage_logg:.3f} dex "

@@ -13,7 +13,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from stellarexp.tracking.compare import HEADERS, TARGETS, format_value
+from stellarexp.tracking.compare import HEADERS, TARGETS, format_value, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ def load_tables(client, run_id: str) -> dict:
     return out
 
 
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
 def _pm(mean: float, std: float, target: str) -> str:
     return f"{format_value(mean, target)} ± {format_value(std, target)}"
 
@@ -68,7 +64,7 @@ def table1_markdown(example) -> str:
     header = ["eps"]
     for t in targets:
         header += [HEADERS[t], f"{HEADERS[t].split()[0]} paper"]
-    lines = [_row(header), "|" + "---|" * len(header)]
+    rows = []
     for i, eps in enumerate(float(e) for e in example["eps"]):
         cells = [f"{eps:g}"]
         j = next((k for k, e in enumerate(p_eps) if abs(e - eps) < 1e-9), None)
@@ -79,27 +75,25 @@ def table1_markdown(example) -> str:
             theirs = (f"{paper['prediction'][t][j]:g} ± {paper['uncertainty'][t][j]:g}"
                       if j is not None else "")
             cells += [ours, theirs]
-        lines.append(_row(cells))
+        rows.append(cells)
     cells = ["label"]
     for t in targets:
         cells += [format_value(float(example[f"{t}_label"].iloc[0]), t)
                   if f"{t}_label" in example else "-", f"{paper['label'][t][0]:g}"]
-    lines.append(_row(cells))
-    return "\n".join(lines) + "\n"
+    rows.append(cells)
+    return markdown_table(header, rows) + "\n"
 
 
 def noise_markdown(noise) -> str:
     """Per noise level and target, averaged over the perturbed stars and the noise draws."""
     cols = ["n", "abs_shift_mean", "std_mean", "sigma", "coverage95_cal"]
     agg = noise.groupby(["eps", "target"], sort=False)[cols].mean().reset_index()
-    lines = [_row(["eps", "target", "stars", "mean abs. shift", "mean head std", "sigma",
-                   "coverage95 (recalibrated)"]), "|---|---|---|---|---|---|---|"]
-    for rec in agg.itertuples(index=False):
-        t = rec.target
-        lines.append(_row([f"{rec.eps:g}", HEADERS[t], int(rec.n),
-                           format_value(rec.abs_shift_mean, t), format_value(rec.std_mean, t),
-                           format_value(rec.sigma, t), f"{rec.coverage95_cal:.3f}"]))
-    return "\n".join(lines) + "\n"
+    header = ["eps", "target", "stars", "mean abs. shift", "mean head std", "sigma",
+              "coverage95 (recalibrated)"]
+    rows = [[f"{r.eps:g}", HEADERS[r.target], int(r.n), format_value(r.abs_shift_mean, r.target),
+             format_value(r.std_mean, r.target), format_value(r.sigma, r.target),
+             f"{r.coverage95_cal:.3f}"] for r in agg.itertuples(index=False)]
+    return markdown_table(header, rows) + "\n"
 
 
 def rotation_markdown(rotation) -> str:
@@ -108,30 +102,34 @@ def rotation_markdown(rotation) -> str:
     agg = turned.groupby("target", sort=False)[["abs_shift_mean", "std_cal_mean", "sigma",
                                                 "coverage95_cal"]].mean()
     n_angles = turned["angle"].nunique()
-    lines = [_row(["target", f"mean abs. shift over {n_angles} angles", "mean recalibrated std",
-                   "sigma", "coverage95 (recalibrated)"]), "|---|---|---|---|---|"]
-    for t, rec in agg.iterrows():
-        lines.append(_row([HEADERS[t], format_value(rec.abs_shift_mean, t),
-                           format_value(rec.std_cal_mean, t), format_value(rec.sigma, t),
-                           f"{rec.coverage95_cal:.3f}"]))
-    return "\n".join(lines) + "\n"
+    header = ["target", f"mean abs. shift over {n_angles} angles", "mean recalibrated std",
+              "sigma", "coverage95 (recalibrated)"]
+    rows = [[HEADERS[t], format_value(r.abs_shift_mean, t), format_value(r.std_cal_mean, t),
+             format_value(r.sigma, t), f"{r.coverage95_cal:.3f}"] for t, r in agg.iterrows()]
+    return markdown_table(header, rows) + "\n"
 
 
 def section(client, run) -> str:
-    """The Markdown section of one perturb run (empty when it logged no tables)."""
+    """The Markdown section of one perturb run (empty when it logged no tables).
+
+    A table whose CSV lacks a column it needs is left out with a warning naming the run and the
+    file: an older or hand-edited perturb run never fails the report.
+    """
     tables = load_tables(client, run.info.run_id)
-    if not tables:
-        return ""
     rid = run.info.run_id[:8]
+    layout = (("noise_example", table1_markdown,
+               (f"Table 1 (noise on g, r, i; one validation star; prediction ± head std "
+               f"(recalibrated std); perturb run {rid})")),
+              ("noise", noise_markdown,
+               "Noise experiment over all perturbed stars (shift against the clean prediction)"),
+              ("rotation", rotation_markdown, "Rotation experiment (Fig. 8; shift against 0 degrees)"))
     parts = []
-    if "noise_example" in tables:
-        parts.append(f"Table 1 (noise on g, r, i; one validation star; prediction ± head std "
-                     f"(recalibrated std); perturb run {rid})\n\n"
-                     + table1_markdown(tables["noise_example"]))
-    if "noise" in tables:
-        parts.append("Noise experiment over all perturbed stars (shift against the clean "
-                     "prediction)\n\n" + noise_markdown(tables["noise"]))
-    if "rotation" in tables:
-        parts.append("Rotation experiment (Fig. 8; shift against 0 degrees)\n\n"
-                     + rotation_markdown(tables["rotation"]))
+    for name, fmt, title in layout:
+        if name not in tables:
+            continue
+        try:
+            parts.append(f"{title}\n\n{fmt(tables[name])}")
+        except (KeyError, AttributeError, ValueError, TypeError) as exc:
+            log.warning("perturb run %s: perturb/%s.csv left out of the report (%s: %s)",
+                        run.info.run_id, name, type(exc).__name__, exc)
     return "\n".join(parts)
