@@ -94,7 +94,7 @@ def whole_frame_cutouts(frames: dict, stars, cfg) -> object:
     """
     import numpy as np
 
-    from stellarexp.data import sdss
+    from stellarexp import sdss
     from stellarexp.data.cutouts import _reproject_fn, crop_origin
 
     fr = frames[sdss.REFERENCE_BAND]
@@ -131,9 +131,11 @@ def bench_cutouts(argv: list[str]) -> dict:
     cpu = pin_one_core()
     import numpy as np
 
-    from stellarexp.data import catalog, realcheck, sdss
+    from stellarexp import sdss
+    from stellarexp.data import catalog, realcheck
     from stellarexp.data.cutouts import CutoutConfig, cut_field
-    from stellarexp.data.frames import read_frame
+    from stellarexp.sdss.calibobj import load_calibobj
+    from stellarexp.sdss.frames import read_frame
 
     field_dir = args.field_dir or default_field_dir()
     paths, calibobj = realcheck.locate_field(field_dir, args.run, args.camcol, args.field)
@@ -145,7 +147,7 @@ def bench_cutouts(argv: list[str]) -> dict:
     t_read, c_read = _best_of(lambda: frames.update({b: read_frame(p) for b, p in paths.items()}), args.repeat)
     for f in frames.values():
         f.sky  # noqa: B018 - the sky model is per-field set-up, computed once, not per star
-    cat = realcheck.load_calibobj(calibobj, field=args.field)
+    cat = load_calibobj(calibobj, field=args.field)
     stars = catalog.select_stars(realcheck.calibobj_to_crossmatch(cat), None).stars
     cfg = CutoutConfig(method=args.method)
     cut_field(frames, stars.iloc[:3], cfg)  # warm-up: imports and first-call overheads

@@ -83,8 +83,8 @@ def _user_error(exc: BaseException) -> bool:
     """True for the project's "bad input" errors, whose message says what to fix."""
     from stellarexp.data.catalog import CatalogError
     from stellarexp.data.dataset import DatasetError
-    from stellarexp.data.frames import FrameError
     from stellarexp.data.pipeline import UserInputError
+    from stellarexp.sdss.frames import FrameError
     from stellarexp.sweeps import SweepError
     from stellarexp.tracking.diskfull import ArtifactStoreFull
 

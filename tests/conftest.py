@@ -26,7 +26,8 @@ def _sources_key() -> str:
 
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for pattern in ("stellarexp/data/**/*.py", "conf/data/**/*.yaml", "conf/data_cli.yaml",
+    for pattern in ("stellarexp/data/**/*.py", "stellarexp/survey/**/*.py", "stellarexp/sdss/**/*.py",
+                    "conf/data/**/*.yaml", "conf/data_cli.yaml",
                     "stellarexp/resources/**/*"):
         for path in sorted(root.glob(pattern)):
             if path.is_file():
@@ -38,12 +39,13 @@ def _sources_key() -> str:
 def _build_tiny(home: Path) -> dict:
     from stellarexp.config import compose
     from stellarexp.data import pipeline
+    from stellarexp.survey.source import simulate
 
     old = os.environ.get("STELLAREXP_HOME")
     os.environ["STELLAREXP_HOME"] = str(home)
     try:
         cfg = compose("data_cli", ["data=synthetic", "data.size=tiny"])
-        summary = pipeline.simulate(cfg.data, progress=False)
+        summary = simulate(cfg.data, progress=False)
         path = pipeline.build(cfg.data, progress=False)
     finally:
         if old is None:

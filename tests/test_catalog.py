@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stellarexp.data import catalog, sdss
+from stellarexp import sdss
+from stellarexp.data import catalog
 
 BANDS = sdss.BANDS
 

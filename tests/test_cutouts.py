@@ -1,6 +1,6 @@
 """Aligned cutouts and reject rules (stellarexp.data.cutouts) on small synthetic frames.
 
-Frames are written with :func:`stellarexp.data.frames.write_frame` (real HDU layout, bz2) and a
+Frames are written with :func:`stellarexp.sdss.frames.write_frame` (real HDU layout, bz2) and a
 simple TAN WCS; each band's WCS is shifted by a few pixels, as the drift scan does.
 """
 
@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stellarexp.data import sdss
+from stellarexp import sdss
 from stellarexp.data.cutouts import CutoutConfig, build_cutouts, crop_origin, cut_field
-from stellarexp.data.frames import read_frame, write_frame
+from stellarexp.sdss.frames import read_frame
+from stellarexp.survey.frame_writer import write_frame
 
 # frames.write_frame's long header comments are truncated by astropy (harmless; reported)
 pytestmark = pytest.mark.filterwarnings("ignore:Card is too long:astropy.io.fits.verify.VerifyWarning")

@@ -24,7 +24,7 @@ from stellarexp.data.download import (
     frame_cache_path,
     frame_url,
 )
-from stellarexp.data.sdss import frame_relpath
+from stellarexp.sdss import frame_relpath
 
 FAST = {"timeout": 5.0, "backoff": 0.001, "progress": False, "workers": 1}
 

@@ -226,7 +226,7 @@ def test_kill9_during_simulation_then_rerun_gives_the_same_survey(tmp_path, tiny
     proc = _start(args, home, log)
     _kill_when(proc, lambda: len(list((root / "fields").glob("*-*-*[0-9].csv"))) >= 1, log)
     assert not (root / "survey.json").exists()  # not complete: nothing downstream trusts it
-    from stellarexp.data.simulate import survey_complete
+    from stellarexp.survey.simulate import survey_complete
 
     assert not survey_complete(root)
     _run(args, home)

@@ -1,4 +1,4 @@
-"""SDSS corrected-frame writer and reader (stellarexp.data.frames) against real frames.
+"""SDSS corrected-frame writer and reader (stellarexp.sdss.frames) against real frames.
 
 Real references, all under tests/data (the suite never needs ../shared):
 
@@ -22,19 +22,12 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS, FITSFixedWarning
 
-from stellarexp.data import frames as frames_mod
-from stellarexp.data import sdss
-from stellarexp.data.conditions import draw_field_conditions, tan_wcs_header
-from stellarexp.data.frames import (
-    FrameError,
-    parse_frame_name,
-    quantise,
-    read_field,
-    read_frame,
-    sky_image,
-    write_frame,
-)
-from stellarexp.data.render import render_band
+from stellarexp import sdss
+from stellarexp.sdss.frames import FrameError, parse_frame_name, read_field, read_frame, sky_image
+from stellarexp.survey import frame_writer
+from stellarexp.survey.conditions import draw_field_conditions, tan_wcs_header
+from stellarexp.survey.frame_writer import quantise, write_frame
+from stellarexp.survey.render import render_band
 
 DATA = Path(__file__).parent / "data"
 REAL_HEADERS = DATA / "real_headers"
@@ -173,7 +166,7 @@ def test_astrometry_row_is_consistent_with_the_wcs(sim_frame):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)  # RADECSYS, SDSS's old spelling
         ra, dec = WCS(h).wcs_pix2world([[1024.0, 744.0]], 0)[0]
-    mu, nu = frames_mod.great_circle_coords(ra, dec, row["NODE"], row["INCL"])
+    mu, nu = frame_writer.great_circle_coords(ra, dec, row["NODE"], row["INCL"])
     assert (row["A"] + row["B"] * 744 + row["C"] * 1024 - mu) * 3600 / 0.396 == pytest.approx(0, abs=0.05)
     assert (row["D"] + row["E"] * 744 + row["F"] * 1024 - nu) * 3600 / 0.396 == pytest.approx(0, abs=0.05)
 
@@ -294,7 +287,7 @@ def test_interrupted_write_leaves_nothing_a_later_run_would_trust(tmp_path, monk
             fh.write(payload[: len(payload) // 2])
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(frames_mod, "_write_payload", crash_half_way)
+    monkeypatch.setattr(frame_writer, "_write_payload", crash_half_way)
     with pytest.raises(OSError, match="simulated"):
         write_frame(dest, img, **kw)
     assert not dest.exists()
@@ -304,7 +297,7 @@ def test_interrupted_write_leaves_nothing_a_later_run_would_trust(tmp_path, monk
     monkeypatch.undo()
     write_frame(dest, img + 1, **kw)
     before = dest.read_bytes()
-    monkeypatch.setattr(frames_mod, "_write_payload", crash_half_way)
+    monkeypatch.setattr(frame_writer, "_write_payload", crash_half_way)
     with pytest.raises(OSError):
         write_frame(dest, img + 2, **kw)
     assert dest.read_bytes() == before

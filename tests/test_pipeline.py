@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stellarexp import sdss
 from stellarexp.data import dataset as ds
-from stellarexp.data import sdss
 
 
 def _env(home) -> dict:

@@ -1,4 +1,4 @@
-"""Tests of stellarexp.data.population: labels, colours, luminosities, selection, field stars."""
+"""Tests of the survey population (stellarexp.survey.labels, colours, magnitudes, population, field_stars): labels, colours, luminosities, selection, field stars."""
 
 from __future__ import annotations
 
@@ -9,28 +9,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stellarexp.data import population as pop
-from stellarexp.data.sdss import BANDS, EXTINCTION_COEFF
+from stellarexp.sdss import BANDS, EXTINCTION_COEFF
+from stellarexp.survey import colours, field_stars, magnitudes, population
+from stellarexp.survey import labels as survey_labels
 
 N_LABELLED = 20_000
 
 
 @pytest.fixture(scope="module")
 def labelled() -> pd.DataFrame:
-    return pop.draw_labelled_stars(N_LABELLED, 1234)
+    return population.draw_labelled_stars(N_LABELLED, 1234)
 
 
 @pytest.fixture(scope="module")
 def field() -> pd.DataFrame:
-    return pop.draw_field_stars(20_000, 99)
+    return field_stars.draw_field_stars(20_000, 99)
 
 
 # --- packaged APOGEE labels -------------------------------------------------------------------
 def test_apogee_resource_is_compact_and_clean():
-    path = resources.files("stellarexp.resources").joinpath(pop.APOGEE_RESOURCE)
+    path = resources.files("stellarexp.resources").joinpath(survey_labels.APOGEE_RESOURCE)
     assert path.is_file()
     assert len(path.read_bytes()) < 1_000_000
-    labels = pop.load_apogee_labels()
+    labels = survey_labels.load_apogee_labels()
     assert list(labels.columns) == ["teff", "logg", "fe_h", "glat"]
     assert len(labels) > 30_000
     assert np.isfinite(labels.to_numpy()).all()
@@ -40,7 +41,7 @@ def test_apogee_resource_is_compact_and_clean():
     assert 0.04 < (labels.logg > 4).mean() < 0.10
     # A copy: editing it must not change later loads.
     labels.loc[0, "teff"] = -1.0
-    assert pop.load_apogee_labels().loc[0, "teff"] > 0
+    assert survey_labels.load_apogee_labels().loc[0, "teff"] > 0
 
 
 def test_build_resource_dedupes_and_drops_bad_rows(tmp_path):
@@ -55,7 +56,7 @@ def test_build_resource_dedupes_and_drops_bad_rows(tmp_path):
         }
     ).to_csv(csv, index=False)
     out = tmp_path / "labels.npz"
-    assert pop.build_apogee_resource(csv, out) == 2
+    assert survey_labels.build_apogee_resource(csv, out) == 2
     with np.load(out) as npz:
         np.testing.assert_allclose(npz["teff"], [5000.0, 4500.0])
         # RA 195 deg, Dec +36 lies near the north Galactic pole; RA 0, Dec -1 at b ~ -61.
@@ -65,112 +66,112 @@ def test_build_resource_dedupes_and_drops_bad_rows(tmp_path):
 # --- colour relations -------------------------------------------------------------------------
 def test_teff_gr_round_trip():
     teff = np.linspace(4400.0, 9000.0, 200)
-    np.testing.assert_allclose(pop.gr_to_teff(pop.teff_to_gr(teff)), teff, rtol=2e-4)
+    np.testing.assert_allclose(colours.gr_to_teff(colours.teff_to_gr(teff)), teff, rtol=2e-4)
     gr = np.linspace(-0.3, 1.0, 200)
-    np.testing.assert_allclose(pop.teff_to_gr(pop.gr_to_teff(gr)), gr, atol=2e-3)
+    np.testing.assert_allclose(colours.teff_to_gr(colours.gr_to_teff(gr)), gr, atol=2e-3)
     # The Sun lands near its measured g-r (0.44).
-    assert 0.38 < float(pop.teff_to_gr(pop.TEFF_SUN)) < 0.47
+    assert 0.38 < float(colours.teff_to_gr(magnitudes.TEFF_SUN)) < 0.47
 
 
 def test_feh_round_trip_inside_validity():
     gr, feh = np.meshgrid(np.linspace(0.3, 0.6, 13), np.linspace(-2.0, 0.0, 21))
-    ug = pop.ug_from_feh(gr, feh)
-    np.testing.assert_allclose(pop.feh_from_colours(ug, gr), feh, atol=1e-9)
+    ug = colours.ug_from_feh(gr, feh)
+    np.testing.assert_allclose(colours.feh_from_colours(ug, gr), feh, atol=1e-9)
     # F/G dwarfs: metal-poor halo near 0.8-0.95, the Sun near its measured 1.43.
-    assert 0.75 < float(pop.ug_from_feh(0.3, -1.5)) < 0.95
-    assert 1.3 < float(pop.ug_from_feh(0.44, 0.0)) < 1.55
+    assert 0.75 < float(colours.ug_from_feh(0.3, -1.5)) < 0.95
+    assert 1.3 < float(colours.ug_from_feh(0.44, 0.0)) < 1.55
 
 
 def test_ug_extension_is_continuous_monotonic_in_feh_and_bounded():
     feh = np.linspace(-3.0, 0.6, 361)
     for gr in (-0.2, 0.1, 0.25, 0.3, 0.45, 0.6, 0.8, 1.2, 1.4):
-        ug = pop.ug_from_feh(gr, feh)
+        ug = colours.ug_from_feh(gr, feh)
         slope = np.diff(ug) / np.diff(feh)
         assert (slope > 0).all(), gr  # more metals, redder u-g, everywhere
-        assert slope.max() <= pop.UG_FEH_MAX_SLOPE + 1e-6, gr  # no blow-up at the polynomial's peak
+        assert slope.max() <= colours.UG_FEH_MAX_SLOPE + 1e-6, gr  # no blow-up at the polynomial's peak
     gr = np.linspace(-0.3, 1.5, 1801)
     for f in (-2.0, -0.5, 0.0, 0.4):
-        jumps = np.abs(np.diff(pop.ug_from_feh(gr, f)))
+        jumps = np.abs(np.diff(colours.ug_from_feh(gr, f)))
         assert jumps.max() < 0.01, f  # no step at the window edges 0.3 and 0.6
 
 
 def test_locus_round_trip_and_iz():
     gr = np.linspace(-0.2, 1.38, 300)
-    np.testing.assert_allclose(pop.gr_from_ri(pop.ri_from_gr(gr)), gr, atol=1e-4)
-    assert np.all(np.diff(pop.iz_from_ri(np.linspace(0, 2, 50))) > 0)
+    np.testing.assert_allclose(colours.gr_from_ri(colours.ri_from_gr(gr)), gr, atol=1e-4)
+    assert np.all(np.diff(colours.iz_from_ri(np.linspace(0, 2, 50))) > 0)
 
 
 def test_giants_redder_in_ug_than_dwarfs_at_same_gr():
     teff = np.linspace(4000.0, 6200.0, 12)
-    dwarf = pop.intrinsic_colours(teff, 4.6, -0.3)
-    giant = pop.intrinsic_colours(teff, 2.0, -0.3)
+    dwarf = colours.intrinsic_colours(teff, 4.6, -0.3)
+    giant = colours.intrinsic_colours(teff, 2.0, -0.3)
     np.testing.assert_allclose(giant["g_r"], dwarf["g_r"])
     diff = giant["u_g"] - dwarf["u_g"]
     assert (diff > 0.1).all() and (diff < 0.2).all()
     # Smooth in logg: subgiants in between.
-    sub = pop.intrinsic_colours(teff, 3.5, -0.3)["u_g"]
+    sub = colours.intrinsic_colours(teff, 3.5, -0.3)["u_g"]
     assert ((sub > dwarf["u_g"]) & (sub < giant["u_g"])).all()
 
 
 def test_colours_monotonic_with_teff_and_continuous_at_cool_join():
     teff = np.linspace(3300.0, 7000.0, 741)
-    col = pop.intrinsic_colours(teff, pop._main_sequence_logg(teff), 0.0)
+    col = colours.intrinsic_colours(teff, field_stars._main_sequence_logg(teff), 0.0)
     for key in ("g_r", "r_i", "i_z"):
         assert (np.diff(col[key]) < 0).all(), key
-    ug = pop.intrinsic_colours([3500.0, 4000.0, 5000.0, 5800.0], 4.6, 0.0)["u_g"]
+    ug = colours.intrinsic_colours([3500.0, 4000.0, 5000.0, 5800.0], 4.6, 0.0)["u_g"]
     assert (np.diff(ug) < 0).all()
-    t_join = pop._T_JOIN
-    near = pop.intrinsic_colours([t_join - 0.5, t_join + 0.5], 4.6, 0.0)
+    t_join = colours._T_JOIN
+    near = colours.intrinsic_colours([t_join - 0.5, t_join + 0.5], 4.6, 0.0)
     for key, v in near.items():
         assert abs(v[0] - v[1]) < 5e-3, key
     # M dwarfs: g-r saturates near 1.4 while r-i keeps growing.
-    cool = pop.intrinsic_colours([3300.0, 3600.0], 4.8, 0.0)
+    cool = colours.intrinsic_colours([3300.0, 3600.0], 4.8, 0.0)
     assert 1.3 < cool["g_r"][0] < 1.4 and cool["r_i"][0] > 1.2 > cool["r_i"][1] > 0.7
 
 
 # --- bolometric corrections and luminosity ------------------------------------------------------
 def test_blackbody_bc_is_pinned_at_the_sun_and_physical():
     for band in (*BANDS, "H"):
-        assert float(pop.blackbody_bc(pop.TEFF_SUN, band)) == pytest.approx(
-            pop.MBOL_SUN - pop.ABSMAG_SUN[band], abs=1e-9
+        assert float(magnitudes.blackbody_bc(magnitudes.TEFF_SUN, band)) == pytest.approx(
+            magnitudes.MBOL_SUN - magnitudes.ABSMAG_SUN[band], abs=1e-9
         )
     # The raw blackbody through the real filters is already close for the Sun in r.
-    assert abs(float(pop.blackbody_bc(pop.TEFF_SUN, "r", normalised=False)) - 0.09) < 0.1
+    assert abs(float(magnitudes.blackbody_bc(magnitudes.TEFF_SUN, "r", normalised=False)) - 0.09) < 0.1
     # Cooler stars put ever less of their flux in u: BC_u falls steeply with Teff.
-    bc_u = pop.blackbody_bc([3500.0, 4500.0, 5772.0, 7000.0], "u")
+    bc_u = magnitudes.blackbody_bc([3500.0, 4500.0, 5772.0, 7000.0], "u")
     assert (np.diff(bc_u) > 0).all() and bc_u[0] < -3
     with pytest.raises(ValueError, match="band"):
-        pop.blackbody_bc(5000.0, "y")
+        magnitudes.blackbody_bc(5000.0, "y")
 
 
 def test_sun_absolute_magnitudes():
-    m = pop.absolute_magnitudes(pop.TEFF_SUN, pop.LOGG_SUN, 0.0, 1.0)
+    m = magnitudes.absolute_magnitudes(magnitudes.TEFF_SUN, magnitudes.LOGG_SUN, 0.0, 1.0)
     assert float(m["luminosity"]) == pytest.approx(1.0, rel=1e-3)
     assert float(m["mbol"]) == pytest.approx(4.74, abs=0.01)
     for band in "griz":
-        assert float(m[band]) == pytest.approx(pop.ABSMAG_SUN[band], abs=0.1), band
-    assert float(m["u"]) == pytest.approx(pop.ABSMAG_SUN["u"], abs=0.2)
+        assert float(m[band]) == pytest.approx(magnitudes.ABSMAG_SUN[band], abs=0.1), band
+    assert float(m["u"]) == pytest.approx(magnitudes.ABSMAG_SUN["u"], abs=0.2)
 
 
 def test_dwarf_absolute_r_agrees_with_ivezic_photometric_parallax():
     teff = np.array([3500.0, 4000.0, 4500.0, 5000.0, 5500.0, 5800.0])
-    logg = pop._main_sequence_logg(teff)
-    mass = pop.stellar_mass(teff, logg, -0.5)
-    m = pop.absolute_magnitudes(teff, logg, -0.5, mass)
-    col = pop.intrinsic_colours(teff, logg, -0.5)
-    ivezic = pop.ivezic_dwarf_absmag_r(col["g_r"] + col["r_i"], -0.5)
+    logg = field_stars._main_sequence_logg(teff)
+    mass = magnitudes.stellar_mass(teff, logg, -0.5)
+    m = magnitudes.absolute_magnitudes(teff, logg, -0.5, mass)
+    col = colours.intrinsic_colours(teff, logg, -0.5)
+    ivezic = magnitudes.ivezic_dwarf_absmag_r(col["g_r"] + col["r_i"], -0.5)
     assert np.abs(m["r"] - ivezic).max() < 0.35
     # Giants are far more luminous than dwarfs of the same Teff.
-    giant = pop.absolute_magnitudes(4500.0, 2.4, 0.0, pop.stellar_mass(4500.0, 2.4, 0.0))
-    dwarf = pop.absolute_magnitudes(4500.0, 4.6, 0.0, pop.stellar_mass(4500.0, 4.6, 0.0))
+    giant = magnitudes.absolute_magnitudes(4500.0, 2.4, 0.0, magnitudes.stellar_mass(4500.0, 2.4, 0.0))
+    dwarf = magnitudes.absolute_magnitudes(4500.0, 4.6, 0.0, magnitudes.stellar_mass(4500.0, 4.6, 0.0))
     assert float(dwarf["r"] - giant["r"]) > 5
 
 
 def test_stellar_mass_ranges():
-    assert float(pop.stellar_mass(pop.TEFF_SUN, 4.44, 0.0)) == pytest.approx(1.0, rel=0.05)
-    assert 0.4 < float(pop.stellar_mass(3600.0, 4.7, 0.0)) < 0.6
-    assert 1.1 < float(pop.stellar_mass(4600.0, 2.4, 0.0)) < 1.3
-    assert 0.8 < float(pop.stellar_mass(4600.0, 1.5, -1.5)) < 1.0
+    assert float(magnitudes.stellar_mass(magnitudes.TEFF_SUN, 4.44, 0.0)) == pytest.approx(1.0, rel=0.05)
+    assert 0.4 < float(magnitudes.stellar_mass(3600.0, 4.7, 0.0)) < 0.6
+    assert 1.1 < float(magnitudes.stellar_mass(4600.0, 2.4, 0.0)) < 1.3
+    assert 0.8 < float(magnitudes.stellar_mass(4600.0, 1.5, -1.5)) < 1.0
 
 
 # --- labelled stars -----------------------------------------------------------------------------
@@ -190,12 +191,12 @@ def test_labelled_columns_and_r_window(labelled):
     assert (labelled.mag_h_2mass <= 13.8 + 1e-9).all()
     assert 16.0 < labelled.mag_r.max() < 18.0
     # Without APOGEE's depth the whole r window fills.
-    deep = pop.draw_labelled_stars(2000, 5, apogee_h_limit=None)
+    deep = population.draw_labelled_stars(2000, 5, apogee_h_limit=None)
     assert deep.mag_r.between(14.0, 19.5).all() and deep.mag_r.max() > 19.0
 
 
 def test_selection_raises_dwarf_fraction(labelled):
-    apogee = pop.load_apogee_labels()
+    apogee = survey_labels.load_apogee_labels()
     before = (apogee.logg > 4).mean()
     after = (labelled.logg > 4).mean()
     assert after > before + 0.01
@@ -223,20 +224,20 @@ def test_magnitudes_follow_distance_extinction_and_flux(labelled):
 
 
 def test_fixed_and_zero_reddening():
-    fixed = pop.draw_labelled_stars(200, 5, ebv=0.1)
+    fixed = population.draw_labelled_stars(200, 5, ebv=0.1)
     assert (fixed.ebv == 0.1).all()
     np.testing.assert_allclose(fixed.extinction_u, 0.4239)
-    clean = pop.draw_labelled_stars(200, 5, ebv_scale=0.0)
+    clean = population.draw_labelled_stars(200, 5, ebv_scale=0.0)
     assert (clean[[f"extinction_{b}" for b in BANDS]] == 0).all().all()
 
 
 def test_labelled_determinism(labelled):
-    again = pop.draw_labelled_stars(N_LABELLED, 1234)
+    again = population.draw_labelled_stars(N_LABELLED, 1234)
     pd.testing.assert_frame_equal(labelled, again)
-    other = pop.draw_labelled_stars(N_LABELLED, 1235)
+    other = population.draw_labelled_stars(N_LABELLED, 1235)
     assert not np.allclose(other.mag_r.to_numpy(), labelled.mag_r.to_numpy())
-    via_generator = pop.draw_labelled_stars(50, np.random.default_rng(7))
-    pd.testing.assert_frame_equal(via_generator, pop.draw_labelled_stars(50, 7))
+    via_generator = population.draw_labelled_stars(50, np.random.default_rng(7))
+    pd.testing.assert_frame_equal(via_generator, population.draw_labelled_stars(50, 7))
 
 
 def test_labelled_colour_distribution(labelled):
@@ -252,16 +253,16 @@ def test_labelled_colour_distribution(labelled):
 
 
 def test_draw_speed():
-    pop.draw_labelled_stars(10, 0)  # warm the caches (filter curves, distance model)
+    population.draw_labelled_stars(10, 0)  # warm the caches (filter curves, distance model)
     start = time.perf_counter()
-    pop.draw_labelled_stars(N_LABELLED, 3)
-    pop.draw_field_stars(N_LABELLED, 3)
+    population.draw_labelled_stars(N_LABELLED, 3)
+    field_stars.draw_field_stars(N_LABELLED, 3)
     assert time.perf_counter() - start < 5.0
 
 
 # --- observed labels ----------------------------------------------------------------------------
 def test_observed_labels(labelled):
-    obs = pop.observed_labels(labelled, 11)
+    obs = survey_labels.observed_labels(labelled, 11)
     assert list(obs.columns) == ["teff", "logg", "fe_h", "teff_err", "logg_err", "fe_h_err"]
     assert obs.index.equals(labelled.index)
     assert (obs.teff_err / labelled.teff).median() == pytest.approx(0.02, rel=0.1)
@@ -271,9 +272,9 @@ def test_observed_labels(labelled):
     for c in ("teff", "logg", "fe_h"):
         pull = (obs[c] - labelled[c]) / obs[f"{c}_err"]
         assert abs(pull.mean()) < 0.05 and pull.std() == pytest.approx(1.0, abs=0.05), c
-    pd.testing.assert_frame_equal(obs, pop.observed_labels(labelled, 11))
+    pd.testing.assert_frame_equal(obs, survey_labels.observed_labels(labelled, 11))
     with pytest.raises(ValueError, match="fe_h"):
-        pop.observed_labels(labelled[["teff", "logg"]], 0)
+        survey_labels.observed_labels(labelled[["teff", "logg"]], 0)
 
 
 # --- field stars --------------------------------------------------------------------------------
@@ -308,29 +309,29 @@ def test_field_star_colours_look_like_sdss(field):
 
 
 def test_field_determinism(field):
-    pd.testing.assert_frame_equal(field, pop.draw_field_stars(20_000, 99))
+    pd.testing.assert_frame_equal(field, field_stars.draw_field_stars(20_000, 99))
 
 
 # --- impossible settings ------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [0, -3, 2.5, True])
 def test_bad_n(n):
     with pytest.raises(ValueError, match="n must be"):
-        pop.draw_labelled_stars(n, 0)
+        population.draw_labelled_stars(n, 0)
     with pytest.raises(ValueError, match="n must be"):
-        pop.draw_field_stars(n, 0)
+        field_stars.draw_field_stars(n, 0)
 
 
 @pytest.mark.parametrize("r_range", [(19.5, 14.0), (15.0, 15.0), (14.0, np.inf), (14.0,), "ab"])
 def test_bad_r_range(r_range):
     with pytest.raises(ValueError, match="r_range"):
-        pop.draw_labelled_stars(10, 0, r_range=r_range)
+        population.draw_labelled_stars(10, 0, r_range=r_range)
     with pytest.raises(ValueError, match="r_range"):
-        pop.draw_field_stars(10, 0, r_range=r_range)
+        field_stars.draw_field_stars(10, 0, r_range=r_range)
 
 
 def test_unreachable_r_range_names_it():
     with pytest.raises(ValueError, match="r_range"):
-        pop.draw_labelled_stars(10, 0, r_range=(30.0, 31.0))
+        population.draw_labelled_stars(10, 0, r_range=(30.0, 31.0))
 
 
 @pytest.mark.parametrize(
@@ -350,7 +351,7 @@ def test_unreachable_r_range_names_it():
 )
 def test_bad_labelled_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
-        pop.draw_labelled_stars(10, 0, **kwargs)
+        population.draw_labelled_stars(10, 0, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -364,4 +365,4 @@ def test_bad_labelled_settings(kwargs, name):
 )
 def test_bad_field_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
-        pop.draw_field_stars(10, 0, **kwargs)
+        field_stars.draw_field_stars(10, 0, **kwargs)

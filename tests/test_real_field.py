@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stellarexp.data import realcheck, sdss
-from stellarexp.data.frames import read_field
+from stellarexp import sdss
+from stellarexp.data import realcheck
+from stellarexp.sdss.calibobj import load_calibobj
+from stellarexp.sdss.frames import read_field
 
 FIXTURE = Path(__file__).parent / "data" / "sdss_4510_4_30"
 RUN, CAMCOL, FIELD = 4510, 4, 30
@@ -30,7 +32,7 @@ def check(request):
 
 def test_fixture_is_real_cropped_frames_with_consistent_wcs():
     frames = read_field(FIXTURE, RUN, CAMCOL, FIELD)
-    cat = realcheck.load_calibobj(next(FIXTURE.glob("calibObj-*.fits*")))
+    cat = load_calibobj(next(FIXTURE.glob("calibObj-*.fits*")))
     assert len(cat) >= 40 and (cat["field"] == FIELD).all()
     from astropy.io import fits
 
@@ -82,7 +84,7 @@ def test_margin_cutouts_equal_whole_frame_reprojection():
     from stellarexp.data.cutouts import CutoutConfig, cut_field
 
     frames = read_field(FIXTURE, RUN, CAMCOL, FIELD)
-    cat = realcheck.load_calibobj(next(FIXTURE.glob("calibObj-*.fits*")))
+    cat = load_calibobj(next(FIXTURE.glob("calibObj-*.fits*")))
     stars = cat[cat["psfmag_r"] < 18.0].assign(star_id=lambda d: d["obj_id"].astype(str))
     res = cut_field(frames, stars)
     assert len(res.stars) >= 3

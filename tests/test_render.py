@@ -18,16 +18,16 @@ import pandas as pd
 import pytest
 from astropy.wcs import WCS
 
-from stellarexp.data import sdss
-from stellarexp.data.conditions import (
+from stellarexp import sdss
+from stellarexp.sdss.frames import read_field
+from stellarexp.survey.conditions import (
     NMGY_RANGE,
     SKY_LIMITS,
     WAVELENGTH_A,
     _r_pixel_to_world,
     draw_field_conditions,
 )
-from stellarexp.data.frames import read_field
-from stellarexp.data.psf import (
+from stellarexp.survey.psf import (
     PSFParams,
     aperture_correction,
     encircled_energy,
@@ -35,7 +35,7 @@ from stellarexp.data.psf import (
     psf_stamp,
     render_point_sources,
 )
-from stellarexp.data.render import QUANTISE_FRACTION, render_band, render_field, write_field
+from stellarexp.survey.render import QUANTISE_FRACTION, render_band, render_field, write_field
 
 DATA = Path(__file__).parent / "data"
 REAL_NOISE = json.loads((DATA / "real_noise.json").read_text())["noise_nmgy"]

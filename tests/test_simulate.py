@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stellarexp.data import sdss
-from stellarexp.data.simcheck import fit_flux_error_curve, flux_error_at
+from stellarexp import sdss
+from stellarexp.survey.error_curve import fit_flux_error_curve, flux_error_at
 
 FIXTURE = Path(__file__).parent / "data" / "sdss_4510_4_30"
 APPENDIX_D_COLUMNS = ["run", "camcol", "field", "objID", "photoobj_ra", "photoobj_dec", "apstar_id",
@@ -29,7 +29,7 @@ def survey(tiny_survey):
 
 
 def test_frames_in_sas_layout_and_readable(survey):
-    from stellarexp.data.frames import read_field
+    from stellarexp.sdss.frames import read_field
 
     fields = survey["cross"][["run", "camcol", "field"]].drop_duplicates()
     assert len(fields) == survey["summary"]["n_fields"]
@@ -99,8 +99,8 @@ def test_flux_error_curve_matches_real_calibobj():
     """
     from astropy.table import Table
 
-    from stellarexp.data.frames import read_frame
-    from stellarexp.data.simcheck import simulated_error_curve
+    from stellarexp.sdss.frames import read_frame
+    from stellarexp.survey.error_curve import simulated_error_curve
 
     real = Table.read(FIXTURE / "calibObj-004510-4-0030-crop.fits.gz")
     r_flux = np.asarray(real["PSFFLUX"])[:, 2]
@@ -137,7 +137,7 @@ def test_fit_flux_error_curve_recovers_a_known_curve():
 
 
 def test_survey_spec_rejects_impossible_settings():
-    from stellarexp.data.simulate import SurveySpec
+    from stellarexp.survey.simulate import SurveySpec
 
     with pytest.raises(ValueError, match="n_fields"):
         SurveySpec(size="tiny", root="/tmp/x", seed=1, n_fields=0, labelled_per_field=5, field_stars_per_field=5)
@@ -149,7 +149,7 @@ def test_interrupted_survey_is_not_trusted(tmp_path, survey):
     """Without its manifest (written last) a survey root is incomplete and will be redone."""
     import shutil
 
-    from stellarexp.data.simulate import MANIFEST, survey_complete
+    from stellarexp.survey.simulate import MANIFEST, survey_complete
 
     copy = tmp_path / "copy"
     shutil.copytree(survey["root"] / "fields", copy / "fields")
@@ -159,7 +159,8 @@ def test_interrupted_survey_is_not_trusted(tmp_path, survey):
 
 
 def test_obj_id_and_apogee_id_formats():
-    from stellarexp.data.simulate import apogee_id, obj_id
+    from stellarexp.sdss import obj_id
+    from stellarexp.survey.catalogues import apogee_id
 
     oid = obj_id(4510, 4, 30, 123)
     assert (oid >> 32) & 0xFFFF == 4510 and (oid >> 16) & 0xFFF == 30 and oid & 0xFFFF == 123

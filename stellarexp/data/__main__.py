@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if command == "simulate":
-            summary = pipeline.simulate(cfg.data, progress=cfg.progress, force=cfg.force)
-            print(pipeline.format_survey_summary(summary))
+            from stellarexp.survey import source
+
+            try:
+                summary = source.simulate(cfg.data, progress=cfg.progress, force=cfg.force)
+            except ValueError as exc:  # a bad size or setting: the message names the key
+                raise pipeline.UserInputError(str(exc)) from exc
+            print(source.format_survey_summary(summary))
         elif command == "build":
             path = pipeline.build(cfg.data, progress=cfg.progress, force=cfg.force)
             print(pipeline.describe(path))

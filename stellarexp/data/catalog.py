@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data import sdss
+from stellarexp import sdss
 
 LABELS = ("teff", "logg", "fe_h")
 # Typical APOGEE DR17 label errors; used to put the three errors on one scale when ranking

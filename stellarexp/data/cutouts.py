@@ -9,7 +9,7 @@ Reject reasons, checked in this order (first failure wins; thresholds in :class:
 rationale in ``docs/pipeline.md``):
 
 ``missing_frame`` / ``bad_frame``
-    a frame of the field cannot be read (:class:`~stellarexp.data.frames.FrameError`).
+    a frame of the field cannot be read (:class:`~stellarexp.sdss.frames.FrameError`).
 ``off_frame``
     the star's position is outside the r frame.
 ``too_near_edge``
@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data import sdss
-from stellarexp.data.frames import Frame, FrameError, read_frame
+from stellarexp import sdss
+from stellarexp.sdss.frames import Frame, FrameError, read_frame
 
 REJECT_COLUMNS = ["star_id", "reason", "detail"]
 

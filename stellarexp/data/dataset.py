@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data.sdss import BANDS
 from stellarexp.io_utils import atomic_path
+from stellarexp.sdss import BANDS
 
 LABELS: tuple[str, ...] = ("teff", "logg", "fe_h")
 N_FOLDS = 10

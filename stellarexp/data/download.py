@@ -27,8 +27,8 @@ from pathlib import Path
 
 import requests
 
-from stellarexp.data.sdss import BANDS, SAS_BASE_URL, frame_relpath
 from stellarexp.io_utils import atomic_path
+from stellarexp.sdss import BANDS, SAS_BASE_URL, frame_relpath
 
 log = logging.getLogger(__name__)
 

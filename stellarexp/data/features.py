@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stellarexp.data.sdss import BANDS
+from stellarexp.sdss import BANDS
 
 FEATURE_SETS: tuple[str, ...] = ("mag", "color")
 

@@ -1,8 +1,11 @@
-"""Orchestration of the data flow: survey -> catalogue cuts -> cutouts -> dataset file.
+"""Orchestration of the data flow: raw files -> catalogue cuts -> cutouts -> dataset file.
 
-Each arrow lives in its own module (:mod:`simulate`, :mod:`catalog`, :mod:`cutouts`,
-:mod:`dataset`); this module only chains them from a composed ``data`` config and is what the
-command line (``python -m stellarexp.data``) and the stages (:func:`ensure_dataset`) call.
+Each arrow lives in its own module (:mod:`catalog`, :mod:`cutouts`, :mod:`dataset`); raw files
+come from disk (real SDSS/APOGEE, :mod:`download`) or from the config's ``data.source``, which
+writes them first (the synthetic survey, :mod:`stellarexp.survey`, reached only through config
+so that the pipeline reads simulated files exactly like real ones). This module chains them from
+a composed ``data`` config and is what the command line (``python -m stellarexp.data``) and the
+stages (:func:`ensure_dataset`) call.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stellarexp.data import dataset as ds
-from stellarexp.data.sdss import BANDS
+from stellarexp.sdss import BANDS
 
 
 class UserInputError(RuntimeError):
@@ -30,41 +33,32 @@ def dataset_path(data_cfg) -> Path:
     return Path(str(data_cfg.dataset_path))
 
 
-def simulate(data_cfg, *, progress: bool = True, force: bool = False) -> dict:
-    """Simulate the synthetic survey of ``data_cfg`` (no-op when complete) and return its summary."""
-    from stellarexp.data import simulate as sim
+def source_of(data_cfg):
+    """The raw-data source of ``data_cfg`` (``data.source``, built from config), or None.
 
-    if str(data_cfg.name) != "synthetic":
-        raise UserInputError(f"`simulate` needs data=synthetic (got data={data_cfg.name}); real data is downloaded")
+    A source prepares the raw files a build reads (the synthetic survey simulates them,
+    :class:`stellarexp.survey.source.SyntheticSource`) and fingerprints them. It has two
+    methods: ``prepare(data_cfg, *, progress, force) -> dict`` and
+    ``fingerprint(data_cfg) -> str | None``. Data without a source (``data=sdss``,
+    ``data=table``) is read from the files the config names.
+    """
+    spec = data_cfg.get("source")
+    if spec in (None, "", "null"):
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(spec)
+
+
+def prepare_source(data_cfg, *, progress: bool = True, force: bool = False) -> dict | None:
+    """Let the source of ``data_cfg`` write its raw files (no-op when complete); its summary."""
+    source = source_of(data_cfg)
+    if source is None:
+        return None
     try:
-        spec = sim.spec_from_config(data_cfg)
-    except ValueError as exc:
+        return source.prepare(data_cfg, progress=progress, force=force)
+    except ValueError as exc:  # a bad size or setting: the message names the key
         raise UserInputError(str(exc)) from exc
-    if not force and sim.survey_complete(spec.root, spec):
-        _say(f"synthetic survey '{spec.size}' already complete in {spec.root}")
-    else:
-        _say(f"simulating the synthetic survey '{spec.size}' ({spec.n_fields} fields, "
-             f"{spec.n_fields * spec.labelled_per_field} labelled stars) into {spec.root}")
-    return sim.simulate_survey(spec, progress=progress, force=force)
-
-
-def format_survey_summary(summary: dict) -> str:
-    """Human-readable survey summary: counts per cut flag, label statistics, disk size."""
-    lines = [f"synthetic survey '{summary['size']}' at {summary['root']}",
-             (f"  fields: {summary['n_fields']}   labelled stars: {summary['n_labelled']}   "
-              f"cross-match rows: {summary['n_crossmatch_rows']}   allStar rows: {summary['n_label_rows']} "
-              f"({summary['n_duplicates']} duplicated stars)"),
-             "  stars with flag set (any band):"]
-    for name, count in summary["flag_counts"].items():
-        lines.append(f"    {name:<24s} {count}")
-    lines.append(f"  clean of the paper's flags: {summary['n_flag_clean']}   FE_H_FLAG set: {summary['fe_h_flagged']}   "
-                 f"sentinel labels: {summary['sentinel_labels']}")
-    lines.append("  true labels: " + "   ".join(
-        f"{k} {v['mean']:.2f} +- {v['std']:.2f}" for k, v in summary["label_stats"].items()))
-    lines.append(f"  dwarf fraction (logg > 4): {summary['dwarf_fraction']:.3f}")
-    lines.append(f"  disk: {summary['disk_mb']} MB" + (f"   time: {summary['simulate_seconds']} s"
-                                                        if "simulate_seconds" in summary else ""))
-    return "\n".join(lines)
 
 
 def _catalog_inputs(data_cfg) -> tuple[Path, Path | None, Path]:
@@ -87,8 +81,8 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     from stellarexp.data import catalog, cutouts
 
     out = dataset_path(data_cfg)
-    if str(data_cfg.name) == "synthetic":
-        simulate(data_cfg, progress=progress)
+    source = source_of(data_cfg)
+    prepare_source(data_cfg, progress=progress)
     inputs = inputs_fingerprint(data_cfg)
     if out.is_file() and not force:
         try:
@@ -103,7 +97,7 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     for p in [cross] + ([labels] if labels else []):
         if not p.is_file():
             raise UserInputError(f"{p} does not exist; check data.crossmatch / data.labels")
-    if str(data_cfg.name) != "synthetic":
+    if source is None:
         from stellarexp.data import download
 
         try:
@@ -157,9 +151,9 @@ def inputs_fingerprint(data_cfg) -> str:
     from omegaconf import OmegaConf
 
     parts: dict = {"cutouts": OmegaConf.to_container(data_cfg.get("cutouts", {}) or {}, resolve=True)}
-    if str(data_cfg.name) == "synthetic":
-        manifest = Path(str(data_cfg.root)) / "survey.json"
-        parts["survey"] = json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+    source = source_of(data_cfg)
+    if source is not None:
+        parts["survey"] = source.fingerprint(data_cfg)
     else:
         for key in ("crossmatch", "labels"):
             value = data_cfg.get(key)

@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data import catalog, sdss
+from stellarexp import sdss
+from stellarexp.data import catalog
 from stellarexp.data.cutouts import CutoutConfig, CutoutResult, aperture_sum, crop_origin, cut_field
-from stellarexp.data.frames import read_frame
+from stellarexp.sdss.calibobj import load_calibobj
+from stellarexp.sdss.frames import read_frame
 
 SDSS_PSF_NORM_RADIUS_ARCSEC = 7.43  # PSF magnitudes are tied to this aperture radius
 FIXTURE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "sdss_4510_4_30"
@@ -67,46 +69,6 @@ class RealCheck:
                                       "median_abs_dmag": round(float(r.median_abs_dmag), 4)}
                              for r in self.photometry.itertuples()}
         return out
-
-
-def load_calibobj(path, *, field: int | None = None) -> pd.DataFrame:
-    """Read an SDSS calibObj star file into a flat, native-endian table.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``run, camcol, field, id, obj_id, ra, dec, objc_type`` and per band ``b``:
-        ``psfflux_b, psfflux_ivar_b, psfmag_b`` (Pogson, from PSFFLUX), ``psfmagerr_b``,
-        ``extinction_b``, ``flags_b``, ``psf_fwhm_b``.
-    """
-    from astropy.io import fits
-
-    with fits.open(path) as hdul:
-        d = hdul[1].data
-        if field is not None:
-            d = d[d["FIELD"] == field]
-        out = pd.DataFrame({
-            "run": d["RUN"].astype(np.int64), "camcol": d["CAMCOL"].astype(np.int64),
-            "field": d["FIELD"].astype(np.int64), "id": d["ID"].astype(np.int64),
-            "ra": d["RA"].astype(np.float64), "dec": d["DEC"].astype(np.float64),
-            "objc_type": d["OBJC_TYPE"].astype(np.int64),
-        })
-        # photoObj objID bit layout: skyVersion 2 (DR8+), rerun, run, camcol, firstField 0, field, id
-        out["obj_id"] = ((np.int64(2) << 59) | (np.int64(int(sdss.RERUN)) << 48)
-                         | (out["run"].to_numpy() << 32) | (out["camcol"].to_numpy() << 29)
-                         | (out["field"].to_numpy() << 16) | out["id"].to_numpy())
-        for k, b in enumerate(sdss.BANDS):
-            f = d["PSFFLUX"][:, k].astype(np.float64)
-            iv = d["PSFFLUX_IVAR"][:, k].astype(np.float64)
-            out[f"psfflux_{b}"] = f
-            out[f"psfflux_ivar_{b}"] = iv
-            out[f"psfmag_{b}"] = sdss.nmgy_to_mag(f)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[f"psfmagerr_{b}"] = np.where((f > 0) & (iv > 0), 2.5 / np.log(10) / (f * np.sqrt(iv)), np.nan)
-            out[f"extinction_{b}"] = d["EXTINCTION"][:, k].astype(np.float64)
-            out[f"flags_{b}"] = d["FLAGS"][:, k].astype(np.int64)
-            out[f"psf_fwhm_{b}"] = d["PSF_FWHM"][:, k].astype(np.float64)
-    return out
 
 
 def calibobj_to_crossmatch(cat: pd.DataFrame) -> pd.DataFrame:

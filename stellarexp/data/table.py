@@ -17,7 +17,7 @@ import pandas as pd
 
 from stellarexp.data.dataset import LABELS, DatasetError, fold_of, split_mask
 from stellarexp.data.features import COLOR_FEATURES
-from stellarexp.data.sdss import BANDS, LABEL_SENTINEL
+from stellarexp.sdss import BANDS, LABEL_SENTINEL
 
 SUBSETS = ("train", "val", "test")
 _SUBSET_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",

@@ -33,7 +33,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from stellarexp.data.dataset import LABELS, SPLITS, DatasetError, _open, eval_subset, fold_of
-from stellarexp.data.sdss import BANDS
+from stellarexp.sdss import BANDS
 
 DEFAULT_BORDER = 4
 """Width in pixels of the cutout frame whose pixels estimate the per-band noise."""

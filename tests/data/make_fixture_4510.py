@@ -81,7 +81,7 @@ def crop_frame(src: Path, dst: Path) -> None:
 
 
 def _check(src: Path, dst: Path) -> None:
-    from stellarexp.data.frames import read_frame
+    from stellarexp.sdss.frames import read_frame
 
     full, crop = read_frame(src), read_frame(dst)
     assert np.array_equal(full.image[Y0:Y1, X0:X1], crop.image)

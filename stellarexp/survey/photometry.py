@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from stellarexp.data import sdss
+from stellarexp import sdss
 
 
 def image_psf(stamp: np.ndarray, oversampling: int, *, normalise: bool = False):

@@ -12,7 +12,7 @@ import itertools
 
 import numpy as np
 
-from stellarexp.data.sdss import mag_to_nmgy
+from stellarexp.sdss import mag_to_nmgy
 
 
 def fit_flux_error_curve(flux, flux_err) -> tuple[float, float]:
@@ -71,9 +71,9 @@ def simulated_error_curve(*, camcol: int, fwhm_r_arcsec: float, sky_r_nmgy_arcse
     import pandas as pd
     from astropy.wcs import WCS
 
-    from stellarexp.data import conditions, photometry, psf, render
-    from stellarexp.data.sdss import BANDS
-    from stellarexp.data.simulate import _noise_map
+    from stellarexp.sdss import BANDS
+    from stellarexp.survey import conditions, photometry, psf, render
+    from stellarexp.survey.simulate import _noise_map
 
     cond = conditions.draw_field_conditions(9999, camcol, 11, rng, ra0=180.0, dec0=30.0,
                                             fwhm_r_arcsec=fwhm_r_arcsec, shape=shape)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stellarexp.data import sdss
-from stellarexp.data.psf import PSFParams
+from stellarexp import sdss
+from stellarexp.survey.psf import PSFParams
 
 PIXEL_AREA_ARCSEC2 = sdss.PIXEL_SCALE_ARCSEC**2
 PIXEL_SCALE_DEG = sdss.PIXEL_SCALE_ARCSEC / 3600.0

@@ -2,7 +2,7 @@
 
 Per band, in detector units (DN):
 
-1. point sources (pixel-integrated PSF, :mod:`stellarexp.data.psf`) at the positions the band's
+1. point sources (pixel-integrated PSF, :mod:`stellarexp.survey.psf`) at the positions the band's
    WCS gives, converted from nanomaggies to DN with the column calibration;
 2. the sky from the binned ALLSKY map (exactly what a reader reconstructs from HDU2);
 3. Poisson noise on sky + sources in electrons (via the gain), plus read noise
@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data import sdss
-from stellarexp.data.conditions import BIN, BandConditions, FieldConditions
-from stellarexp.data.frames import sky_image, write_frame
-from stellarexp.data.psf import render_point_sources
+from stellarexp import sdss
+from stellarexp.sdss.frames import sky_image
+from stellarexp.survey.conditions import BIN, BandConditions, FieldConditions
+from stellarexp.survey.frame_writer import write_frame
+from stellarexp.survey.psf import render_point_sources
 
 FULL_WELL_DN = sdss.SATURATION_DN - sdss.SOFTBIAS
 """Largest sky + source signal (DN) a pixel holds before the ADC saturates at 65535 DN."""

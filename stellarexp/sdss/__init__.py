@@ -1,7 +1,8 @@
-"""SDSS constants and naming rules shared by the simulator, the reader and the pipeline.
+"""SDSS facts shared by the synthetic survey (:mod:`stellarexp.survey`) and the real-data
+pipeline (:mod:`stellarexp.data`): bands, camera constants, naming rules, flag bits, units.
 
-Values are those of SDSS DR17 documentation (see ``../shared/SIMULATOR.md`` in the
-development tree and ``docs/data.md``).
+Values are those of SDSS DR17 documentation (see ``docs/frames.md``). The frame reader is
+:mod:`stellarexp.sdss.frames`, the calibObj star-catalogue reader :mod:`stellarexp.sdss.calibobj`.
 """
 
 from __future__ import annotations
@@ -121,3 +122,20 @@ def asinh_mag_err(flux_nmgy, flux_err_nmgy, band: str):
     f = np.asarray(flux_nmgy, dtype=float) * 1e-9
     df = np.asarray(flux_err_nmgy, dtype=float) * 1e-9
     return 2.5 / np.log(10.0) * df / (2.0 * b) / np.sqrt(1.0 + (f / (2.0 * b)) ** 2)
+
+
+def obj_id(run, camcol, field, ident, rerun: int = int(RERUN), sky_version: int = 2) -> np.ndarray:
+    """photoObj objID from its parts (bit layout: skyVersion, rerun, run, camcol, firstField 0,
+    field, id; skyVersion 2 is DR8 and later).
+
+    Parameters
+    ----------
+    run, camcol, field, ident : array_like of int
+
+    Returns
+    -------
+    numpy.ndarray of int64
+    """
+    run, camcol, field, ident = (np.asarray(a, dtype=np.int64) for a in (run, camcol, field, ident))
+    return ((np.int64(sky_version) << 59) | (np.int64(rerun) << 48) | (run << 32) | (camcol << 29)
+            | (field << 16) | ident)

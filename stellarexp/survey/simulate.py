@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data import sdss
+from stellarexp import sdss
 from stellarexp.io_utils import atomic_path
+from stellarexp.survey import catalogues
 
 FIELD_DIR = "fields"
 MANIFEST = "survey.json"
@@ -113,26 +114,6 @@ def field_plan(spec: SurveySpec) -> pd.DataFrame:
     })
 
 
-def obj_id(run, camcol, field, ident, rerun: int = 301, sky_version: int = 2) -> np.ndarray:
-    """SDSS photoObj objID bit layout (skyVersion, rerun, run, camcol, firstField, field, id)."""
-    run, camcol, field, ident = (np.asarray(a, dtype=np.int64) for a in (run, camcol, field, ident))
-    return ((np.int64(sky_version) << 59) | (np.int64(rerun) << 48) | (run << 32) | (camcol << 29)
-            | (field << 16) | ident)
-
-
-def apogee_id(ra, dec) -> list[str]:
-    """2MASS-style APOGEE_ID (``2MHHMMSSss+DDMMSSs``) encoding J2000 coordinates."""
-    from astropy.coordinates import Angle
-
-    out = []
-    for a, d in zip(np.atleast_1d(ra), np.atleast_1d(dec)):
-        h, m, s = Angle(a, "deg").hms
-        sign = "-" if d < 0 else "+"
-        dd, dm, ds = Angle(abs(d), "deg").dms
-        out.append(f"2M{int(h):02d}{int(m):02d}{int(s * 100):04d}{sign}{int(dd):02d}{int(dm):02d}{int(ds * 10):03d}")
-    return out
-
-
 def _within(mask: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
     """For each (x, y), whether any True pixel of ``mask`` lies within ``radius`` pixels."""
     ny, nx = mask.shape
@@ -163,7 +144,15 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     """
     from astropy.wcs import WCS
 
-    from stellarexp.data import conditions, photometry, population, psf, render
+    from stellarexp.survey import (
+        conditions,
+        field_stars,
+        galaxy,
+        photometry,
+        population,
+        psf,
+        render,
+    )
 
     run, camcol, field = int(plan_row["run"]), int(plan_row["camcol"]), int(plan_row["field"])
     rng = np.random.default_rng([spec.seed, 1, int(plan_row["index"])])
@@ -171,14 +160,14 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
                                             dec0=float(plan_row["dec0"]))
     wcs_r = WCS(cond.bands[sdss.REFERENCE_BAND].wcs_header)
     # one reddening per sight line: at high latitude the dust lies in front of every star
-    ebv = float(population.draw_ebv(1, rng)[0])
+    ebv = float(galaxy.draw_ebv(1, rng)[0])
     labelled = population.draw_labelled_stars(spec.labelled_per_field, rng, r_range=spec.r_range, ebv=ebv)
     m = spec.edge_margin_px
     labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
     labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
     # star counts change several-fold with Galactic latitude: denser fields make crowding
     n_field = round(spec.field_stars_per_field * rng.lognormal(0.0, spec.field_density_sigma))
-    neighbours = population.draw_field_stars(max(n_field, 1), rng, ebv=ebv)
+    neighbours = field_stars.draw_field_stars(max(n_field, 1), rng, ebv=ebv)
     # field stars anywhere, including just off the frame (their wings still land on it)
     neighbours["x_r"] = rng.uniform(-20, sdss.NAXIS1 + 20, len(neighbours))
     neighbours["y_r"] = rng.uniform(-20, sdss.NAXIS2 + 20, len(neighbours))
@@ -194,7 +183,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     out = labelled.copy()
     out["run"], out["camcol"], out["field"] = run, camcol, field
     out["ident"] = np.arange(1, n + 1)
-    out["objID"] = obj_id(run, camcol, field, out["ident"])
+    out["objID"] = sdss.obj_id(run, camcol, field, out["ident"])
     flags_all = np.zeros(n, dtype=np.int64)
     fitted_xy = None
     for band in sdss.BANDS:
@@ -241,7 +230,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
 def _field_star_photometry(rb, noise, neighbours: pd.DataFrame, n_labelled: int, stamp, ovs, spec: SurveySpec,
                            max_stars: int = 120) -> pd.DataFrame:
     """Measure r-band PSF fluxes of a sample of field stars (14 < r < 22.5, inside the frame)."""
-    from stellarexp.data import photometry
+    from stellarexp.survey import photometry
 
     x = np.asarray(rb.x[n_labelled:], dtype=float)
     y = np.asarray(rb.y[n_labelled:], dtype=float)
@@ -265,7 +254,7 @@ def catalogue_psf(true_psf, rng, fwhm_error: float):
 
 def _noise_map(rb, bc) -> np.ndarray:
     """Per-pixel sigma (nanomaggies) as the frame reader computes it (sky + source Poisson + dark)."""
-    from stellarexp.data.frames import sky_image
+    from stellarexp.sdss.frames import sky_image
 
     dn = np.clip(rb.image / rb.calib[None, :] + sky_image(rb.allsky, rb.xinterp, rb.yinterp), 0.0, None)
     return np.sqrt(dn / bc.gain + bc.dark_variance) * rb.calib[None, :]
@@ -349,117 +338,9 @@ def simulate_survey(spec: SurveySpec, *, progress: bool = True, force: bool = Fa
                             for r in records], ignore_index=True)
     with atomic_path(root / "field_photometry.csv") as tmp:
         field_phot.to_csv(tmp, index=False)
-    summary = write_catalogues(spec, stars)
+    summary = catalogues.write_catalogues(spec, stars, root=root)
     summary["simulate_seconds"] = round(time.time() - t0, 1)
     summary["fingerprint"] = spec.fingerprint()
     with atomic_path(root / MANIFEST) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def write_catalogues(spec: SurveySpec, stars: pd.DataFrame) -> dict:
-    """Write the cross-match table, the allStar label file and the truth table; return counts."""
-    from stellarexp.data import population
-
-    rng = np.random.default_rng([spec.seed, 2])
-    root = Path(spec.root)
-    n = len(stars)
-    obs = population.observed_labels(stars[["teff", "logg", "fe_h"]], rng)
-    ra_ap = stars["ra"].to_numpy() + rng.normal(0, 0.08 / 3600, n) / np.cos(np.radians(stars["dec"].to_numpy()))
-    dec_ap = stars["dec"].to_numpy() + rng.normal(0, 0.08 / 3600, n)
-    ids = apogee_id(ra_ap, dec_ap)
-    # make ids unique (two stars may round to one 2MASS name in a dense synthetic field)
-    seen: dict[str, int] = {}
-    for i, a in enumerate(ids):
-        if a in seen:
-            seen[a] += 1
-            ids[i] = f"{a}{seen[a]}"
-        else:
-            seen[a] = 0
-    fields = [f"SYN{int(r):04d}_{int(c)}" for r, c in zip(stars["run"], stars["camcol"])]
-    def pick(frac: float) -> np.ndarray:
-        # a fixed count (at least one when the fraction is non-zero) so even `tiny` shows each case
-        k = 0 if frac <= 0 else min(n, max(1, round(frac * n)))
-        return np.sort(rng.choice(n, size=k, replace=False))
-
-    labels = pd.DataFrame({
-        "APOGEE_ID": ids, "TELESCOPE": "apo25m", "FIELD": fields,
-        "APSTAR_ID": [f"apogee.apo25m.s.stars.{f}.{a}" for f, a in zip(fields, ids)],
-        "RA": ra_ap, "DEC": dec_ap,
-        "TEFF": obs["teff"].to_numpy(), "TEFF_ERR": obs["teff_err"].to_numpy(),
-        "LOGG": obs["logg"].to_numpy(), "LOGG_ERR": obs["logg_err"].to_numpy(),
-        "FE_H": obs["fe_h"].to_numpy(), "FE_H_ERR": obs["fe_h_err"].to_numpy(),
-        "FE_H_FLAG": np.zeros(n, dtype=np.int32),
-        "SNR": rng.lognormal(np.log(150), 0.5, n).astype(np.float32),
-    })
-    labels.loc[pick(spec.fe_h_flag_fraction), "FE_H_FLAG"] = 1
-    # ASPCAP leaves some labels unmeasured: the -9999 sentinel
-    for k, row in enumerate(pick(spec.missing_label_fraction)):
-        col = ("TEFF", "LOGG", "FE_H")[k % 3]
-        labels.loc[row, [col, f"{col}_ERR"]] = sdss.LABEL_SENTINEL
-    cross = pd.DataFrame({
-        "run": stars["run"].astype(int), "camcol": stars["camcol"].astype(int), "field": stars["field"].astype(int),
-        "objID": stars["objID"].astype(np.int64),
-        "photoobj_ra": stars["photoobj_ra"], "photoobj_dec": stars["photoobj_dec"],
-        "apstar_id": labels["APSTAR_ID"], "star_ra": ra_ap, "star_dec": dec_ap, "teff": labels["TEFF"],
-    })
-    for band in sdss.BANDS:
-        cross[f"flags_{band}"] = stars[f"flags_{band}"].astype(np.int64)
-    for band in sdss.BANDS:
-        cross[f"psfMag_{band}"] = stars[f"psfMag_{band}"]
-        cross[f"psfMagErr_{band}"] = stars[f"psfMagErr_{band}"]
-    for band in sdss.BANDS:
-        cross[f"extinction_{band}"] = stars[f"extinction_{band}"]
-    # real allStar files list some stars twice (observed from two fields/telescopes); the
-    # nearest-object cross-match then returns the photoObj row once per APOGEE entry
-    dup = pick(spec.duplicate_fraction)
-    if len(dup):
-        extra = labels.iloc[dup].copy()
-        extra["TELESCOPE"] = "apo1m"
-        extra["FIELD"] = [f"{f}_B" for f in extra["FIELD"]]
-        extra["APSTAR_ID"] = [f"apogee.apo1m.s.stars.{f}.{a}" for f, a in zip(extra["FIELD"], extra["APOGEE_ID"])]
-        good = extra["TEFF"] > 0
-        extra.loc[good, "TEFF"] += rng.normal(0, 40, good.sum())
-        extra["SNR"] = (extra["SNR"] * rng.uniform(0.2, 0.8, len(extra))).astype(np.float32)
-        labels = pd.concat([labels, extra], ignore_index=True)
-        cross_extra = cross.iloc[dup].copy()
-        cross_extra["apstar_id"] = extra["APSTAR_ID"].to_numpy()
-        cross_extra["teff"] = extra["TEFF"].to_numpy()
-        cross = pd.concat([cross, cross_extra], ignore_index=True)
-    with atomic_path(root / "crossmatch.csv") as tmp:
-        cross.to_csv(tmp, index=False)
-    _write_fits_table(labels, root / "allStar-synthetic.fits")
-    truth_cols = ["objID", "run", "camcol", "field", "ra", "dec", "x_r", "y_r", "teff", "logg", "fe_h", "mass",
-                  "distance_pc", "ebv"] + [f"mag_{b}" for b in sdss.BANDS] + [f"fwhm_{b}" for b in sdss.BANDS]
-    truth = stars[[c for c in truth_cols if c in stars]].rename(
-        columns={"teff": "teff_true", "logg": "logg_true", "fe_h": "fe_h_true"})
-    truth.insert(0, "apstar_id", labels["APSTAR_ID"].iloc[:n].to_numpy())
-    with atomic_path(root / "truth.csv") as tmp:
-        truth.to_csv(tmp, index=False)
-    flag_counts = {name: int(((cross[[f"flags_{b}" for b in sdss.BANDS]] & bit) != 0).any(axis=1).sum())
-                   for name, bit in (("SATURATED", sdss.FLAG_SATURATED), ("INTERP", sdss.FLAG_INTERP),
-                                     ("DEBLEND_TOO_MANY_PEAKS", sdss.FLAG_DEBLEND_TOO_MANY_PEAKS))}
-    clean = (cross[[f"flags_{b}" for b in sdss.BANDS]].to_numpy() & sdss.PAPER_CUT_FLAGS).sum(axis=1) == 0
-    return {
-        "size": spec.size, "root": str(root), "n_fields": spec.n_fields, "n_labelled": n,
-        "n_crossmatch_rows": len(cross), "n_label_rows": len(labels), "n_duplicates": len(dup),
-        "flag_counts": flag_counts, "n_flag_clean": int(clean.sum()),
-        "fe_h_flagged": int((labels["FE_H_FLAG"] != 0).sum()),
-        "sentinel_labels": int((labels[["TEFF", "LOGG", "FE_H"]] == sdss.LABEL_SENTINEL).any(axis=1).sum()),
-        "label_stats": {c: {"mean": float(truth[f"{c}_true"].mean()), "std": float(truth[f"{c}_true"].std())}
-                        for c in ("teff", "logg", "fe_h")},
-        "dwarf_fraction": float((truth["logg_true"] > 4.0).mean()),
-        "disk_mb": round(disk_usage(root) / 1e6, 1),
-    }
-
-
-def _write_fits_table(df: pd.DataFrame, path: Path) -> None:
-    from astropy.table import Table
-
-    with atomic_path(path) as tmp:
-        Table.from_pandas(df).write(tmp, format="fits", overwrite=True)
-
-
-def disk_usage(root) -> int:
-    """Total bytes of the files under ``root``."""
-    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
