@@ -115,7 +115,7 @@ def test_giants_redder_in_ug_than_dwarfs_at_same_gr():
 
 def test_colours_monotonic_with_teff_and_continuous_at_cool_join():
     teff = np.linspace(3300.0, 7000.0, 741)
-    col = colours.intrinsic_colours(teff, field_stars._main_sequence_logg(teff), 0.0)
+    col = colours.intrinsic_colours(teff, magnitudes.main_sequence_logg(teff), 0.0)
     for key in ("g_r", "r_i", "i_z"):
         assert (np.diff(col[key]) < 0).all(), key
     ug = colours.intrinsic_colours([3500.0, 4000.0, 5000.0, 5800.0], 4.6, 0.0)["u_g"]
@@ -155,7 +155,7 @@ def test_sun_absolute_magnitudes():
 
 def test_dwarf_absolute_r_agrees_with_ivezic_photometric_parallax():
     teff = np.array([3500.0, 4000.0, 4500.0, 5000.0, 5500.0, 5800.0])
-    logg = field_stars._main_sequence_logg(teff)
+    logg = magnitudes.main_sequence_logg(teff)
     mass = magnitudes.stellar_mass(teff, logg, -0.5)
     m = magnitudes.absolute_magnitudes(teff, logg, -0.5, mass)
     col = colours.intrinsic_colours(teff, logg, -0.5)

@@ -6,21 +6,28 @@ python -m stellarexp.data simulate data=synthetic data.size=tiny
 python -m stellarexp.data build data=synthetic data.size=quick
 python -m stellarexp.data build data=sdss data.crossmatch=my.csv data.labels=allStar.fits data.frame_root=frames/
 python -m stellarexp.data describe data=synthetic data.size=quick
+python -m stellarexp.data realism data=synthetic data.size=quick
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("simulate", "build", "describe")
+COMMANDS = ("simulate", "build", "describe", "realism")
 USAGE = f"""usage: python -m stellarexp.data {{{'|'.join(COMMANDS)}}} [key=value ...]
 
   simulate   write the synthetic survey (frames, cross-match table, allStar labels) for data.size
   build      quality-cut cross-match -> aligned 48x48 cutouts -> one HDF5 dataset file
   describe   print counts, label statistics, the funnel and reject reasons of the dataset file
+  realism    measure the synthetic survey against real stars (SSPP colours and [Fe/H], calibObj
+             photometry, the paper's Table 2): every check with its figure, target and verdict,
+             logged to an MLflow run "realism" (docs/simulation.md, "Realism report")
 
 Overrides use Hydra syntax and compose conf/data_cli.yaml, e.g. data=synthetic data.size=tiny,
 data=sdss data.crossmatch=... data.labels=... data.frame_root=..., force=true.
+`realism` composes conf/train.yaml with stage=realism (conf/stage/realism.yaml): e.g.
+stage.sspp=<your SSPP CSV with ug,gr,ri,iz,feh> stage.calibobj=<calibObj star file>
+stage.difficulty=false.
 """
 
 
@@ -39,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from stellarexp.config import compose
 
+    if command == "realism":
+        return _realism(overrides)
     try:
         cfg = compose("data_cli", overrides)
     except (HydraException, OmegaConfBaseException) as exc:  # the message names the bad override
@@ -61,6 +70,30 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(pipeline.describe(pipeline.dataset_path(cfg.data)))
     except pipeline.UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _realism(overrides: list[str]) -> int:
+    """The realism report as one tracked job of ``stage=realism``."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from stellarexp import train
+    from stellarexp.config import compose
+    from stellarexp.data import pipeline
+    from stellarexp.survey.realism.anchors import AnchorError
+
+    try:
+        # the job's summary metric: how many judged checks failed
+        cfg = compose("train", ["stage=realism", "optimized_metric=realism/n_failed", *overrides])
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(f"error: cannot compose the configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        train.run(cfg)
+    except (pipeline.UserInputError, AnchorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

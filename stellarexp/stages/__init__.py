@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "perturb": "stellarexp.stages.perturb:run",
     "package": "stellarexp.stages.package:run",
     "predict": "stellarexp.stages.predict:run",
+    "realism": "stellarexp.stages.realism:run",
 }
 
 

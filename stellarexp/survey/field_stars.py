@@ -13,12 +13,7 @@ from stellarexp.sdss import BANDS, EXTINCTION_COEFF, mag_to_nmgy
 from stellarexp.survey.arguments import check_n, check_nonneg, check_r_range, colour_scatter_draw
 from stellarexp.survey.colours import intrinsic_colours
 from stellarexp.survey.galaxy import draw_ebv
-from stellarexp.survey.magnitudes import LOGG_SUN, TEFF_SUN
-
-
-def _main_sequence_logg(teff):
-    # Roughly 4.9 for mid-M dwarfs, 4.44 for the Sun, 4.3 for late F dwarfs.
-    return np.clip(LOGG_SUN + 0.45 * (TEFF_SUN - np.asarray(teff, dtype=float)) / 2500.0, 4.0, 5.0)
+from stellarexp.survey.magnitudes import main_sequence_logg
 
 
 def _logistic(x):
@@ -128,7 +123,7 @@ def draw_field_stars(
     )
     giant = kind == "giant"
     # Halo turn-off stars are slightly evolved: lower logg than the disc main sequence.
-    logg = np.where(giant, rng.uniform(1.5, 3.2, n), _main_sequence_logg(teff) - np.where(halo, 0.2, 0.0))
+    logg = np.where(giant, rng.uniform(1.5, 3.2, n), main_sequence_logg(teff) - np.where(halo, 0.2, 0.0))
     fe_h = np.where(
         halo, np.clip(rng.normal(-1.5, 0.4, n), -2.8, -0.5), np.clip(rng.normal(-0.5, 0.3, n), -1.5, 0.5)
     )

@@ -13,7 +13,9 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from stellarexp.survey.arguments import check_nonneg
+from stellarexp.survey.arguments import check_n, check_nonneg
+from stellarexp.survey.colours import gr_to_teff
+from stellarexp.survey.magnitudes import main_sequence_logg
 
 RESOURCE_PACKAGE = "stellarexp.resources"
 APOGEE_RESOURCE = "apogee_dr17_labels.npz"
@@ -153,3 +155,42 @@ def observed_labels(
     for c in LABEL_COLUMNS:
         out[f"{c}_err"] = errs[c]
     return pd.DataFrame(out, index=truth_df.index)
+
+
+def segue_like_labels(sspp: pd.DataFrame, n: int, rng) -> pd.DataFrame:
+    """Labels of a SEGUE-like dwarf sample: [Fe/H] per g-r as in real SSPP stars.
+
+    Each label resamples one SSPP star (with replacement): its [Fe/H] as published, Teff from
+    its g-r through the Ivezic et al. (2008) relation (:func:`~stellarexp.survey.colours.gr_to_teff`,
+    so the population's own colour relation maps it back to that g-r) and a main-sequence logg
+    (:func:`~stellarexp.survey.magnitudes.main_sequence_logg`; SSPP stars are mostly F/G/K dwarfs).
+    The SSPP g-r are not dereddened (high latitude, E(B-V) a few hundredths), so the Teff are a
+    few tens of K cooler than the stars'. Use with
+    :func:`stellarexp.survey.population.draw_labelled_stars` (``labels=``) to test the colour
+    physics over the metallicity range SSPP covers, where APOGEE has almost no dwarfs.
+
+    Parameters
+    ----------
+    sspp : pandas.DataFrame
+        Columns ``gr`` (mag) and ``feh`` (dex).
+    n : int
+        Number of labels (> 0).
+    rng : numpy.random.Generator or int or None
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``teff``, ``logg``, ``fe_h`` (no ``glat``: every label is usable at any latitude).
+    """
+    n = check_n(n)
+    missing = [c for c in ("gr", "feh") if c not in sspp.columns]
+    if missing:
+        raise ValueError(f"the SSPP table lacks column(s) {missing}")
+    ok = np.isfinite(sspp["gr"].to_numpy(float)) & np.isfinite(sspp["feh"].to_numpy(float))
+    if not ok.any():
+        raise ValueError("the SSPP table has no star with finite gr and feh")
+    rng = np.random.default_rng(rng)
+    pick = rng.choice(np.flatnonzero(ok), size=n, replace=True)
+    teff = gr_to_teff(sspp["gr"].to_numpy(float)[pick])
+    return pd.DataFrame({"teff": teff, "logg": main_sequence_logg(teff),
+                         "fe_h": sspp["feh"].to_numpy(float)[pick]})

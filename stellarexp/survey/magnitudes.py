@@ -191,6 +191,22 @@ def ivezic_dwarf_absmag_r(g_i, fe_h):
     return m0 + 4.50 - 1.11 * feh - 0.18 * feh**2
 
 
+def main_sequence_logg(teff):
+    """Surface gravity of a main-sequence star of a given Teff (a rough linear rule).
+
+    About 4.9 for mid-M dwarfs, 4.44 for the Sun, 4.3 for late F dwarfs (clipped to 4-5).
+
+    Parameters
+    ----------
+    teff : array_like
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    return np.clip(LOGG_SUN + 0.45 * (TEFF_SUN - np.asarray(teff, dtype=float)) / 2500.0, 4.0, 5.0)
+
+
 def photometry_columns(absmag: dict, distance_pc, ebv) -> dict[str, np.ndarray]:
     """``extinction_*``, ``absmag_*`` and ``mag_*`` (apparent, with dust) columns.
 

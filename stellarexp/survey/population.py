@@ -18,7 +18,7 @@ import pandas as pd
 from stellarexp.sdss import BANDS, EXTINCTION_COEFF, mag_to_nmgy
 from stellarexp.survey.arguments import check_n, check_nonneg, check_r_range, colour_scatter_draw
 from stellarexp.survey.galaxy import GalaxyModel, draw_ebv
-from stellarexp.survey.labels import apogee_arrays
+from stellarexp.survey.labels import LABEL_COLUMNS, apogee_arrays
 from stellarexp.survey.magnitudes import (
     EXTINCTION_COEFF_H,
     absolute_magnitudes,
@@ -55,6 +55,19 @@ def _draw_h_limit(spec, n: int, rng) -> np.ndarray:
     return rng.choice(spec[:, 0], size=n, p=spec[:, 1] / spec[:, 1].sum())
 
 
+def label_pool(labels: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Arrays ``teff, logg, fe_h, glat`` of a label table (glat 90 when absent), finite rows."""
+    missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
+    if missing:
+        raise ValueError(f"labels lack column(s) {missing}")
+    pool = {c: labels[c].to_numpy(float) for c in LABEL_COLUMNS}
+    pool["glat"] = labels["glat"].to_numpy(float) if "glat" in labels else np.full(len(labels), 90.0)
+    ok = np.all([np.isfinite(v) for v in pool.values()], axis=0)
+    if not ok.any():
+        raise ValueError("labels has no row with finite teff, logg, fe_h")
+    return {c: v[ok] for c, v in pool.items()}
+
+
 def draw_labelled_stars(
     n: int,
     rng,
@@ -69,6 +82,7 @@ def draw_labelled_stars(
     label_jitter: tuple[float, float, float] = (0.005, 0.02, 0.01),
     colour_scatter: float = 0.02,
     galaxy: GalaxyModel | None = None,
+    labels: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Draw ``n`` APOGEE-labelled stars that an unsaturated SDSS selection would keep.
 
@@ -112,6 +126,11 @@ def draw_labelled_stars(
         Intrinsic star-to-star scatter (mag) added to each of u-g, g-r, r-i, i-z.
     galaxy : GalaxyModel, optional
         Distance model (default :class:`GalaxyModel`).
+    labels : pandas.DataFrame, optional
+        Another joint label distribution to resample instead of APOGEE's: columns ``teff``,
+        ``logg``, ``fe_h`` and optionally ``glat`` (without it ``min_abs_glat`` keeps every
+        row), e.g. :func:`stellarexp.survey.labels.segue_like_labels`. Give
+        ``apogee_h_limit=None`` unless the labels are APOGEE's.
 
     Returns
     -------
@@ -137,7 +156,7 @@ def draw_labelled_stars(
     rng = np.random.default_rng(rng)
     galaxy = galaxy or GalaxyModel()
     log_d_grid, cdf = galaxy.distance_cdf()
-    pool = apogee_arrays()
+    pool = apogee_arrays() if labels is None else label_pool(labels)
     rows = np.flatnonzero(np.abs(pool["glat"]) >= min_abs_glat)
     if rows.size == 0:
         raise ValueError(f"min_abs_glat={min_abs_glat!r} leaves no APOGEE star to draw from")

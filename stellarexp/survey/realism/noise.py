@@ -1,0 +1,162 @@
+"""Guards against realism bought with noise: photometric errors and label noise.
+
+Photometric errors: per band, the median PSF-magnitude error in magnitude bins of the survey's
+catalogue against the calibObj one, in the bins both cover. Label noise: the scatter of the
+survey's measured labels around their truth, which must not exceed today's levels (the label
+file carries no error columns to compare with).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from stellarexp import sdss
+from stellarexp.survey.realism.checks import Check
+
+ERROR_TOLERANCE = 0.30
+CURVE_BIN_MAG = 0.25
+CURVE_MIN_STARS = 5
+# Today's label-noise levels (K, dex, dex): the survey's APOGEE-like errors must not grow.
+LABEL_NOISE_LIMITS: dict[str, float] = {"teff": 111.0, "logg": 0.106, "fe_h": 0.054}
+
+
+def common_range(a, b, q: float = 1.0) -> tuple[float, float]:
+    """The magnitude range both samples cover: from the larger of their ``q``-th percentiles to
+    the smaller of their ``100 - q``-th."""
+    return (float(max(np.nanpercentile(a, q), np.nanpercentile(b, q))),
+            float(min(np.nanpercentile(a, 100 - q), np.nanpercentile(b, 100 - q))))
+
+
+def error_curve(mag, mag_err, *, width: float = CURVE_BIN_MAG,
+                min_stars: int = CURVE_MIN_STARS) -> tuple[np.ndarray, np.ndarray]:
+    """Median magnitude error in magnitude bins: the catalogue's error curve.
+
+    Parameters
+    ----------
+    mag, mag_err : array_like
+        Magnitudes and their 1-sigma errors.
+    width : float
+        Bin width (mag).
+    min_stars : int
+        Bins with fewer finite stars are left out.
+
+    Returns
+    -------
+    centres, median_err : numpy.ndarray
+        Bin centres (mag) and median errors (mag), bins with data only.
+    """
+    mag, err = np.asarray(mag, float), np.asarray(mag_err, float)
+    ok = np.isfinite(mag) & np.isfinite(err) & (err > 0)
+    mag, err = mag[ok], err[ok]
+    if mag.size == 0:
+        return np.array([]), np.array([])
+    edges = np.arange(np.floor(mag.min() / width) * width, mag.max() + width, width)
+    idx = np.digitize(mag, edges) - 1
+    centres, medians = [], []
+    for k in range(len(edges) - 1):
+        sel = idx == k
+        if sel.sum() >= min_stars:
+            centres.append(0.5 * (edges[k] + edges[k + 1]))
+            medians.append(float(np.median(err[sel])))
+    return np.array(centres), np.array(medians)
+
+
+def calibobj_magnitudes(real: pd.DataFrame, band: str) -> tuple[np.ndarray, np.ndarray]:
+    """PSF magnitude (Pogson) and its error from calibObj ``psfflux_<b>``, ``psfflux_ivar_<b>``."""
+    f = real[f"psfflux_{band}"].to_numpy(float)
+    iv = real[f"psfflux_ivar_{band}"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.where((f > 0) & (iv > 0), 2.5 / np.log(10.0) / (f * np.sqrt(iv)), np.nan)
+    return sdss.nmgy_to_mag(f), err
+
+
+def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,
+                       tolerance: float = ERROR_TOLERANCE) -> Check:
+    """PSF-magnitude errors against magnitude per band, simulated against calibObj.
+
+    Each catalogue's error curve is the median error in 0.25-mag bins
+    (:func:`error_curve`); in every bin both curves cover, the simulated median error is
+    divided by the calibObj one. No noise model is fitted, so a floor, sky or source term of
+    either catalogue shows as it is.
+
+    Parameters
+    ----------
+    sim : pandas.DataFrame
+        Simulated catalogue: ``psfmag_<b>``, ``psfmagerr_<b>``.
+    real : pandas.DataFrame
+        calibObj stars: ``psfflux_<b>``, ``psfflux_ivar_<b>``.
+
+    Returns
+    -------
+    Check
+        Value: the error ratio (simulated / real) farthest from 1 over bands and bins.
+    """
+    rows = []
+    for b in sdss.BANDS:
+        c_s, e_s = error_curve(sim[f"psfmag_{b}"], sim[f"psfmagerr_{b}"])
+        c_r, e_r = error_curve(*calibobj_magnitudes(real, b))
+        common, i_s, i_r = np.intersect1d(np.round(c_s, 3), np.round(c_r, 3), return_indices=True)
+        if common.size == 0:
+            rows.append({"band": b, "mag": np.nan, "err_sim": np.nan, "err_real": np.nan, "ratio": np.nan})
+        for m, s, r in zip(common, e_s[i_s], e_r[i_r]):
+            rows.append({"band": b, "mag": float(m), "err_sim": float(s), "err_real": float(r),
+                         "ratio": float(s / r)})
+    table = pd.DataFrame(rows)
+    judged = table.dropna(subset=["ratio"])
+    target = (f"median PSF-magnitude error within +-{tolerance:.0%} of calibObj's per band, in every "
+              f"{CURVE_BIN_MAG}-mag bin where both have >= {CURVE_MIN_STARS} stars")
+    if judged.empty:
+        return Check("photometric_errors", sample, float("nan"), target, None,
+                     "no magnitude bin with enough stars in both catalogues", table)
+    ratios = judged["ratio"].to_numpy(float)
+    worst = float(ratios[np.argmax(np.abs(np.log(ratios)))])
+    per_band = judged.groupby("band").agg(lo=("ratio", "min"), hi=("ratio", "max"), m0=("mag", "min"),
+                                          m1=("mag", "max"), n=("ratio", "size"))
+    within = bool((np.abs(ratios - 1.0) <= tolerance).all())
+    # every band judged and within; a band out of tolerance fails even when others were not judged
+    passed = (within if len(per_band) == len(sdss.BANDS) else None) if within else False
+    detail = "; ".join(f"{b}: x{r.lo:.2f}-{r.hi:.2f} ({int(r.n)} bins, {r.m0:.2f}-{r.m1:.2f})"
+                       for b, r in per_band.iterrows())
+    unjudged = [b for b in sdss.BANDS if b not in per_band.index]
+    if unjudged:
+        detail += f"; no common bin: {', '.join(unjudged)}"
+    metrics = {f"ratio_{b}_max": float(r.hi) for b, r in per_band.iterrows()}
+    metrics.update({f"ratio_{b}_min": float(r.lo) for b, r in per_band.iterrows()})
+    return Check("photometric_errors", sample, worst, target, passed, detail, table, metrics)
+
+
+def label_noise(stars: pd.DataFrame, *, sample: str, limits: dict | None = None, seed: int = 0,
+                n_boot: int = 300) -> Check:
+    """Scatter of measured labels around the truth (``<label>`` vs ``<label>_true``).
+
+    The limits are themselves measurements on a few hundred stars (a few per cent uncertain),
+    so a label passes when its scatter exceeds the limit by less than two standard errors
+    (bootstrap) of the scatter.
+
+    Returns
+    -------
+    Check
+        Value: the largest scatter / limit over the labels.
+    """
+    limits = dict(limits or LABEL_NOISE_LIMITS)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lab, limit in limits.items():
+        if lab not in stars or f"{lab}_true" not in stars:
+            continue
+        d = stars[lab].to_numpy(float) - stars[f"{lab}_true"].to_numpy(float)
+        d = d[np.isfinite(d)]
+        se = float(np.std([np.std(rng.choice(d, d.size)) for _ in range(n_boot)])) if d.size > 1 else np.nan
+        rows.append({"label": lab, "n": d.size, "sigma": float(np.std(d)) if d.size else np.nan,
+                     "se": se, "limit": limit})
+    table = pd.DataFrame(rows)
+    target = ("label noise <= " + " / ".join(f"{v:g}" for v in limits.values())
+              + " (Teff K, logg, [Fe/H] dex; within 2 standard errors)")
+    if table.empty or not (table["n"] > 1).all():
+        return Check("label_noise", sample, float("nan"), target, None, "no true labels in the sample", table)
+    table["fraction"] = table["sigma"] / table["limit"]
+    passed = bool((table["sigma"] <= table["limit"] + 2.0 * table["se"]).all())
+    detail = ", ".join(f"{r.label} {r.sigma:.3g} +- {r.se:.2g}" for r in table.itertuples()) + f" ({int(table['n'].min())} stars)"
+    metrics = {f"sigma_{r.label}": float(r.sigma) for r in table.itertuples()}
+    return Check("label_noise", sample, float(table["fraction"].max()), target, passed, detail, table, metrics)
