@@ -132,7 +132,7 @@ def test_interrupted_run_resumes_and_a_rerun_reuses_every_step(repro_home, tmp_p
     from stellarexp.reproduce import ReproduceError
 
     baselines_only = ["experiment=tiny"] + [
-        f"experiment.steps.{s}=null" for s in ("backbone", "head", "logg_classifier",
+        f"experiment.steps.{s}=null" for s in ("realism", "backbone", "head", "logg_classifier",
                                               "logg_heads", "package", "perturb")]
     monkeypatch.setenv(FLAG, str(tmp_path / "failed-once"))
     monkeypatch.setitem(stages.STAGES, "baseline", "tests.test_reproduce:fail_once")

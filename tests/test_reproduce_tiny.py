@@ -49,7 +49,11 @@ def test_tiny_experiment_end_to_end(repro_home, tmp_path):  # noqa: F811
     local = mlflow.artifacts.download_artifacts(run_id=parent.info.run_id,
                                                 artifact_path="report/comparison.md",
                                                 dst_path=str(tmp_path / "parent-report"))
-    assert f"backbone run {backbone[:8]}: [" in Path(local).read_text()
+    report = Path(local).read_text()
+    assert f"backbone run {backbone[:8]}: [" in report
+    # the realism step's table and figures reach the report
+    assert f"Data realism (realism run {results['realism'].run_id[:8]})" in report
+    assert f"realism run {results['realism'].run_id[:8]}: [" in report and "dwarf_locus" in report
 
     # the backbone again: everything pinned to it re-runs, the baselines are reused
     again = {r.step: r for r in reproduce(["experiment=tiny", "rerun=[backbone]", *skip],

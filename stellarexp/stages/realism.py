@@ -127,8 +127,11 @@ def to_markdown(checks, *, title: str) -> str:
     """The realism table: check, sample, value, target, verdict, detail."""
     from stellarexp.tracking.compare import markdown_table
 
-    rows = [[c.name, c.sample, "n/a" if not np.isfinite(c.value) else f"{c.value:.3g}", c.target,
-             f"**{c.verdict}**", c.detail] for c in checks]
+    def cell(text: str) -> str:  # a pipe inside a cell would end it
+        return str(text).replace("|", "\\|")
+
+    rows = [[c.name, cell(c.sample), "n/a" if not np.isfinite(c.value) else f"{c.value:.3g}", cell(c.target),
+             f"**{c.verdict}**", cell(c.detail)] for c in checks]
     n_pass = sum(c.passed is True for c in checks)
     n_fail = sum(c.passed is False for c in checks)
     head = (f"## {title}\n\n{n_pass} passed, {n_fail} failed, {len(checks) - n_pass - n_fail} not judged "

@@ -56,6 +56,20 @@ def figure_links(client, runs) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+def realism_section(client, run) -> str:
+    """The realism table of a ``stage=realism`` run (its ``realism/realism.md``), or ``""``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = Path(client.download_artifacts(run.info.run_id, "realism/realism.md", tmp))
+            text = path.read_text()
+        except Exception as exc:  # noqa: BLE001 - a run without its table loses only this section
+            log.warning("cannot read the realism table of run %s: %s", run.info.run_id, exc)
+            return ""
+    return text.replace("## ", f"Data realism (realism run {run.info.run_id[:8]}): ", 1)
+
+
 def run(cfg, run) -> dict:
     """Build, print and log the comparison table; see the module docstring."""
     from stellarexp.data.dataset import eval_subset
@@ -107,6 +121,8 @@ def run(cfg, run) -> dict:
     if scfg.get("perturbation", True):
         sections += [perturb_report.section(client, r) for r in linked
                      if r.data.tags.get("stage") == "perturb"]
+    if scfg.get("realism", True):
+        sections += [realism_section(client, r) for r in linked if r.data.tags.get("stage") == "realism"]
     markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)), figures=figures,
                                    sections=sections)
     print(markdown, flush=True)
@@ -132,7 +148,7 @@ def _linked_runs(client, comp, run_ids, fingerprint, split) -> list:
 
     With explicit run ids (a reproduce hands every step's run): all of them. Otherwise the runs
     of the table, the backbones of its image-model rows, and the newest perturbation experiment
-    of this data and split.
+    and realism report of this data and split.
     """
     from stellarexp.tracking import compare
 
@@ -148,6 +164,6 @@ def _linked_runs(client, comp, run_ids, fingerprint, split) -> list:
                 linked.append(client.get_run(backbone))
             except Exception as exc:  # noqa: BLE001 - a deleted backbone loses only its figures
                 log.warning("backbone run %s of run %s: %s", backbone, r.info.run_id, exc)
-    linked += compare.search_finished(client, stage="perturb", fingerprint=fingerprint,
-                                      split=split)[:1]
+    for stage in ("perturb", "realism"):
+        linked += compare.search_finished(client, stage=stage, fingerprint=fingerprint, split=split)[:1]
     return linked
