@@ -32,6 +32,7 @@ PRINCIPAL_COLOURS: dict[str, dict] = {
           "p1": (0.0, 0.0, 0.895, -0.448, -0.447, -0.600), "p1_range": (0.1, 1.2)},
 }
 WIDTH_TOLERANCE = 0.30
+BRIGHT_R = 18.0  # mag: shown when the samples share no r range (orientation only, not judged)
 MIN_WIDTH_STARS = 100
 
 
@@ -176,6 +177,14 @@ def locus_width(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,
         for r in table.itertuples()) + f"; common r range {lo:.2f}-{hi:.2f}"
     if not usable.all():
         detail += f" (fewer than {min_stars} stars of a sample there: not judged)"
+        # for orientation: each sample's own bright stars, where photometric errors stay small
+        own = []
+        for side, df in (("simulated", sim), ("real", real)):
+            bright = df[df["r"].to_numpy(float) <= BRIGHT_R]
+            widths = ", ".join(f"{name} {robust_sigma(v[ok]):.4f} ({int(ok.sum())})"
+                               for name in PRINCIPAL_COLOURS for v, ok in [principal_colour(bright, name)])
+            own.append(f"{side} r <= {BRIGHT_R:g}: {widths}")
+        detail += "; own ranges, " + "; ".join(own)
     target = (f"w and y widths within +-{tolerance:.0%} of calibObj's (>= {min_stars} stars each, "
               "same r range)")
     metrics = {f"ratio_{r.colour}": float(r.ratio) for r in table.itertuples()}
