@@ -9,8 +9,13 @@ from pathlib import Path
 CHECKS = ("dwarf_locus", "colour_transfer", "photometric_errors", "locus_width", "label_noise", "difficulty")
 
 
+def _store(home) -> str:
+    return f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+
+
 def _realism(home, *extra, timeout=600):
-    env = dict(os.environ, STELLAREXP_HOME=str(home))
+    # the store named explicitly: another test of this worker may have exported its own
+    env = dict(os.environ, STELLAREXP_HOME=str(home), MLFLOW_TRACKING_URI=_store(home))
     return subprocess.run([sys.executable, "-m", "stellarexp.data", "realism", "data=synthetic",
                            "data.size=tiny", "stage.segue_like.n=1000", *extra],
                           capture_output=True, text=True, env=env, timeout=timeout, check=False)
@@ -24,7 +29,7 @@ def test_realism_report_is_one_tracked_run(tiny_home, tmp_path):
     for name in CHECKS:
         assert f"| {name} |" in out.stdout
     assert "| dwarf_locus | segue-like |" in out.stdout
-    mlflow.set_tracking_uri(f"sqlite:///{tiny_home / 'mlruns' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(_store(tiny_home))
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("stellarexp").experiment_id
     run = client.search_runs([exp], "tags.stage = 'realism'", order_by=["attributes.start_time DESC"])[0]
@@ -38,7 +43,7 @@ def test_realism_report_is_one_tracked_run(tiny_home, tmp_path):
     assert (local / "tables" / "difficulty-synthetic-tiny.csv").is_file()
     figures = {f.path.split("/")[-1] for f in client.list_artifacts(run.info.run_id, "figures")}
     assert {"dwarf_locus.png", "dwarf_locus_segue_like.png", "photometric_errors.png",
-            "label_plane_apogee.png", "label_plane_survey.png"} <= figures
+            "label_plane_apogee.png", "label_plane_survey.png", "locus_width.png"} <= figures
 
 
 def test_bad_anchor_file_is_a_clear_error(tiny_home, tmp_path):

@@ -145,6 +145,7 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame) ->
     from stellarexp.evaluate.figures import label_plane
     from stellarexp.survey.labels import load_apogee_labels
     from stellarexp.survey.realism import figures as rf
+    from stellarexp.survey.realism.locus import BRIGHT_R
 
     fig_dir = out_dir / "figures"
     paths = [rf.dwarf_locus_figure(inputs["sim"], inputs["sspp"], fig_dir / "dwarf_locus.png", sample=sample),
@@ -153,9 +154,10 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame) ->
              rf.photometric_error_figure(stars, inputs["cal"], fig_dir / "photometric_errors.png", sample=sample)]
     width = next(c for c in checks if c.name == "locus_width")
     r_range = (float(width.table["r_lo"].iloc[0]), float(width.table["r_hi"].iloc[0]))
-    if r_range[0] < r_range[1]:
-        paths.append(rf.locus_width_figure(inputs["sim_mags"], inputs["cal_mags"], fig_dir / "locus_width.png",
-                                           sample=sample, r_range=r_range))
+    if not r_range[0] < r_range[1]:  # no common range: each sample's own bright stars
+        r_range = (0.0, BRIGHT_R)
+    paths.append(rf.locus_width_figure(inputs["sim_mags"], inputs["cal_mags"], fig_dir / "locus_width.png",
+                                       sample=sample, r_range=r_range))
     for c in checks:
         if c.name == "colour_transfer" and c.table is not None:
             name = "colour_transfer" if c.sample == sample else "colour_transfer_segue_like"

@@ -88,6 +88,7 @@ def photometric_error_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sam
             ax.plot(centres, med, c=line, lw=1.2)
         ax.set_yscale("log")
         ax.set_xlim(13.5, 23.0)
+        ax.set_ylim(0.005, 1.0)
         ax.set_xlabel(f"{b} (mag)")
         ax.legend(fontsize=6, markerscale=3)
     axes[0, 0].set_ylabel("PSF-magnitude error (mag)")
@@ -109,7 +110,8 @@ def locus_width_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sample: s
                     label=f"{label} ({int(ok.sum())})")
         ax.set_xlabel(f"principal colour {name} (mag)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Width of the stellar locus, r {r_range[0]:.1f}-{r_range[1]:.1f}", fontsize=10)
+    span = f"r {r_range[0]:.1f}-{r_range[1]:.1f}" if r_range[0] > 0 else f"r <= {r_range[1]:.1f} (no common range)"
+    fig.suptitle(f"Width of the stellar locus (Ivezic et al. 2004 principal colours), {span}", fontsize=10)
     return _save(fig, path)
 
 
