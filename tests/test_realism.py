@@ -104,7 +104,19 @@ def test_dwarf_locus_fails_when_u_g_is_off_by_0_15(halves):
     assert check.passed is False
     comparable = check.table[check.table["comparable"]]
     assert np.median(comparable["dug"]) == pytest.approx(0.15, abs=0.02)
+    assert np.median(comparable["dug_matched"]) == pytest.approx(0.15, abs=0.02)
     assert check.value >= 0.12 and comparable["within"].mean() < 0.1
+
+
+def test_matched_difference_separates_composition_from_colour_physics(halves):
+    a, b = halves
+    # the same colour physics, but only the metal-rich end of each [Fe/H] bin: the cell medians
+    # differ, the matched difference does not
+    rich = a[(a["feh"] % 0.5) > 0.3]
+    check = locus.dwarf_locus(rich, b, sample="metal-rich ends")
+    comparable = check.table[check.table["comparable"]]
+    assert np.median(comparable["dug"]) > 0.015
+    assert abs(check.metrics["median_dug_matched"]) < 0.5 * np.median(comparable["dug"])
 
 
 def test_dwarf_locus_ignores_giants_and_says_when_it_cannot_judge(halves):
