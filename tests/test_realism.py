@@ -77,7 +77,8 @@ def test_calibobj_crop_of_the_real_field_gives_clean_stars():
     assert (stars[[f"psfflux_{b}" for b in "ugriz"]] > 0).all().all()
 
 
-@pytest.mark.skipif(not (SHARED / "sspp").is_dir(), reason="../shared/data is not here")
+@pytest.mark.skipif(not ((SHARED / "sspp").is_dir() and (SHARED / "sdss" / "frames" / "4510-4-30").is_dir()),
+                    reason="../shared/data is not here")
 def test_packaged_anchors_are_reproduced_from_the_real_files(tmp_path, sspp, calibobj):
     counts = anchors.build_resources(next((SHARED / "sspp").glob("*.csv")),
                                      next((SHARED / "sdss" / "frames" / "4510-4-30").glob("calibObj-*")),
@@ -197,6 +198,27 @@ def test_segue_like_labels_follow_sspp_metallicity_per_colour(sspp):
         assert abs(np.median(sim) - np.median(real)) < 0.1
     # most SSPP stars are metal-poor; an APOGEE-like draw has almost none
     assert (stars["fe_h"] < -1.0).mean() > 0.2
+
+
+def test_segue_like_labels_keep_the_teff_relation_valid():
+    sspp = pd.DataFrame({"gr": [0.4, 3.0, -0.5], "feh": [-1.0, -1.0, -1.0]})
+    lab = labels.segue_like_labels(sspp, 50, 0)
+    # only the star inside -0.3 < g-r < 1.3 is drawn (g-r = 3 would read as a 13,700 K star)
+    assert lab["teff"].nunique() == 1 and 5800 < lab["teff"].iloc[0] < 6600
+
+
+def test_stage_colours_remove_the_catalogue_extinction():
+    from stellarexp.stages.realism import simulated_colours, split_halves
+
+    ext = {"u": 0.20, "g": 0.15, "r": 0.10, "i": 0.08, "z": 0.06}
+    intrinsic = {"u": 17.2, "g": 16.0, "r": 15.6, "i": 15.45, "z": 15.4}
+    stars = pd.DataFrame({**{f"psfmag_{b}": [intrinsic[b] + ext[b]] for b in ext},
+                          **{f"extinction_{b}": [ext[b]] for b in ext}, "fe_h": [-0.3], "logg": [4.4]})
+    col = simulated_colours(stars).iloc[0]
+    assert col["ug"] == pytest.approx(1.2) and col["gr"] == pytest.approx(0.4)
+    assert col["ri"] == pytest.approx(0.15) and col["iz"] == pytest.approx(0.05)
+    a, b = split_halves(pd.DataFrame({"x": range(1000)}), 3)
+    assert len(a) + len(b) == 1000 and not set(a["x"]) & set(b["x"]) and abs(len(a) - 500) < 60
 
 
 def test_draw_from_labels_rejects_a_table_without_labels():

@@ -104,6 +104,14 @@ def nmgy_to_mag(flux_nmgy):
         return np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
 
 
+def nmgy_ivar_to_mag_err(flux_nmgy, ivar):
+    """Pogson magnitude error of a flux and its inverse variance (NaN where either is <= 0)."""
+    f = np.asarray(flux_nmgy, dtype=float)
+    iv = np.asarray(ivar, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((f > 0) & (iv > 0), 2.5 / np.log(10.0) / (f * np.sqrt(iv)), np.nan)
+
+
 def mag_to_nmgy(mag):
     """Flux in nanomaggies of a Pogson magnitude."""
     return 10.0 ** (-0.4 * (np.asarray(mag, dtype=float) - 22.5))

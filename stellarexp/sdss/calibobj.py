@@ -41,8 +41,7 @@ def load_calibobj(path, *, field: int | None = None) -> pd.DataFrame:
             out[f"psfflux_{b}"] = f
             out[f"psfflux_ivar_{b}"] = iv
             out[f"psfmag_{b}"] = sdss.nmgy_to_mag(f)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[f"psfmagerr_{b}"] = np.where((f > 0) & (iv > 0), 2.5 / np.log(10) / (f * np.sqrt(iv)), np.nan)
+            out[f"psfmagerr_{b}"] = sdss.nmgy_ivar_to_mag_err(f, iv)
             out[f"extinction_{b}"] = d["EXTINCTION"][:, k].astype(np.float64)
             out[f"flags_{b}"] = d["FLAGS"][:, k].astype(np.int64)
             out[f"psf_fwhm_{b}"] = d["PSF_FWHM"][:, k].astype(np.float64)

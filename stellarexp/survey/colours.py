@@ -14,6 +14,7 @@ import numpy as np
 # Range of g-r over which the Ivezic et al. (2008) Teff cubic is inverted; hotter stars are
 # clamped to the blue end (none in APOGEE, whose Teff <= 6.8 kK maps to g-r >= 0.17).
 _GR_TEFF_GRID = np.linspace(-0.4, 1.0, 1401)
+GR_TEFF_VALID = (-0.3, 1.3)  # g-r range of the Ivezic et al. (2008) Teff cubic
 # Cool branch: below the Teff of g-r = 1.0 the Teff cubic flattens towards its validity
 # edge, so r-i is taken as a quadratic in log Teff, C1-continuous at the join and passing
 # through r-i = 1.40 at 3250 K (an approximate mid-M-dwarf locus value).

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.survey.arguments import check_n, check_nonneg
-from stellarexp.survey.colours import gr_to_teff
+from stellarexp.survey.colours import GR_TEFF_VALID, gr_to_teff
 from stellarexp.survey.magnitudes import main_sequence_logg
 
 RESOURCE_PACKAGE = "stellarexp.resources"
@@ -89,6 +89,7 @@ _RESOURCE_COLUMNS: tuple[str, ...] = (*LABEL_COLUMNS, "glat")
 
 @functools.lru_cache(maxsize=1)
 def apogee_arrays() -> dict[str, np.ndarray]:
+    """The packaged APOGEE labels as float arrays ``teff, logg, fe_h, glat`` (read once, cached)."""
     path = resources.files(RESOURCE_PACKAGE).joinpath(APOGEE_RESOURCE)
     with path.open("rb") as fh, np.load(fh) as npz:
         return {c: npz[c].astype(float) for c in _RESOURCE_COLUMNS}
@@ -160,7 +161,8 @@ def observed_labels(
 def segue_like_labels(sspp: pd.DataFrame, n: int, rng) -> pd.DataFrame:
     """Labels of a SEGUE-like dwarf sample: [Fe/H] per g-r as in real SSPP stars.
 
-    Each label resamples one SSPP star (with replacement): its [Fe/H] as published, Teff from
+    Each label resamples one SSPP star of -0.3 < g-r < 1.3 (the Teff relation's validity;
+    with replacement): its [Fe/H] as published, Teff from
     its g-r through the Ivezic et al. (2008) relation (:func:`~stellarexp.survey.colours.gr_to_teff`,
     so the population's own colour relation maps it back to that g-r) and a main-sequence logg
     (:func:`~stellarexp.survey.magnitudes.main_sequence_logg`; SSPP stars are mostly F/G/K dwarfs).
@@ -186,9 +188,12 @@ def segue_like_labels(sspp: pd.DataFrame, n: int, rng) -> pd.DataFrame:
     missing = [c for c in ("gr", "feh") if c not in sspp.columns]
     if missing:
         raise ValueError(f"the SSPP table lacks column(s) {missing}")
-    ok = np.isfinite(sspp["gr"].to_numpy(float)) & np.isfinite(sspp["feh"].to_numpy(float))
+    gr = sspp["gr"].to_numpy(float)
+    lo, hi = GR_TEFF_VALID
+    # outside its validity the Teff cubic turns over (g-r = 3 would read as 13,700 K)
+    ok = np.isfinite(gr) & np.isfinite(sspp["feh"].to_numpy(float)) & (gr > lo) & (gr < hi)
     if not ok.any():
-        raise ValueError("the SSPP table has no star with finite gr and feh")
+        raise ValueError(f"the SSPP table has no star with finite feh and {lo} < gr < {hi}")
     rng = np.random.default_rng(rng)
     pick = rng.choice(np.flatnonzero(ok), size=n, replace=True)
     teff = gr_to_teff(sspp["gr"].to_numpy(float)[pick])

@@ -135,7 +135,7 @@ def draw_labelled_stars(
     Returns
     -------
     pandas.DataFrame
-        One row per star: ``teff``, ``logg``, ``fe_h`` (true labels), ``label_index`` (row of
+        One row per star: ``teff``, ``logg``, ``fe_h`` (true labels), ``label_index`` (row of ``labels`` when given, else
         :func:`load_apogee_labels`), ``mass`` (Msun), ``luminosity`` (Lsun), ``mbol``,
         ``distance_pc``, ``ebv``, ``mag_h_2mass`` (approximate apparent H, Vega),
         ``extinction_<b>``, ``absmag_<b>``, ``mag_<b>`` (apparent AB, dust included) and

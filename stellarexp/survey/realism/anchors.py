@@ -54,7 +54,10 @@ def read_sspp_csv(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AnchorError(f"{path}: SSPP table not found; give a CSV with columns {list(SSPP_COLUMNS)}")
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas parser errors are ValueErrors
+        raise AnchorError(f"{path}: not a readable CSV table ({exc})") from exc
     missing = [c for c in SSPP_COLUMNS if c not in df.columns]
     if missing:
         raise AnchorError(f"{path}: missing column(s) {missing}; an SSPP table needs {list(SSPP_COLUMNS)}")
@@ -126,20 +129,25 @@ def build_resources(sspp_csv, calibobj_fits, out_dir) -> dict[str, int]:
     dict
         Rows written per resource.
     """
+    from stellarexp.io_utils import atomic_path
+
     out_dir = Path(out_dir)
     sspp = read_sspp_csv(sspp_csv)
-    np.savez_compressed(out_dir / SSPP_RESOURCE, **{c: sspp[c].to_numpy(np.float32) for c in SSPP_COLUMNS},
-                        source=np.array("SDSS DR17 SSPP colours and fehadop; half of the CC BY 4.0 table of "
-                                        "RikGhosh487/Metallicity-Approximator data/valid/data.csv"))
     stars = load_calibobj_stars(calibobj_fits)
-    np.savez_compressed(out_dir / CALIBOBJ_RESOURCE,
-                        **{c: stars[c].to_numpy(np.float32) for c in CALIBOBJ_COLUMNS},
-                        source=np.array("SDSS calibObj-004510-4-star: stars without SATURATED, INTERP, "
-                                        "DEBLEND_TOO_MANY_PEAKS in any band"))
+    with atomic_path(out_dir / SSPP_RESOURCE) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, **{c: sspp[c].to_numpy(np.float32) for c in SSPP_COLUMNS},
+                            source=np.array("SDSS DR17 SSPP colours and fehadop; half of the CC BY 4.0 table "
+                                            "of RikGhosh487/Metallicity-Approximator data/valid/data.csv"))
+    with atomic_path(out_dir / CALIBOBJ_RESOURCE) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, **{c: stars[c].to_numpy(np.float32) for c in CALIBOBJ_COLUMNS},
+                            source=np.array("SDSS calibObj-004510-4-star: stars without SATURATED, INTERP, "
+                                            "DEBLEND_TOO_MANY_PEAKS in any band"))
     return {SSPP_RESOURCE: len(sspp), CALIBOBJ_RESOURCE: len(stars)}
 
 
-if __name__ == "__main__":  # python -m stellarexp.survey.realism.anchors SSPP.csv calibObj.fits.gz OUT_DIR
+if __name__ == "__main__":
     import sys
 
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m stellarexp.survey.realism.anchors SSPP.csv calibObj-*-star.fits.gz OUT_DIR")
     print(build_resources(*sys.argv[1:4]))

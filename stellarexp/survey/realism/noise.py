@@ -65,10 +65,7 @@ def error_curve(mag, mag_err, *, width: float = CURVE_BIN_MAG,
 def calibobj_magnitudes(real: pd.DataFrame, band: str) -> tuple[np.ndarray, np.ndarray]:
     """PSF magnitude (Pogson) and its error from calibObj ``psfflux_<b>``, ``psfflux_ivar_<b>``."""
     f = real[f"psfflux_{band}"].to_numpy(float)
-    iv = real[f"psfflux_ivar_{band}"].to_numpy(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.where((f > 0) & (iv > 0), 2.5 / np.log(10.0) / (f * np.sqrt(iv)), np.nan)
-    return sdss.nmgy_to_mag(f), err
+    return sdss.nmgy_to_mag(f), sdss.nmgy_ivar_to_mag_err(f, real[f"psfflux_ivar_{band}"].to_numpy(float))
 
 
 def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,

@@ -77,12 +77,19 @@ def colour_transfer(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str, seed:
     cv = cross_val_predict(_regressor(seed), test[cols].to_numpy(float), test["feh"].to_numpy(float), cv=folds)
     resid_real = cv - test["feh"].to_numpy(float)
     sigma, sigma_real, bias = float(np.std(resid)), float(np.std(resid_real)), float(np.mean(resid))
+    # for orientation: every SSPP star of the colour window, whatever its [Fe/H]
+    lo, hi = GR_WINDOW
+    window = real[(real["gr"] > lo) & (real["gr"] < hi)]
+    resid_window = model.predict(window[cols].to_numpy(float)) - window["feh"].to_numpy(float)
     ratio = sigma / sigma_real
     passed = bool(ratio <= max_ratio and abs(bias) <= max_bias)
     detail = (f"sigma {sigma:.3f} dex, bias {bias:+.3f} (trained on {len(train)} simulated stars) vs "
-              f"{sigma_real:.3f} trained on SSPP; {len(test)} SSPP stars, [Fe/H] {f_lo:.2f} to {f_hi:.2f}")
+              f"{sigma_real:.3f} trained on SSPP; {len(test)} SSPP stars, [Fe/H] {f_lo:.2f} to {f_hi:.2f} "
+              f"(all {len(window)} of the colour window: sigma {np.std(resid_window):.3f}, "
+              f"bias {np.mean(resid_window):+.3f})")
     table = pd.DataFrame({"feh": test["feh"].to_numpy(float), "gr": test["gr"].to_numpy(float),
                           "pred_sim_trained": resid + test["feh"].to_numpy(float),
                           "pred_sspp_trained": cv})
-    metrics = {"sigma": sigma, "sigma_sspp_trained": sigma_real, "bias": bias, "n_sspp": float(len(test))}
+    metrics = {"sigma": sigma, "sigma_sspp_trained": sigma_real, "bias": bias, "n_sspp": float(len(test)),
+               "sigma_whole_window": float(np.std(resid_window)), "bias_whole_window": float(np.mean(resid_window))}
     return Check("colour_transfer", sample, ratio, target, passed, detail, table, metrics)
