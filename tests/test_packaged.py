@@ -3,7 +3,6 @@ recalibrated intervals and the out-of-range flag."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -115,6 +114,75 @@ def test_bad_inputs_give_clear_errors(pkg_home, tiny_package):
         pred.predict(np.zeros((2, 4, 48, 48), np.float32))
     with pytest.raises(packaged.PackageError, match="cannot load the model"):
         packaged.load("models:/no-such-model/1")
-    info = json.loads((packaged.Path(pred.folder) / "package.json").read_text())
+    info = pred.info  # package.json, read when loaded (a downloaded copy is not kept)
     assert set(info["runs"]) == {"head", "backbone", "classifier", "logg_heads"}
     assert info["ranges"]["labels"]["teff"][0] < info["ranges"]["labels"]["teff"][1]
+
+
+class _Planted:
+    """Unpickling this creates a folder: what an attacker's ``os.system`` would do, harmlessly."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.makedirs, (self.marker,)
+
+
+def _tampered_copy(tiny_package, tmp_path):
+    """A downloaded copy of the registered model with a malicious pickle and a code file planted."""
+    import pickle
+    from pathlib import Path
+
+    import mlflow
+    import yaml
+
+    copy = Path(mlflow.artifacts.download_artifacts(artifact_uri=tiny_package["model_uri"],
+                                                    dst_path=str(tmp_path / "copy")))
+    markers = {"pickle": tmp_path / "pickle-ran", "code": tmp_path / "code-ran"}
+    (copy / "python_model.pkl").write_bytes(pickle.dumps(_Planted(markers["pickle"])))
+    (copy / "code").mkdir(exist_ok=True)
+    (copy / "code" / "stellar_model.py").write_text(f"import os\nos.makedirs({str(markers['code'])!r})\n")
+    spec = yaml.safe_load((copy / "MLmodel").read_text())
+    spec["flavors"]["python_function"]["code"] = "code"
+    (copy / "MLmodel").write_text(yaml.safe_dump(spec))
+    return copy, markers
+
+
+def test_a_tampered_model_copy_runs_no_code(pkg_home, tiny_package, tiny_survey, tmp_path):
+    from stellarexp.models import packaged
+    from tests.test_train_fixtures import run_job
+
+    copy, markers = _tampered_copy(tiny_package, tmp_path)
+    rng = np.random.default_rng(1)
+    images = (rng.normal(0, 0.05, (3, 5, 48, 48)) + 0.5).astype(np.float32)
+    out = packaged.load(str(copy)).predict(images, n_samples=10, seed=1)
+    assert np.isfinite(out["teff_mean"]).all()
+    _, run = run_job(["stage=predict", f"model_uri={copy}", f"input={tiny_survey['dataset']}",
+                      f"output={tmp_path / 'cat.parquet'}", "stage.progress_bar=false", "trainer.n_jobs=1"],
+                     tmp_path / "job")
+    assert run.info.status == "FINISHED" and (tmp_path / "cat.parquet").is_file()
+    assert not markers["pickle"].exists() and not markers["code"].exists()
+    # mlflow's own loader unpickles python_model.pkl: for stores you trust only (docs/prediction.md)
+    code = "import sys, mlflow\ntry:\n    mlflow.pyfunc.load_model(sys.argv[1])\nexcept Exception:\n    pass\n"
+    subprocess.run([sys.executable, "-c", code, str(copy)], env=isolated_env(pkg_home), capture_output=True,
+                   timeout=300, check=False)
+    assert markers["pickle"].exists()
+
+
+def test_a_package_path_leading_out_of_the_model_is_refused(pkg_home, tiny_package, tmp_path):
+    import yaml
+
+    from stellarexp.models import packaged
+
+    copy, _ = _tampered_copy(tiny_package, tmp_path)
+    spec = yaml.safe_load((copy / "MLmodel").read_text())
+    spec["flavors"]["python_function"]["artifacts"]["package"]["path"] = "../../"
+    (copy / "MLmodel").write_text(yaml.safe_dump(spec))
+    with pytest.raises(packaged.PackageError, match="outside the model directory"):
+        packaged.load(str(copy))
+    (copy / "MLmodel").unlink()
+    with pytest.raises(packaged.PackageError, match="no MLmodel"):
+        packaged.load(str(copy))

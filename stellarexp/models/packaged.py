@@ -17,7 +17,9 @@ A *package* is a folder holding copies of the parts' artifacts, as the stages lo
 :class:`Predictor` runs a package on raw cutouts ``[N, 5, 48, 48]`` (nanomaggies): one backbone
 pass, ``n_samples`` vectorised head draws, calibrated intervals when the head has a
 recalibration. :class:`StellarModel` wraps it as an ``mlflow.pyfunc.PythonModel`` and
-:func:`log_package` logs (and registers) it. Loading the pyfunc needs ``stellarexp`` importable.
+:func:`log_package` logs (and registers) it. :func:`load` reads a logged package as data only
+(no unpickling, no code from the model directory); ``mlflow.pyfunc.load_model`` works too, for
+stores you trust (it unpickles ``python_model.pkl``). Both need ``stellarexp`` importable.
 
 Imports mlflow (the PythonModel base) at import time and torch when a package is loaded: import
 this module only where a package is built or used.
@@ -31,6 +33,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -430,24 +433,69 @@ def log_package(folder, *, name: str = "model", registered_model_name: str | Non
         input_example=input_example)
 
 
+def package_folder(model_dir) -> Path:
+    """The package folder inside an MLflow model directory, found by reading ``MLmodel`` as data.
+
+    Parameters
+    ----------
+    model_dir : path-like
+        A logged pyfunc model's directory (``MLmodel``, ``artifacts/package/...``).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    PackageError
+        No ``MLmodel``, no package artifact, or an artifact path leading out of the directory.
+    """
+    import yaml
+
+    model_dir = Path(model_dir).resolve()
+    spec = model_dir / "MLmodel"
+    if not spec.is_file():
+        raise PackageError(f"{model_dir}: no MLmodel file; not an MLflow model directory")
+    try:
+        meta = yaml.safe_load(spec.read_text()) or {}
+        rel = meta["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"]
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise PackageError(f"{spec}: no '{ARTIFACT_KEY}' artifact in the python_function flavor; "
+                           "not a stellarexp package (made by stage=package)") from exc
+    folder = (model_dir / str(rel)).resolve()
+    if not folder.is_relative_to(model_dir):  # a planted '../' or symlink must not lead outside
+        raise PackageError(f"{spec}: the package path {rel!r} leads outside the model directory")
+    return folder
+
+
 def load(model_uri: str) -> Predictor:
-    """The :class:`Predictor` behind a logged package (``models:/...`` or ``runs:/...``).
+    """The :class:`Predictor` of a logged package, read as data only.
+
+    The model directory (``models:/...``, ``runs:/...``, or a local directory holding a copy)
+    is downloaded and read as files: ``MLmodel`` as YAML, the package's JSON and weight files
+    (weights-only torch loads). Nothing in it is unpickled or imported: every piece of code
+    comes from the installed stellarexp, so a tampered copy cannot run code here.
+    ``mlflow.pyfunc.load_model`` also loads the package, but it unpickles ``python_model.pkl``:
+    use it only on a store you trust.
 
     Raises
     ------
     PackageError
         The URI names no model, or a model that is not a stellarexp package.
     """
+    import tempfile
+
     from mlflow.exceptions import MlflowException
 
-    try:
-        model = mlflow.pyfunc.load_model(str(model_uri))
-    except (MlflowException, OSError) as exc:
-        raise PackageError(f"model_uri={model_uri}: cannot load the model ({exc}). Give "
-                           "models:/<name>/<version>, models:/<name>@<alias> or "
-                           "runs:/<run id>/model of a `stage=package` run") from None
-    inner = model.unwrap_python_model()
-    if not isinstance(inner, StellarModel):
-        raise PackageError(f"model_uri={model_uri} is a {type(inner).__name__}, not a "
-                           "stellarexp package (made by stage=package)")
-    return inner.predictor
+    local = Path(str(model_uri).removeprefix("file://")).expanduser()
+    if local.is_dir():
+        return Predictor(package_folder(local))
+    with tempfile.TemporaryDirectory(prefix="stellarexp-model-") as tmp:
+        try:
+            model_dir = mlflow.artifacts.download_artifacts(artifact_uri=str(model_uri), dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise PackageError(f"model_uri={model_uri}: cannot load the model ({exc}). Give "
+                               "models:/<name>/<version>, models:/<name>@<alias>, "
+                               "runs:/<run id>/model of a `stage=package` run, or its directory") from None
+        # the Predictor reads every file it needs now; the download goes with the temp folder
+        return Predictor(package_folder(model_dir))
