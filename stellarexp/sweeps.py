@@ -565,7 +565,8 @@ def write_yaml_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 def best_summary(study, space: Mapping[str, SearchParam], base_overrides: list[str],
                  metric: str | None) -> dict | None:
-    """What :func:`write_yaml_atomic` exports: best value, parameters, overrides and command.
+    """What :func:`write_yaml_atomic` exports: best value, parameters, overrides and command
+    (secrets in the overrides masked).
 
     Returns ``None`` while the study has no complete trial.
     """
@@ -580,7 +581,10 @@ def best_summary(study, space: Mapping[str, SearchParam], base_overrides: list[s
     for key, value in best.params.items():
         param = space.get(key)
         param_overrides.append(param.override(value) if param else f"++{key}={value}")
-    overrides = [*base_overrides, *param_overrides]
+    from stellarexp.tracking.redact import redact_override
+
+    # exported and printed: a secret given on the command line shows as *** (README, Security)
+    overrides = [redact_override(o) for o in (*base_overrides, *param_overrides)]
     counts = {s.name.lower(): sum(t.state == s for t in trials)
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
     value = float(best.value)

@@ -51,9 +51,11 @@ def run(cfg) -> float | None:
 
     from stellarexp import stages
     from stellarexp.config import register_resolvers
+    from stellarexp.tracking.redact import install_log_redaction
     from stellarexp.tracking.runs import tracked_run
 
     register_resolvers()
+    install_log_redaction()  # the job's log file and console never show a secret
     stage_fn = stages.resolve(str(cfg.stage.name))
     metric = stages.optimized_metric(cfg)
     output_dir, overrides = _job_info()

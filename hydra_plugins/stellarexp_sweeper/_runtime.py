@@ -34,6 +34,7 @@ import optuna
 from optuna.trial import TrialState
 
 from stellarexp import sweeps
+from stellarexp.tracking.redact import install_log_redaction, redact, redact_text
 
 log = logging.getLogger("stellarexp.sweep")
 
@@ -312,7 +313,7 @@ def outcome(ret, metric: str | None) -> tuple[TrialState, float | None, str | No
 def tell(study, trial, state: TrialState, value: float | None, reason: str | None) -> None:
     """Record one trial's outcome (the reason of a failure as user attribute ``fail_reason``)."""
     if reason:
-        trial.set_user_attr(REASON, reason)
+        trial.set_user_attr(REASON, redact_text(reason))
     if state == TrialState.COMPLETE:
         study.tell(trial, value)
         log.info("trial %d: %s = %.6g  %s", trial.number, "value", value, trial.params)
@@ -340,7 +341,7 @@ def load_or_create(plan: Plan, storage):
     if "search_space" not in study.user_attrs:
         for key, value in {**plan.attrs, "search_space": {k: p.expression for k, p in plan.space.items()},
                            "metric": plan.metric, "sampler": plan.sampler, "seed": plan.seed}.items():
-            study.set_user_attr(key, value)
+            study.set_user_attr(key, redact(value))  # the storage is shared and kept: no secrets
     return study
 
 
@@ -352,6 +353,7 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
     from . import _tracking
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we log each trial ourselves
+    install_log_redaction()  # Hydra's launcher logs each job's overrides
     with ask_lock(plan.storage):  # one worker creates the tables, study, trial 0, parent run
         storage = open_storage(plan.storage)
         study = load_or_create(plan, storage)
@@ -400,7 +402,8 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
         # read-then-write under the lock: with several workers, a worker that read the best
         # before another's better trial completed must not write over that worker's summary
         with ask_lock(plan.storage):
-            summary = sweeps.best_summary(study, plan.space, plan.base_overrides, plan.metric)
+            # what is exported (results file, MLflow, the console) never holds a secret
+            summary = redact(sweeps.best_summary(study, plan.space, plan.base_overrides, plan.metric))
             if summary is not None and plan.results_path is not None:
                 summary["storage"] = describe_storage(plan.storage)
                 sweeps.write_yaml_atomic(plan.results_path, summary)

@@ -37,6 +37,7 @@ class ParentRun:
             import yaml
 
             from stellarexp.tracking import store
+            from stellarexp.tracking.redact import redact
 
             from ._runtime import describe_storage
 
@@ -67,8 +68,8 @@ class ParentRun:
                                            tags=tags).info.run_id
                 study.set_user_attr(RUN_ATTR, run_id)
                 space = {k: p.expression for k, p in plan.space.items()}
-                client.log_text(run_id, yaml.safe_dump({"study": study.study_name, "params": space,
-                                                        "overrides": plan.base_overrides},
+                client.log_text(run_id, yaml.safe_dump(redact({"study": study.study_name, "params": space,
+                                                               "overrides": plan.base_overrides}),
                                                        sort_keys=False), "sweep/search_space.yaml")
             log.info("MLflow parent run %s for study %s", run_id, study.study_name)
             return cls(client, run_id, exp_id, study.study_name)

@@ -139,7 +139,6 @@ class StellarexpSweeper(Sweeper):
 
     def _optuna(self, study: str | None, fixed: list[str], swept: list, extra_space: dict) -> Any:
         from hydra.core.plugins import Plugins
-        from omegaconf import OmegaConf
 
         from stellarexp import sweeps
 
@@ -206,10 +205,22 @@ class StellarexpSweeper(Sweeper):
         _runtime.make_sampler(plan.sampler, plan.seed, space)  # fail early on a bad sampler
         sweep_dir = Path(self.config.hydra.sweep.dir)  # as Hydra's own sweeper does
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        # the sweep's record, as Hydra's own sweeper writes it, with secrets masked
+        _save_redacted(self.config, sweep_dir / "multirun.yaml")
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
         return _runtime.run(plan, self, probe)
+
+
+def _save_redacted(config, path: Path) -> None:
+    import yaml
+    from omegaconf import OmegaConf
+
+    from stellarexp.io_utils import atomic_path
+    from stellarexp.tracking.redact import redact
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(redact(OmegaConf.to_container(config, resolve=False, enum_to_str=True)), sort_keys=False))
 
 
 def _add_prefixes(space: dict, probe, source=None) -> None:

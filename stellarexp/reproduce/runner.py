@@ -23,6 +23,7 @@ from pathlib import Path
 
 from stellarexp.reproduce import jobs, plan
 from stellarexp.reproduce.plan import ReproduceError, Step
+from stellarexp.tracking.redact import redact, redact_text
 
 log = logging.getLogger("stellarexp.reproduce")
 
@@ -190,7 +191,7 @@ class Reproduce:
         from omegaconf import OmegaConf
 
         client.log_text(self.parent_id, yaml.safe_dump(
-            OmegaConf.to_container(self.cfg, resolve=True), sort_keys=False),
+            redact(OmegaConf.to_container(self.cfg, resolve=True)), sort_keys=False),
             "config/reproduce.yaml")
         return False
 
@@ -201,8 +202,8 @@ class Reproduce:
         client = self.client
         if result.run_id:
             client.set_tag(self.parent_id, f"step.{result.step}", result.run_id)
-        client.log_text(self.parent_id, self.steps_markdown(), "reproduce/steps.md")
-        client.log_text(self.parent_id, json.dumps([asdict(r) for r in self.results.values()],
+        client.log_text(self.parent_id, redact_text(self.steps_markdown()), "reproduce/steps.md")
+        client.log_text(self.parent_id, json.dumps(redact([asdict(r) for r in self.results.values()]),
                                                    indent=2), "reproduce/steps.json")
 
     def _end_parent(self, status: str, error: str | None = None) -> None:
@@ -220,7 +221,7 @@ class Reproduce:
             Metric("reproduce/steps_ran", ran, now, 0),
             Metric("reproduce/steps_reused", reused, now, 0)])
         if error:
-            client.set_tag(self.parent_id, "error", error[:1000])
+            client.set_tag(self.parent_id, "error", redact_text(error)[:1000])
         client.set_terminated(self.parent_id, status)
 
     # ---------------------------------------------------------------- steps
@@ -403,9 +404,9 @@ class Reproduce:
         except Exception as exc:  # noqa: BLE001 - the report run itself is still linked
             log.warning("could not read the report of run %s: %s", report.run_id, exc)
             return None
-        client.log_text(self.parent_id, text, "report/comparison.md")
+        client.log_text(self.parent_id, redact_text(text), "report/comparison.md")
         client.set_tag(self.parent_id, "mlflow.note.content",
-                       self.description(report.run_id, text))
+                       redact_text(self.description(report.run_id, text)))
         self.report_text = text
         return text
 
