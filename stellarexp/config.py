@@ -7,6 +7,10 @@ from omegaconf import OmegaConf
 from stellarexp import home as _home
 
 
+class ConfigError(ValueError):
+    """A config value outside what it may take; the message names the key and the allowed range."""
+
+
 def register_resolvers() -> None:
     """Register the ``${stellarexp_home:}`` resolver (idempotent)."""
     if not OmegaConf.has_resolver("stellarexp_home"):

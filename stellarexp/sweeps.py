@@ -292,6 +292,21 @@ def is_search_override(override) -> bool:
     return override.value_type == ValueType.INTERVAL_SWEEP
 
 
+def _check_range(key: str, line: str, values) -> None:
+    """A search range must lie inside the parameter's own valid range (:mod:`stellarexp.limits`)."""
+    from stellarexp.config import ConfigError
+    from stellarexp.limits import check_value, rule_for
+
+    rule = rule_for(key)
+    if rule is None:
+        return
+    for value in values:
+        try:
+            check_value(key, value, rule)
+        except ConfigError as exc:
+            raise SweepError(f"{line!r}: the range reaches {exc}; fix the study's search space") from None
+
+
 def to_param(override) -> SearchParam:
     """Convert a parsed sweep override into a :class:`SearchParam` (an Optuna distribution).
 
@@ -314,6 +329,7 @@ def to_param(override) -> SearchParam:
                 dist = IntDistribution(low, high, log=log_scale)
             else:
                 dist = FloatDistribution(float(low), float(high), log=log_scale)
+            _check_range(key, line, (low, high))
             return SearchParam(key, _prefix(override), dist, line)
         if isinstance(value, RangeSweep):
             values = sorted(override.sweep_iterator())
@@ -323,6 +339,7 @@ def to_param(override) -> SearchParam:
             if log_scale:
                 raise SweepError(f"{line!r}: Optuna has no log scale with a step; use "
                                  f"tag(log, int(interval(a, b)))")
+            _check_range(key, line, (values[0], values[-1]))
             if all(isinstance(v, int) for v in values) and isinstance(value.step, int):
                 dist = IntDistribution(values[0], values[-1], step=step)
             else:
@@ -336,6 +353,7 @@ def to_param(override) -> SearchParam:
             bad = [v for v in values if not isinstance(v, (str, int, float, bool))]
             if bad:
                 raise SweepError(f"{line!r}: choices must be strings or numbers, got {bad!r}")
+            _check_range(key, line, [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)])
             return SearchParam(key, _prefix(override), CategoricalDistribution(values), line,
                                labels=list(zip(values, texts)))
     except ValueError as exc:  # Optuna's own check (low > high, log with low <= 0, ...)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import tempfile
 
@@ -51,12 +52,14 @@ def run(cfg) -> float | None:
 
     from stellarexp import stages
     from stellarexp.config import register_resolvers
+    from stellarexp.stages.checks import check_stage
     from stellarexp.tracking.redact import install_log_redaction
     from stellarexp.tracking.runs import tracked_run
 
     register_resolvers()
     install_log_redaction()  # the job's log file and console never show a secret
     stage_fn = stages.resolve(str(cfg.stage.name))
+    check_stage(cfg)  # a bad value stops here, naming its key, before any run or work
     metric = stages.optimized_metric(cfg)
     output_dir, overrides = _job_info()
     resolved = {key: OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
@@ -83,6 +86,7 @@ def run(cfg) -> float | None:
 
 def _user_error(exc: BaseException) -> bool:
     """True for the project's "bad input" errors, whose message says what to fix."""
+    from stellarexp.config import ConfigError
     from stellarexp.data.catalog import CatalogError
     from stellarexp.data.dataset import DatasetError
     from stellarexp.data.pipeline import UserInputError
@@ -90,7 +94,8 @@ def _user_error(exc: BaseException) -> bool:
     from stellarexp.sweeps import SweepError
     from stellarexp.tracking.diskfull import ArtifactStoreFull
 
-    known = (CatalogError, DatasetError, FrameError, UserInputError, SweepError, ArtifactStoreFull)
+    known = (CatalogError, ConfigError, DatasetError, FrameError, UserInputError, SweepError,
+             ArtifactStoreFull)
     # a plain LookupError is the stages' "no such run" (KeyError/IndexError are bugs)
     return isinstance(exc, known) or type(exc) is LookupError
 
@@ -105,7 +110,8 @@ def _task(cfg) -> float | None:
         # bad input in a single run: the message, not a traceback (the run is already FAILED
         # with the traceback logged). In a multirun the launcher or sweeper records the error.
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if multirun or not _user_error(exc):
+        full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # Hydra's switch for tracebacks
+        if multirun or full_error or not _user_error(exc):
             raise
         # stderr (Hydra's console log is stdout), so scripts and users see it as the error
         print(f"error: {exc}", file=sys.stderr)

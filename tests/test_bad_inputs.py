@@ -265,3 +265,132 @@ def test_teff_units_are_told_apart(values, looks):
         return
     with pytest.raises(ValueError, match=re.escape(looks)):
         check_label_units({"teff": np.array(values)}, "f.csv", {"teff": "TEFF"})
+
+
+# ----------------------------------------------------------- frames, labels, outputs, ranges
+
+
+def _rewrite_frame(path: Path, **header) -> None:
+    """Rewrite a bz2 frame with header keywords changed (a broken copy of a real-layout frame)."""
+    import bz2
+    import io
+
+    from astropy.io import fits
+
+    with fits.open(io.BytesIO(bz2.decompress(path.read_bytes()))) as hdul:
+        for key, value in header.items():
+            hdul[0].header[key] = value
+        buf = io.BytesIO()
+        hdul.writeto(buf)
+    path.write_bytes(bz2.compress(buf.getvalue(), compresslevel=1))
+
+
+def _copy_survey(survey: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "survey"
+    shutil.copytree(survey, root, ignore=shutil.ignore_patterns("fields"))
+    return root
+
+
+def _build(root: Path, out: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
+    return cli(["stellarexp.data", "build", "data=sdss", f"data.crossmatch={root / 'crossmatch.csv'}",
+                f"data.labels={root / 'allStar-synthetic.fits'}", f"data.frame_root={root}",
+                f"data.dataset_path={out}", "progress=false", *extra], home)
+
+
+def test_a_frame_with_an_unknown_projection_rejects_its_field_only(tmp_path, survey):
+    from stellarexp.data.dataset import read_rejects, read_stars
+
+    root = _copy_survey(survey, tmp_path)
+    bad = sorted((root / "frames").rglob("frame-g-*.fits.bz2"))[1]
+    _rewrite_frame(bad, CTYPE1="RA---XYZ")
+    proc = _build(root, tmp_path / "x.h5", tmp_path / "home")
+    assert proc.returncode == 0 and "Traceback" not in proc.out, proc.out[-3000:]
+    stars, rejects = read_stars(tmp_path / "x.h5"), read_rejects(tmp_path / "x.h5")
+    assert len(stars) and 2 not in set(stars["camcol"])  # the good field's stars are kept
+    broken = rejects[rejects["reason"] == "bad_frame"]
+    assert len(broken) and broken["detail"].str.contains("WCS cannot be used").all()
+    assert broken["detail"].str.contains(bad.name).all()
+
+
+def test_no_star_survived_lists_the_reasons_and_replacing_a_frame_rebuilds(tmp_path, survey):
+    """A one-field build whose r frame belongs to another field: the error names the mismatch and
+    the reject counts; putting the right frame back rebuilds (frames are part of the fingerprint)."""
+    root = _copy_survey(survey, tmp_path)
+    cross = pd.read_csv(root / "crossmatch.csv")
+    one = cross[cross["camcol"] == cross["camcol"].max()]
+    one.to_csv(root / "crossmatch.csv", index=False)
+    right, wrong = (sorted((root / "frames").rglob("frame-r-*.fits.bz2"))[k] for k in (1, 0))
+    saved = right.read_bytes()
+    shutil.copyfile(wrong, right)
+    home, out = tmp_path / "home", tmp_path / "x.h5"
+    text = refused(_build(root, out, home), "no star survived", "Rejects:", "bad_frame", "disagrees")
+    assert f"{len(one)} x bad_frame" in text or "x bad_frame" in text
+    right.write_bytes(saved)
+    proc = _build(root, out, home)
+    assert proc.returncode == 0, proc.out[-3000:]
+    assert "up to date" not in proc.out
+    from stellarexp.data.dataset import read_rejects
+
+    assert not (read_rejects(out)["reason"] == "bad_frame").any()
+
+
+def test_a_few_label_rows_in_kK_are_rejected_not_kept(tmp_path, survey):
+    from astropy.table import Table
+
+    from stellarexp.data.dataset import read_rejects, read_stars
+
+    labels = Table.read(survey / "allStar-synthetic.fits").to_pandas()
+    good = labels["TEFF"] > 0
+    rows = labels.index[good][:10]
+    labels.loc[rows, "TEFF"] = labels.loc[rows, "TEFF"] / 1000.0  # 10 rows in kK, the rest in K
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "x.h5"
+    proc = cli(sdss_build(survey, out, f"data.labels={tmp_path / 'labels.csv'}"), tmp_path / "home")
+    assert proc.returncode == 0, proc.out[-3000:]
+    stars, rejects = read_stars(out), read_rejects(out)
+    assert stars["teff"].min() > 2000
+    odd = rejects[rejects["reason"] == "implausible_label"]
+    assert 0 < len(odd) <= 10 and odd["detail"].str.contains("Teff in kK").all()  # "(or log10(Teff))" at 3.2-4.8
+
+
+def test_predict_never_overwrites_its_input(tmp_path, survey):
+    src = tmp_path / "cross.csv"
+    shutil.copyfile(survey / "crossmatch.csv", src)
+    before = src.read_bytes()
+    refused(cli(["stellarexp.train", "stage=predict", "model_uri=models:/any/1", f"input={src}",
+                 f"output={src}", f"frame_root={survey}"], tmp_path / "home"),
+            "would overwrite the input", "cross.csv")
+    assert src.read_bytes() == before
+
+
+def test_a_search_range_outside_the_parameters_own_is_refused_before_any_trial(tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(BAD / "sweep_negative_trees.yaml", studies)
+    make_stars(60).to_csv(tmp_path / "stars.csv", index=False)
+    home = tmp_path / "home"
+    refused(cli(["stellarexp.train", "-m", "data=table", f"data.path={tmp_path / 'stars.csv'}", "target=teff",
+                 "model=random_forest", f"hydra.sweeper.studies_dir={studies}", "sweep=sweep_negative_trees"],
+                home),
+            "model.params.n_estimators=-10", "must be an integer >= 1", "search space")
+    journal = home / "mlruns" / "optuna"
+    assert not journal.exists() or not any(journal.iterdir())
+
+
+@pytest.mark.parametrize(("override", "phrases"), [
+    ("stage.lr=-0.001", ("stage.lr=-0.001", "> 0")),
+    ("stage.batch_size=0", ("stage.batch_size=0", ">= 1")),
+    ("stage.max_epochs=0", ("stage.max_epochs=0", ">= 1")),
+    ("target=foo", ("target='foo'", "'teff'")),
+])
+def test_stage_settings_are_checked_before_the_job(tmp_path, override, phrases):
+    home = tmp_path / "home"
+    refused(cli(["stellarexp.train", "stage=backbone", "model=convit", override], home), *phrases)
+    assert not (home / "data" / "datasets").exists()  # stopped before any work
+
+
+def test_a_table_too_small_to_split_is_a_message_not_a_traceback(tmp_path):
+    make_stars(3).to_csv(tmp_path / "three.csv", index=False)
+    refused(cli(["stellarexp.train", "data=table", f"data.path={tmp_path / 'three.csv'}", "target=teff",
+                 "model=random_forest"], tmp_path / "home"),
+            "validation stars", "non-empty")

@@ -59,8 +59,8 @@ def test_funnel_rejects_and_schema(tables):
     cross, labels = tables
     sel = catalog.select_stars(cross, labels)
     assert sel.funnel == [("cross-match rows", 13), ("photometric flags clean", 10), ("photometry present", 9),
-                          ("matched to labels", 8), ("FE_H_FLAG == 0", 7), ("labels present", 5),
-                          ("duplicates removed", 4)]
+                          ("photometry plausible", 9), ("matched to labels", 8), ("FE_H_FLAG == 0", 7),
+                          ("labels present", 5), ("labels plausible", 5), ("duplicates removed", 4)]
     reasons = sel.rejects.groupby("reason").size().to_dict()
     assert reasons == {"photo_flags": 3, "missing_photometry": 1, "no_label_match": 1, "fe_h_flag": 1,
                        "missing_label": 2, "duplicate": 1}
@@ -114,7 +114,7 @@ def test_label_free_mode(tables):
     sel = catalog.select_stars(cross, None)
     assert sel.label_free
     assert [s for s, _ in sel.funnel] == ["cross-match rows", "photometric flags clean", "photometry present",
-                                          "duplicates removed"]
+                                          "photometry plausible", "duplicates removed"]
     assert dict(sel.funnel)["duplicates removed"] == 9 - 1  # objID 1009 listed twice
     assert sel.stars["teff"].isna().all() and sel.stars["fe_h_err"].isna().all()
     assert sel.stars["star_id"].tolist() == sel.stars["obj_id"].astype(str).tolist()

@@ -274,3 +274,16 @@ def test_build_continues_past_bad_fields(tmp_path):
 def test_build_requires_columns():
     with pytest.raises(ValueError, match="star_id"):
         build_cutouts(pd.DataFrame({"ra": [1.0]}), "/nonexistent", progress=False)
+
+
+def test_a_star_off_its_catalogue_position_says_so(field_dir, frames1):
+    """A position 3 arcsec off (a shifted WCS or wrong coordinates) is a position_offset with the
+    offset in the detail, not a saturated core; the star at its true position is accepted."""
+    _, stars = field_dir
+    s0 = stars[stars["star_id"] == "s0"].copy()
+    shifted = s0.assign(star_id="s0_shifted", dec=s0["dec"] + 3.0 / 3600.0)
+    res = cut_field(frames1, pd.concat([s0, shifted], ignore_index=True))
+    assert _reasons(res) == {"s0_shifted": "position_offset"}, res.rejects
+    detail = res.rejects["detail"].iloc[0]
+    assert "arcsec" in detail and "catalogue position" in detail
+    assert 2.0 < float(detail.split("(")[1].split(" arcsec")[0]) < 4.0

@@ -68,8 +68,8 @@ def test_photometry_on_real_frames(check):
 
 def test_label_free_funnel_and_rejects(check):
     steps = [s for s, _ in check.funnel]
-    assert steps == ["cross-match rows", "photometric flags clean", "photometry present", "duplicates removed",
-                     "cutouts accepted"]
+    assert steps == ["cross-match rows", "photometric flags clean", "photometry present", "photometry plausible",
+                     "duplicates removed", "cutouts accepted"]
     counts = [n for _, n in check.funnel]
     assert counts[0] == 51 and all(a >= b for a, b in itertools.pairwise(counts))
     reasons = set(check.rejects["reason"])

@@ -10,12 +10,16 @@ Funnel steps, in order (see ``docs/pipeline.md`` for why this order):
 1. ``cross-match rows``: rows read.
 2. ``photometric flags clean``: no SATURATED, INTERP or DEBLEND_TOO_MANY_PEAKS in any band.
 3. ``photometry present``: psfMag, psfMagErr and extinction finite and not a -9999 sentinel.
-4. ``matched to labels``: APSTAR_ID join, else nearest label entry within ``match_radius_arcsec``.
-5. ``FE_H_FLAG == 0``.
-6. ``labels present``: Teff, logg, [Fe/H] finite and not sentinels.
-7. ``duplicates removed``: one row per photometric object and per APOGEE star (best entry kept).
+4. ``photometry plausible``: psfMag within 5-35 mag, its error and the extinction within 0-10 mag
+   (:data:`stellarexp.data.units.PLAUSIBLE_PHOTOMETRY`).
+5. ``matched to labels``: APSTAR_ID join, else nearest label entry within ``match_radius_arcsec``.
+6. ``FE_H_FLAG == 0``.
+7. ``labels present``: Teff, logg, [Fe/H] finite and not sentinels.
+8. ``labels plausible``: every row's labels within :data:`stellarexp.data.units.PLAUSIBLE`
+   (a few rows in other units, e.g. Teff in kK, are rejected as ``implausible_label``).
+9. ``duplicates removed``: one row per photometric object and per APOGEE star (best entry kept).
 
-Label-free mode (no label file) runs steps 1-3 and 7 (by objID) only; labels are NaN.
+Label-free mode (no label file) runs steps 1-4 and 9 (by objID) only; labels are NaN.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp import sdss
+from stellarexp.data.units import PLAUSIBLE, PLAUSIBLE_PHOTOMETRY, implausible_rows
 
 LABELS = ("teff", "logg", "fe_h")
 # Typical APOGEE DR17 label errors; used to put the three errors on one scale when ranking
@@ -352,6 +357,11 @@ def select_stars(crossmatch, labels=None, *, match_radius_arcsec: float = 1.0,
     for c in phot_cols:
         cross[c] = cross[c].astype(float)
     funnel.append(("photometry present", len(cross)))
+    odd, detail = implausible_rows({c: cross[c] for c in phot_cols},
+                                   {c: PLAUSIBLE_PHOTOMETRY[c.rsplit("_", 1)[0]] for c in phot_cols})
+    rejects.append(_reject(cross[odd], "implausible_photometry", detail))
+    cross = cross[~odd].reset_index(drop=True)
+    funnel.append(("photometry plausible", len(cross)))
 
     if label_free:
         stars = cross.copy()
@@ -393,6 +403,11 @@ def select_stars(crossmatch, labels=None, *, match_radius_arcsec: float = 1.0,
         rejects.append(_reject(merged[lrow], "missing_label", detail))
         merged = merged[~lrow].reset_index(drop=True)
         funnel.append(("labels present", len(merged)))
+        # a few rows in other units (Teff in kK) pass the file's median check: reject them
+        odd, detail = implausible_rows({c: merged[f"lab_{c}"] for c in LABELS}, PLAUSIBLE)
+        rejects.append(_reject(merged[odd], "implausible_label", detail))
+        merged = merged[~odd].reset_index(drop=True)
+        funnel.append(("labels plausible", len(merged)))
 
         # duplicates: the same photometric object matched by several APOGEE entries, or one
         # APOGEE entry matched to several objects; keep the best-ranked row of each group

@@ -18,6 +18,10 @@ rationale in ``docs/pipeline.md``):
     a band is missing from the field, or its frame/cutout is all zero or constant.
 ``non_finite``
     a NaN/inf pixel in any band's cutout.
+``position_offset``
+    in any band, the brightest pixel within three core radii is a significant peak outside the
+    core while the core's own brightest pixel is off-centre: the catalogue position (or that
+    band's WCS) is off; the detail gives the offset.
 ``saturated_core``
     in any band, a core pixel at >= ``saturation_fraction`` of the ADC ceiling (in DN incl. sky),
     or a deformed core: the brightest core pixel lies more than ``max_peak_offset_px`` from the
@@ -179,8 +183,9 @@ def _sigma_cut(frame: Frame, data: np.ndarray, sl) -> np.ndarray:
     return np.sqrt(dn / frame.gain + frame.dark_variance) * calib
 
 
-def _core_check(frame: Frame, data: np.ndarray, sl, x: float, y: float, cfg: CutoutConfig) -> str | None:
-    """Saturation tests on original pixels of one band; returns a detail string or None."""
+def _core_check(frame: Frame, data: np.ndarray, sl, x: float, y: float,
+                cfg: CutoutConfig) -> tuple[str, str] | None:
+    """Saturation and position tests on original pixels of one band: ``(reason, detail)`` or None."""
     calib = frame.calib[sl[1]][None, :]
     ny, nx = data.shape
     r = cfg.core_radius_px
@@ -195,7 +200,7 @@ def _core_check(frame: Frame, data: np.ndarray, sl, x: float, y: float, cfg: Cut
     counts = core / calib[:, xa:xb] + frame.sky[sub_sl]
     ceiling = cfg.saturation_fraction * (sdss.SATURATION_DN - sdss.SOFTBIAS)
     if np.any(counts[inside] >= ceiling):
-        return f"{frame.band}: core pixel at {np.max(counts[inside]):.0f} DN >= {ceiling:.0f}"
+        return "saturated_core", f"{frame.band}: core pixel at {np.max(counts[inside]):.0f} DN >= {ceiling:.0f}"
     vals = np.where(inside, core, -np.inf)
     k = np.argmax(vals)
     peak = vals.flat[k]
@@ -204,11 +209,45 @@ def _core_check(frame: Frame, data: np.ndarray, sl, x: float, y: float, cfg: Cut
         return None
     off = np.hypot(xx.flat[k] - x, yy.flat[k] - y)
     if off > cfg.max_peak_offset_px:
-        return f"{frame.band}: brightest core pixel {off:.1f} px from the star (interpolated/deformed core)"
+        return "saturated_core", f"{frame.band}: brightest core pixel {off:.1f} px from the star (interpolated/deformed core)"
     ntop = int(np.sum(core[inside] >= 0.9 * peak))
     if ntop > cfg.flat_top_pixels:
-        return f"{frame.band}: {ntop} core pixels within 10% of the peak (flat top)"
+        return "saturated_core", f"{frame.band}: {ntop} core pixels within 10% of the peak (flat top)"
     return None
+
+
+def _position_check(frame: Frame, data: np.ndarray, sl, x: float, y: float,
+                    cfg: CutoutConfig) -> tuple[str, str] | None:
+    """``("position_offset", detail)`` when the star's light sits beside its catalogue position.
+
+    The test: within three core radii, the brightest pixel is a significant peak (above
+    ``peak_min_snr`` noise) outside the core, and the core's own brightest pixel is off-centre
+    too (so no star sits at the position: a neighbour beside a centred star is left to the
+    contamination rule). A saturated core keeps its light centred on the star.
+    """
+    r_out, r_core = 3.0 * cfg.core_radius_px, cfg.core_radius_px
+    ny, nx = data.shape
+    ya, yb = max(0, int(np.floor(y - r_out))), min(ny, int(np.ceil(y + r_out)) + 1)
+    xa, xb = max(0, int(np.floor(x - r_out))), min(nx, int(np.ceil(x + r_out)) + 1)
+    if ya >= yb or xa >= xb:
+        return None
+    box = data[ya:yb, xa:xb]
+    yy, xx = np.mgrid[ya:yb, xa:xb]
+    rr = np.hypot(xx - x, yy - y)
+    vals = np.where(np.isfinite(box) & (rr <= r_out), box, -np.inf)
+    k = int(np.argmax(vals))
+    core = np.where(rr <= r_core, vals, -np.inf)
+    kc = int(np.argmax(core))
+    if rr.flat[k] <= r_core or rr.flat[kc] <= cfg.max_peak_offset_px:
+        return None
+    sub_sl = (slice(sl[0].start + ya, sl[0].start + yb), slice(sl[1].start + xa, sl[1].start + xb))
+    if vals.flat[k] <= cfg.peak_min_snr * _sigma_cut(frame, box, sub_sl).flat[k]:
+        return None
+    dx, dy = float(xx.flat[k] - x), float(yy.flat[k] - y)
+    d = float(np.hypot(dx, dy))
+    return "position_offset", (f"{frame.band}: the star's light peaks {d:.1f} px ({d * sdss.PIXEL_SCALE_ARCSEC:.1f} "
+                               f"arcsec) from its catalogue position, at ({dx:+.1f}, {dy:+.1f}) px: its "
+                               "coordinates or the frame's WCS are off")
 
 
 def _neighbour(img: np.ndarray, sigma: np.ndarray, x: float, y: float, band: str, cfg: CutoutConfig) -> str | None:
@@ -333,10 +372,12 @@ def cut_field(frames: dict, stars: pd.DataFrame, config: CutoutConfig | None = N
             if flat:
                 reason = ("broken_band", f"{','.join(flat)}: cutout is constant (value {cube[sdss.BANDS.index(flat[0])].flat[0]:g})")
         if reason is None:
-            for b in sdss.BANDS:
-                detail = _core_check(*sat_inputs[b], cfg)
-                if detail:
-                    reason = ("saturated_core", detail)
+            for check in (_position_check, _core_check):
+                for b in sdss.BANDS:
+                    reason = check(*sat_inputs[b], cfg)
+                    if reason:
+                        break
+                if reason:
                     break
         if reason is None:
             sig_r = _sigma_cut(fr, cube[2], sl_r)

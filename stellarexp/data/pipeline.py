@@ -97,6 +97,8 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     for p in [cross] + ([labels] if labels else []):
         if not p.is_file():
             raise UserInputError(f"{p} does not exist; check data.crossmatch / data.labels")
+        if p.resolve() == out.resolve():
+            raise UserInputError(f"data.dataset_path={out} would overwrite the input {p}; give another path")
     if source is None:
         from stellarexp.data import download
 
@@ -124,8 +126,9 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     funnel = list(selection.funnel) + [("cutouts accepted", len(stars))]
     rejects = _concat_rejects(selection.rejects, result.rejects)
     if len(stars) == 0:
-        raise UserInputError(f"no star survived the cuts and cutout checks (funnel: {funnel}); "
-                             "see the reject reasons above and loosen data.cutouts or check the inputs")
+        raise UserInputError(f"no star survived the cuts and cutout checks (funnel: {funnel}). "
+                             f"{reject_summary(rejects)}Fix the inputs the reasons name, or loosen "
+                             "data.cutouts for the cutout checks")
     truth = data_cfg.get("truth")
     if truth and Path(str(truth)).is_file():
         stars = _attach_truth(stars, Path(str(truth)))
@@ -163,7 +166,44 @@ def inputs_fingerprint(data_cfg) -> str:
             else:
                 parts[key] = None
         parts["frame_root"] = str(data_cfg.get("frame_root"))
+        parts["frames"] = frames_signature(data_cfg)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reject_summary(rejects, n_details: int = 3) -> str:
+    """Reject counts by reason, each with its first few details, as sentences for an error."""
+    if rejects is None or not len(rejects):
+        return ""
+    parts = []
+    for reason, group in rejects.groupby("reason", sort=False):
+        details = "; ".join(str(d) for d in group["detail"].head(n_details))
+        parts.append(f"{len(group)} x {reason} (e.g. {details})")
+    return "Rejects: " + " | ".join(parts) + ". "
+
+
+def frames_signature(data_cfg) -> list | None:
+    """Name, size and modification time of every frame file the cross-match table needs.
+
+    Part of the input fingerprint: replacing a broken frame makes the next build rebuild.
+    """
+    from stellarexp import sdss
+    from stellarexp.data import catalog
+
+    cross, root = data_cfg.get("crossmatch"), data_cfg.get("frame_root")
+    if cross in (None, "???") or root in (None, "???") or not Path(str(cross)).is_file():
+        return None
+    try:
+        fields = catalog.read_crossmatch(Path(str(cross)))[["run", "camcol", "field"]].drop_duplicates()
+    except (catalog.CatalogError, ValueError, OSError):
+        return None  # the build reports the table's problem itself
+    out = []
+    for run, camcol, fld in sorted(fields.itertuples(index=False, name=None)):
+        for band in sdss.BANDS:
+            rel = sdss.frame_relpath(band, run, camcol, fld)
+            path = Path(str(root)) / rel
+            st = path.stat() if path.is_file() else None
+            out.append([rel, st.st_size if st else None, st.st_mtime_ns if st else None])
+    return out
 
 
 def _concat_rejects(*tables):

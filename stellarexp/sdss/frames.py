@@ -200,10 +200,20 @@ def read_frame(path, *, gain: float | None = None, dark_variance: float | None =
     _require(xinterp.shape == (nx,) and yinterp.shape == (ny,), path, "sky interpolation vectors do not match the image")
     if str(header.get("CTYPE1", "")).strip() == "" or str(header.get("CTYPE2", "")).strip() == "":
         raise FrameError(f"{path}: HDU0 has no WCS (CTYPE1/CTYPE2 missing); the pipeline needs each band's WCS to align it")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)  # RADECSYS spelling, as SDSS writes it
-        wcs = WCS(header)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)  # RADECSYS spelling, as SDSS writes it
+            wcs = WCS(header)
+            # the WCS must also transform: a frame whose projection astropy cannot apply is
+            # rejected here, with its file name, not later in the middle of a build
+            centre = wcs.all_pix2world([[nx / 2.0, ny / 2.0]], 0)
+            back = wcs.all_world2pix(centre, 0)
+    except Exception as exc:  # astropy.wcs raises many types (e.g. InconsistentAxisTypesError)
+        raise FrameError(f"{path}: HDU0 WCS cannot be used ({type(exc).__name__}: {exc}; CTYPE1="
+                         f"{header.get('CTYPE1')!r}); re-download the frame") from exc
     _require(wcs.has_celestial, path, "HDU0 WCS is not celestial")
+    _require(bool(np.isfinite(centre).all() and np.isfinite(back).all()), path,
+             "HDU0 WCS gives no finite sky position at the frame centre")
     hdr_band = str(header.get("FILTER", band)).strip()
     _require(hdr_band == band, path, f"FILTER keyword {hdr_band!r} disagrees with the file name band {band!r}")
     hdr_camcol = int(header.get("CAMCOL", camcol))

@@ -46,6 +46,7 @@ def resolve(name: str) -> Callable:
 
 def targets_of(target) -> list[str]:
     """Labels selected by the ``target`` key: ``all``, one label, or a list of labels."""
+    from stellarexp.config import ConfigError
     from stellarexp.data.dataset import LABELS
 
     if target is None or target == "all":
@@ -53,7 +54,7 @@ def targets_of(target) -> list[str]:
     chosen = [target] if isinstance(target, str) else [str(t) for t in target]
     unknown = [t for t in chosen if t not in LABELS]
     if unknown or not chosen:
-        raise ValueError(f"target must be 'all' or among {list(LABELS)}, got {target!r}")
+        raise ConfigError(f"target={target!r}: must be 'all' or one of {list(LABELS)} (or a list of them)")
     return chosen
 
 

@@ -33,7 +33,9 @@ def hyperparameters(model_cfg, target: str) -> dict:
 def _eval_subsets(table, split: str) -> dict[str, np.ndarray]:
     masks = {s: table.subset_mask(split, s) for s in ("train", "val", "test")}
     if not masks["train"].any() or not masks["val"].any():
-        raise ValueError(
+        from stellarexp.data.dataset import DatasetError
+
+        raise DatasetError(
             f"split {split!r} leaves {int(masks['train'].sum())} training and "
             f"{int(masks['val'].sum())} validation stars; both must be non-empty"
         )

@@ -69,6 +69,17 @@ def write_table(frame, path) -> Path:
     return path
 
 
+def _check_output_is_not_an_input(cfg, output: Path) -> None:
+    """Refuse an output (or its rejects file) that would overwrite the input or the model."""
+    inputs = {str(cfg.get(k)) for k in ("input", "model_uri") if not _missing(cfg, k)}
+    for target in (output, rejects_path(output)):
+        for name in inputs:
+            source = Path(name).expanduser()
+            if source.exists() and target.resolve() == source.resolve():
+                raise _user_error(f"output={output} would overwrite the input {source}; "
+                                  "give another output file")
+
+
 def rejects_path(output) -> Path:
     """``<stem>_rejects<ext>`` beside the catalogue."""
     output = Path(output)
@@ -152,6 +163,7 @@ def run(cfg, run) -> dict[str, float]:
     output = Path(str(cfg.output)).expanduser() if not _missing(cfg, "output") \
         else run.output_dir / "catalogue.csv"
     table_format(output)  # fail before any work on a bad extension
+    _check_output_is_not_an_input(cfg, output)
     tic = time.perf_counter()
     try:
         predictor = packaged.load(str(cfg.model_uri))
