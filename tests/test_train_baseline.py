@@ -82,7 +82,7 @@ def test_baseline_run_records_everything(home, tmp_path, dataset, model, feature
     assert list(preds["star_id"]) == list(stars["star_id"])
     X = feats(stars, features).to_numpy()
     for t in ("teff", "logg", "fe_h"):
-        reloaded = load_model(f"{local}/models/{t}{SUFFIX[model]}").predict(X)
+        reloaded = load_model(f"{local}/models/{t}{SUFFIX[model]}", trusted=True).predict(X)
         np.testing.assert_allclose(reloaded, preds[f"{t}_pred"], rtol=1e-5)
         val = preds["subset"] == "val"
         resid = preds.loc[val, f"{t}_pred"] - preds.loc[val, t]

@@ -108,8 +108,12 @@ def save_model(model, name: str, path) -> Path:
     return path
 
 
-def load_model(path, name: str | None = None):
+def load_model(path, name: str | None = None, *, trusted: bool = False):
     """Load a regressor written by :func:`save_model`; the result has ``predict(X)``.
+
+    XGBoost, LightGBM and CatBoost files are data. A random forest is a joblib file, i.e. a
+    pickle (scikit-learn has no code-free format, and skops would load torch into every
+    baseline job): it loads only with ``trusted=True``, for files from your own store.
 
     Parameters
     ----------
@@ -117,6 +121,13 @@ def load_model(path, name: str | None = None):
         Model file.
     name : str, optional
         Model family; inferred from the suffix when omitted.
+    trusted : bool
+        Allow loading a pickled (random-forest) model.
+
+    Raises
+    ------
+    PermissionError
+        A random-forest file without ``trusted=True``.
     """
     path = Path(path)
     if name is None:
@@ -139,6 +150,9 @@ def load_model(path, name: str | None = None):
 
         return CatBoostRegressor().load_model(str(path))
     if name == "random_forest":
+        if not trusted:
+            raise PermissionError(f"{path} is a joblib pickle, which can run code when loaded; load it "
+                                  "only from a store you trust: load_model(path, trusted=True)")
         import joblib
 
         return joblib.load(path)
