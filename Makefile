@@ -10,7 +10,7 @@ PYTEST := PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 $(PY) -m pytest -p xdist.plugin -p py
 JOBS ?= 2
 # Idle OpenMP threads spin by default; on a shared 2-core machine that slows torch ~10x.
 export OMP_WAIT_POLICY ?= PASSIVE
-# The quick experiment (steps, sizes, backbone budget): conf/experiment/quick.yaml.
+# The quick experiment (steps, sizes, backbone budget): stellarexp/conf/experiment/quick.yaml.
 QUICK := data=synthetic data.size=quick
 
 .PHONY: install run test test-slow test-services test-browser test-all ui lint clean-venv

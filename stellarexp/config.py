@@ -18,7 +18,7 @@ def register_resolvers() -> None:
 
 
 def compose(config_name: str, overrides: list[str] | None = None):
-    """Compose ``conf/<config_name>.yaml`` with ``overrides`` outside a Hydra app.
+    """Compose ``stellarexp/conf/<config_name>.yaml`` with ``overrides`` outside a Hydra app.
 
     Parameters
     ----------

@@ -15,7 +15,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 def source_root() -> Path | None:
     """Return the repository root when running from a source checkout, else ``None``."""
     root = _PACKAGE_DIR.parent
-    if (root / "pyproject.toml").is_file() and (root / "conf").is_dir():
+    if (root / "pyproject.toml").is_file():
         return root
     return None
 
@@ -54,12 +54,11 @@ def outputs_dir() -> Path:
 
 
 def conf_dir() -> Path:
-    """Return the directory holding the Hydra configuration groups.
-
-    A source checkout uses ``<root>/conf``; an installed package ships a copy under
-    ``stellarexp/conf``.
-    """
-    root = source_root()
-    if root is not None:
-        return root / "conf"
+    """Return the directory of the Hydra configuration groups, shipped inside the package
+    (``stellarexp/conf``). Add your own with Hydra's search path (README, "Your own configs")."""
     return _PACKAGE_DIR / "conf"
+
+
+def studies_dir() -> Path:
+    """Return the directory of the shipped Optuna study files (``stellarexp/studies``)."""
+    return _PACKAGE_DIR / "studies"

@@ -1,6 +1,6 @@
 """Optuna studies of stellarexp: study files, search spaces, study names and exported results.
 
-A *study file* ``sweeps/<study>.yaml`` is versioned with the code and holds one search space::
+A *study file* ``stellarexp/studies/<study>.yaml`` is versioned with the code and holds one search space::
 
     description: XGBoost on the 10 colours (paper Table 3)
     overrides: [stage=baseline, model=xgboost, features=color]   # fixed in every trial
@@ -56,14 +56,14 @@ class SweepError(CompactHydraException, ValueError):
 
 
 def studies_dir() -> Path:
-    """``<checkout>/sweeps`` in a source checkout (studies are versioned), else ``$HOME/sweeps``."""
-    root = _home.source_root()
-    return (root if root is not None else _home.home()) / "sweeps"
+    """The shipped study files: ``stellarexp/studies/`` inside the installed package (your own:
+    ``hydra.sweeper.studies_dir=<folder>``)."""
+    return _home.studies_dir()
 
 
-def results_dir(directory: str | os.PathLike | None = None) -> Path:
-    """Where best parameters are exported: ``<studies dir>/results``."""
-    return Path(directory or studies_dir()) / "results"
+def results_dir() -> Path:
+    """Where best parameters are exported: ``$STELLAREXP_HOME/sweeps/results/``."""
+    return _home.home() / "sweeps" / "results"
 
 
 def default_journal() -> Path:
@@ -77,7 +77,7 @@ def default_journal() -> Path:
 
 @dataclass
 class StudyFile:
-    """One study file (``sweeps/<name>.yaml``).
+    """One study file (``stellarexp/studies/<name>.yaml``).
 
     Attributes
     ----------

@@ -1,6 +1,6 @@
 """``python -m stellarexp.train [-m] key=value ...``: compose a stage, run it, record it in MLflow.
 
-The Hydra app reads ``conf/train.yaml`` from :func:`stellarexp.home.conf_dir`, so it works from
+The Hydra app reads ``stellarexp/conf/train.yaml`` from :func:`stellarexp.home.conf_dir`, so it works from
 any directory; run directories go to ``$STELLAREXP_HOME/outputs``. Each job opens one MLflow run
 (:func:`stellarexp.tracking.runs.tracked_run`), calls the selected stage
 (:mod:`stellarexp.stages`), logs the returned metrics in one batch and returns
@@ -41,7 +41,7 @@ def run(cfg) -> float | None:
     Parameters
     ----------
     cfg : omegaconf.DictConfig
-        Config composed from ``conf/train.yaml`` (a ``hydra`` node, if any, is not logged).
+        Config composed from ``stellarexp/conf/train.yaml`` (a ``hydra`` node, if any, is not logged).
 
     Returns
     -------

@@ -27,7 +27,7 @@ def _sources_key() -> str:
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     for pattern in ("stellarexp/data/**/*.py", "stellarexp/survey/**/*.py", "stellarexp/sdss/**/*.py",
-                    "conf/data/**/*.yaml", "conf/data_cli.yaml",
+                    "stellarexp/conf/data/**/*.yaml", "stellarexp/conf/data_cli.yaml",
                     "stellarexp/resources/**/*"):
         for path in sorted(root.glob(pattern)):
             if path.is_file():

@@ -1,4 +1,4 @@
-"""Every config combination of ``conf/train.yaml`` composes and resolves; ``--help`` is fast and
+"""Every config combination of ``stellarexp/conf/train.yaml`` composes and resolves; ``--help`` is fast and
 light; the paper's hyperparameters (Tables 3-6) are the models' defaults."""
 
 from __future__ import annotations

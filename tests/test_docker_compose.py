@@ -1,6 +1,6 @@
 """``docker/compose.yaml`` checked without a container engine: services, images and build
 contexts, variables, loopback-only ports, volumes, health checks and start order, the tracking
-server's wiring, and the worker's command composing against ``conf/``. ``docker-compose config``
+server's wiring, and the worker's command composing against ``stellarexp/conf/``. ``docker-compose config``
 runs too where that Debian package is installed.
 """
 

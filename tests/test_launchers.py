@@ -1,5 +1,5 @@
-"""Hydra launchers next to the project's sweeper: discovery, the presets in conf/hydra/launcher/
-composing with ``conf/train.yaml`` and building their launcher, and (slow) an Optuna batch run
+"""Hydra launchers next to the project's sweeper: discovery, the presets in stellarexp/conf/hydra/launcher/
+composing with ``stellarexp/conf/train.yaml`` and building their launcher, and (slow) an Optuna batch run
 in parallel by the joblib launcher.
 """
 

@@ -314,7 +314,7 @@ def test_help_imports_neither_optuna_nor_mlflow(toy):
 
 
 def test_stellarexp_train_selects_the_project_sweeper():
-    """conf/hydra/sweeper/stellarexp_optuna.yaml composes on the real app's config."""
+    """stellarexp/conf/hydra/sweeper/stellarexp_optuna.yaml composes on the real app's config."""
     from hydra import compose, initialize_config_dir
 
     from stellarexp.config import register_resolvers

@@ -1,5 +1,5 @@
 """The sweeper's config loader: a job config from a cached composition plus value overrides is
-the job config Hydra composes in full, on the project's own ``conf/train.yaml``."""
+the job config Hydra composes in full, on the project's own ``stellarexp/conf/train.yaml``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ MASTER = ["hydra/sweeper=stellarexp_optuna", "hydra.sweeper.n_trials=3", "hydra.
 
 @pytest.fixture(scope="module")
 def loaders():
-    """Hydra's loader on conf/, the master config of a multirun, and the cached loader."""
+    """Hydra's loader on stellarexp/conf/, the master config of a multirun, and the cached loader."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
     from hydra.types import RunMode

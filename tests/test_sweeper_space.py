@@ -15,7 +15,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from stellarexp import sweeps
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEPS = REPO / "sweeps"
+SWEEPS = REPO / "stellarexp" / "studies"
 
 # (low, high) of each hyperparameter, per model, as printed in Tables 3-6 (the same range for
 # mag and color). Integer hyperparameters are those whose optimal values are all integers.

@@ -123,7 +123,7 @@ def home(store_home, monkeypatch) -> Path:
 
 
 def compose(overrides: list[str]):
-    """Compose ``conf/train.yaml`` with ``overrides`` (Hydra's own node included)."""
+    """Compose ``stellarexp/conf/train.yaml`` with ``overrides`` (Hydra's own node included)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 

@@ -25,8 +25,8 @@ class StellarexpSweeperConf:
     mode: str = "auto"
     study: str | None = None              # study file (same as `sweep=<study>`)
     study_key: str | None = "sweep"       # job config key that names a study
-    studies_dir: str | None = None        # null: <checkout>/sweeps
-    results_dir: str | None = None        # null: <studies_dir>/results
+    studies_dir: str | None = None        # null: the package's studies (stellarexp/studies/)
+    results_dir: str | None = None        # null: $STELLAREXP_HOME/sweeps/results
     study_name: str | None = None         # full Optuna study name; null: derived
     storage: str | None = None            # null: $STELLAREXP_HOME/mlruns/optuna/journal.log
     sampler: str | None = None            # tpe | random | gp | cmaes | qmc | grid

@@ -3,10 +3,10 @@
 What ``-m`` does (DESIGN, Conventions):
 
 * comma lists / ``range()`` / ``glob()`` and no study -> Hydra's own grid (``BasicSweeper``);
-* ``sweep=<study>`` (or ``hydra.sweeper.study``) -> that study from ``sweeps/<study>.yaml``,
+* ``sweep=<study>`` (or ``hydra.sweeper.study``) -> that study from ``stellarexp/studies/<study>.yaml``,
   comma lists and ``interval()`` on the command line adding to or replacing its parameters;
 * ``interval()`` on the command line without a study -> an Optuna study of those parameters;
-* neither -> the default study of the chosen stage and model (``sweeps/defaults.yaml``), or a
+* neither -> the default study of the chosen stage and model (``stellarexp/studies/defaults.yaml``), or a
   single job when there is none.
 
 This module stays light (Hydra imports it when scanning plugins, e.g. for ``--help``);
@@ -189,7 +189,7 @@ class StellarexpSweeper(Sweeper):
         name = opts.get("study_name") or sweeps.study_name(
             spec.name or _cli_study_id(probe, space), probe, data, variant)
         base += metric_line
-        results = sweeps.results_file(opts.get("results_dir") or sweeps.results_dir(self._studies_dir()), name)
+        results = sweeps.results_file(opts.get("results_dir") or sweeps.results_dir(), name)
         plan = _runtime.Plan(
             study_name=name, storage=opts.get("storage"), space=space, base_overrides=base,
             sampler=str(settings["sampler"]).lower(), seed=settings["seed"],

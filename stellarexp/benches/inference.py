@@ -29,7 +29,7 @@ TARGET_RATIO = 50.0
 
 
 def build_models(arch: str = "cpu", hidden=None, targets=("teff", "logg", "fe_h")):
-    """A ConViT backbone of preset ``arch`` (``conf/model/convit.yaml``) and a Bayesian head."""
+    """A ConViT backbone of preset ``arch`` (``stellarexp/conf/model/convit.yaml``) and a Bayesian head."""
     from stellarexp.config import compose
     from stellarexp.models.convit import build_convit
     from stellarexp.models.image_module import HeadModule

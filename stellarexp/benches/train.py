@@ -1,6 +1,6 @@
 """``python -m stellarexp.bench train``: does the data path keep the backbone busy?
 
-Compares training images per second of the configured backbone (``conf/train.yaml`` with
+Compares training images per second of the configured backbone (``stellarexp/conf/train.yaml`` with
 ``stage=backbone model=convit``; ``model.arch=cpu`` by default) along two paths, at the same
 batch size, threads and device:
 
@@ -277,7 +277,7 @@ def summarise(loader_rounds, bare_rounds, bare_step_s) -> dict:
 def bench_train(argv: list[str]) -> dict:
     """Training images/s through the StarDataModule vs the bare model, and their ratio.
 
-    Positional arguments are Hydra overrides of ``conf/train.yaml`` (``model.arch=paper``,
+    Positional arguments are Hydra overrides of ``stellarexp/conf/train.yaml`` (``model.arch=paper``,
     ``stage.batch_size=32``, ``stage.num_workers=2``, ``trainer=gpu``). Options: ``--steps 4``
     (timed steps per round and path), ``--rounds 12`` (loader rounds; one more bare round),
     ``--warmup 3``, ``--settle N`` (untimed loader steps after each bare round; default
@@ -286,7 +286,7 @@ def bench_train(argv: list[str]) -> dict:
     dataset), ``--stars 400`` (its size).
     """
     ap = argparse.ArgumentParser(prog="python -m stellarexp.bench train")
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides of stellarexp/conf/train.yaml")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)

@@ -23,9 +23,9 @@ USAGE = f"""usage: python -m stellarexp.data {{{'|'.join(COMMANDS)}}} [key=value
              photometry, the paper's Table 2): every check with its figure, target and verdict,
              logged to an MLflow run "realism" (docs/simulation.md, "Realism report")
 
-Overrides use Hydra syntax and compose conf/data_cli.yaml, e.g. data=synthetic data.size=tiny,
+Overrides use Hydra syntax and compose stellarexp/conf/data_cli.yaml, e.g. data=synthetic data.size=tiny,
 data=sdss data.crossmatch=... data.labels=... data.frame_root=..., force=true.
-`realism` composes conf/train.yaml with stage=realism (conf/stage/realism.yaml): e.g.
+`realism` composes stellarexp/conf/train.yaml with stage=realism (stellarexp/conf/stage/realism.yaml): e.g.
 stage.sspp=<your SSPP CSV with ug,gr,ri,iz,feh> stage.calibobj=<calibObj star file>
 stage.difficulty=false.
 """

@@ -146,7 +146,7 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
         CSV (``.csv``, ``.csv.gz``, ``.tsv``), Parquet or FITS table.
     columns : mapping
         ``id``, ``magnitudes``, ``extinction``, ``colors``, ``labels``, ``truth``, ``split``
-        (see ``conf/data/table.yaml``).
+        (see ``stellarexp/conf/data/table.yaml``).
     fmt : str
         ``auto`` (by extension), ``csv``, ``parquet`` or ``fits``.
     hdu : int or str

@@ -1,6 +1,6 @@
 """Tree-model baselines of the paper's section 4.4: a factory and native-format persistence.
 
-One regressor per target. Hyperparameters come from ``conf/hparams/<model>_<features>.yaml``
+One regressor per target. Hyperparameters come from ``stellarexp/conf/hparams/<model>_<features>.yaml``
 (the paper's optimal values, Tables 3-6) merged with ``model.params``; the library is imported
 only when its model is built or loaded.
 """

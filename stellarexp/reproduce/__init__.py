@@ -1,6 +1,6 @@
 """``python -m stellarexp.reproduce experiment=quick|paper``: the paper's whole protocol.
 
-One Hydra app (``conf/reproduce.yaml``; the experiments in ``conf/experiment/``) that runs an
+One Hydra app (``stellarexp/conf/reproduce.yaml``; the experiments in ``stellarexp/conf/experiment/``) that runs an
 experiment's steps in order, in this process, under one MLflow parent run: the dataset
 (simulated and built when absent), the baselines (``tune=true``: their Optuna studies first),
 the image model, the packaged model, the perturbation experiments and the report. A step whose
@@ -44,7 +44,7 @@ def run(cfg, output_dir=None):
     Parameters
     ----------
     cfg : omegaconf.DictConfig
-        The composed ``conf/reproduce.yaml``.
+        The composed ``stellarexp/conf/reproduce.yaml``.
     output_dir : path-like, optional
         The reproduce job's folder (default: Hydra's, else a new one under ``outputs/``).
 

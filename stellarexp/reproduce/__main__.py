@@ -10,7 +10,7 @@ def _task(cfg) -> None:
 
 
 def main() -> None:
-    """Compose ``conf/reproduce.yaml`` from the command line and run it."""
+    """Compose ``stellarexp/conf/reproduce.yaml`` from the command line and run it."""
     import hydra
 
     from stellarexp.config import register_resolvers

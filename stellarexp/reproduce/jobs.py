@@ -1,4 +1,4 @@
-"""One step's train job, in this process: compose ``conf/train.yaml``, hash it, run it.
+"""One step's train job, in this process: compose ``stellarexp/conf/train.yaml``, hash it, run it.
 
 The job is exactly what ``python -m stellarexp.train <overrides>`` would run: the same config
 and the same job function (:func:`stellarexp.train.run`); only its output folder is chosen here.
@@ -11,9 +11,9 @@ from pathlib import Path
 
 
 def compose_job(overrides: list[str]):
-    """``conf/train.yaml`` composed with ``overrides``, Hydra's own node included.
+    """``stellarexp/conf/train.yaml`` composed with ``overrides``, Hydra's own node included.
 
-    Works inside a running Hydra app (whose search path is the same ``conf/``) and outside one.
+    Works inside a running Hydra app (whose search path is the same ``stellarexp/conf/``) and outside one.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -1,6 +1,6 @@
 """The plan of ``python -m stellarexp.reproduce``: the steps of an experiment config, checked.
 
-An experiment (``conf/experiment/<name>.yaml``) lists its steps in order under ``steps``; each
+An experiment (``stellarexp/conf/experiment/<name>.yaml``) lists its steps in order under ``steps``; each
 step is one stage of ``stellarexp.train`` with its overrides (or the built-in ``data`` step),
 ``refs`` that pin an input to the run of an earlier step (``stage.backbone.run_id: backbone``)
 and, for the report, ``collect: true`` (its ``stage.run_ids`` are every earlier step's run).
@@ -31,7 +31,7 @@ class Step:
     stage : str
         ``data`` or a stage registered in :data:`stellarexp.stages.STAGES`.
     overrides : list of str
-        Overrides of ``conf/train.yaml`` (experiment-wide ones first, then the step's own).
+        Overrides of ``stellarexp/conf/train.yaml`` (experiment-wide ones first, then the step's own).
     refs : dict
         Config key -> name of an earlier step whose MLflow run id the key receives.
     collect : bool
@@ -67,7 +67,7 @@ def build_plan(cfg, trainer: str | None = None) -> list[Step]:
     Parameters
     ----------
     cfg : omegaconf.DictConfig
-        The composed ``conf/reproduce.yaml``.
+        The composed ``stellarexp/conf/reproduce.yaml``.
     trainer : str, optional
         The trainer config every step gets (default: :func:`resolve_trainer` of ``cfg.accelerator``).
 

@@ -91,7 +91,7 @@ def _quote(value: str) -> str:
 
 
 class Reproduce:
-    """One reproduce of ``cfg`` (the composed ``conf/reproduce.yaml``).
+    """One reproduce of ``cfg`` (the composed ``stellarexp/conf/reproduce.yaml``).
 
     Parameters
     ----------

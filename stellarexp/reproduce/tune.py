@@ -1,9 +1,9 @@
 """``tune=true``: sweep a baseline step's Optuna studies, then train with the best parameters.
 
 A baseline step (``model=<m> features=<f> target=all``) tunes one study per target, the study
-file ``sweeps/<m>_<f>.yaml`` (the paper's search ranges), through the project's sweeper:
+file ``stellarexp/studies/<m>_<f>.yaml`` (the paper's search ranges), through the project's sweeper:
 ``python -m stellarexp.train -m sweep=<m>_<f> target=<t> ...`` in a subprocess, which resumes a
-study up to its trial count. The best parameters (``sweeps/results/<study>.yaml``) become
+study up to its trial count. The best parameters (``$STELLAREXP_HOME/sweeps/results/<study>.yaml``) become
 per-target overrides ``++model.hparams.<t>.<name>=<value>`` of the step's own job, so the tuned
 baseline is one run like the untuned one. Each study's MLflow parent run is made a child of the
 reproduce run.
@@ -61,7 +61,7 @@ def study_plan(job_cfg, overrides: list[str], n_trials: int | None) -> list[dict
 
     study = f"{job_cfg.model.name}_{job_cfg.features.name}"
     if study not in sweeps.available_studies():
-        raise ReproduceError(f"tune=true: no study file sweeps/{study}.yaml for this baseline")
+        raise ReproduceError(f"tune=true: no study file stellarexp/studies/{study}.yaml for this baseline")
     wanted = int(n_trials or sweeps.load_study(study).settings.get("n_trials") or 20)
     out = []
     for target in targets_of(job_cfg.get("target")):

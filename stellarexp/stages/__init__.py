@@ -7,7 +7,7 @@ logs in one batch and from which it returns ``optimized_metric`` to Hydra.
 
 Stages are registered as ``"module:function"`` strings and imported only when selected, so one
 stage's dependencies (torch for the image stages) never load for another. Adding a stage is one
-line in :data:`STAGES` plus ``conf/stage/<name>.yaml`` (or :func:`register` from a plugin).
+line in :data:`STAGES` plus ``stellarexp/conf/stage/<name>.yaml`` (or :func:`register` from a plugin).
 """
 
 from __future__ import annotations

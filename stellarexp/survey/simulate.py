@@ -40,7 +40,7 @@ RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 
 
 @dataclass(frozen=True)
 class SurveySpec:
-    """What to simulate. Built from ``conf/data/synthetic.yaml`` by :func:`spec_from_config`."""
+    """What to simulate. Built from ``stellarexp/conf/data/synthetic.yaml`` by :func:`spec_from_config`."""
 
     size: str
     root: str

@@ -1,6 +1,6 @@
 """The synthetic survey as a raw-data source of the dataset build.
 
-``conf/data/synthetic.yaml`` names :class:`SyntheticSource` as ``data.source``; the build
+``stellarexp/conf/data/synthetic.yaml`` names :class:`SyntheticSource` as ``data.source``; the build
 (:func:`stellarexp.data.pipeline.build`) instantiates it from config and asks it to write the
 survey's files before reading them like real SDSS/APOGEE files. The command line's
 ``simulate`` calls :func:`simulate` directly.

@@ -8,7 +8,7 @@ compare.Comparison` (so from the very runs the table shows):
 - Is it competitive with the tabular baselines? Its sigma over the best colour baseline's.
 - Does the two-stage logg (paper section 4.1) beat the one-stage head?
 
-Each question has a goal (``conf/stage/report.yaml``: ``goals``); the section says per target
+Each question has a goal (``stellarexp/conf/stage/report.yaml``: ``goals``); the section says per target
 whether the goal is met, and the report run logs the figures as ``goal/...`` metrics.
 """
 
