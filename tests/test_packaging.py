@@ -7,10 +7,10 @@ import fnmatch
 import re
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "stellarexp"
@@ -46,7 +46,7 @@ def _documented_commands() -> list[tuple[str, str, list[str]]]:
         text = re.sub(r"\\\n\s*", " ", doc.read_text())  # join continued lines
         for line in text.splitlines():
             m = re.search(r"python -m (stellarexp\.(?:train|reproduce|report|data))\b([^`#|]*)", line)
-            if not m or any(s in m.group(2) for s in ("<", "...", "\u2026")):
+            if not m or any(s in m.group(2) for s in ("<", "...", "\u2026", "hydra.searchpath")):
                 continue  # placeholders are not commands
             try:
                 words = shlex.split(m.group(2))

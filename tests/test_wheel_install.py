@@ -51,8 +51,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     env = {**os.environ, "STELLAREXP_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PYTHONPATH", None)
-    where = _run([str(py), "-c", "import stellarexp, hydra_plugins.stellarexp_sweeper as s; "
-                  "print(stellarexp.__file__); print(s.__file__)"], cwd=elsewhere, env=env).stdout
+    probe = "import stellarexp, hydra_plugins.stellarexp_sweeper as s; print(stellarexp.__file__); print(s.__file__)"
+    where = _run([str(py), "-c", probe], cwd=elsewhere, env=env).stdout
     assert str(site) in where and str(REPO) not in where  # the installed copy, not the checkout
     helptext = _run([str(py), "-m", "stellarexp.train", "--help"], cwd=elsewhere, env=env).stdout
     assert "stage" in helptext and "model" in helptext
