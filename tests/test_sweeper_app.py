@@ -150,7 +150,7 @@ def test_study_file_sweep_exports_best(toy):
     trials = toy.trials("toy-teff")
     assert states(trials) == {TrialState.COMPLETE: 4}
     assert {"x", "y"} == set(trials[0].params) and -5 <= trials[0].params["x"] <= 5
-    result = yaml.safe_load((toy.root / "studies" / "results" / "toy-teff.yaml").read_text())
+    result = yaml.safe_load((toy.root / "home" / "sweeps" / "results" / "toy-teff.yaml").read_text())
     best = min(trials, key=lambda t: t.value)
     assert result["best_value"] == pytest.approx(best.value)
     assert result["params"] == best.params and result["best_trial"] == best.number
@@ -320,7 +320,7 @@ def test_stellarexp_train_selects_the_project_sweeper():
     from stellarexp.config import register_resolvers
 
     register_resolvers()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "stellarexp" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/sweeper=stellarexp_optuna"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == "hydra_plugins.stellarexp_sweeper.sweeper.StellarexpSweeper"
