@@ -11,10 +11,21 @@ class ConfigError(ValueError):
     """A config value outside what it may take; the message names the key and the allowed range."""
 
 
+def job_tag() -> str:
+    """``<host>-<pid>`` of this process: part of every job's output folder, so two jobs started
+    in the same second (here or on another machine sharing the home) never share one."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def register_resolvers() -> None:
-    """Register the ``${stellarexp_home:}`` resolver (idempotent)."""
+    """Register the ``${stellarexp_home:}`` and ``${stellarexp_job:}`` resolvers (idempotent)."""
     if not OmegaConf.has_resolver("stellarexp_home"):
         OmegaConf.register_new_resolver("stellarexp_home", lambda: str(_home.home()))
+    if not OmegaConf.has_resolver("stellarexp_job"):
+        OmegaConf.register_new_resolver("stellarexp_job", job_tag)
 
 
 def compose(config_name: str, overrides: list[str] | None = None):

@@ -198,3 +198,22 @@ def test_help_lists_groups_fast_without_heavy_imports(tmp_path):
     print(f"--help used {cpu:.2f} s of CPU (wall {probe['seconds']:.2f} s)")
     assert not (tmp_path / "home" / "outputs").exists()  # --help runs no job
     assert not any(cwd.iterdir()), "nothing may be written to the working directory"
+
+
+def test_jobs_started_together_get_their_own_output_folders(tmp_path):
+    """Two processes started in the same second resolve different run and sweep folders."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "STELLAREXP_HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "stellarexp.train", "stage=baseline", "--cfg", "all", "--resolve"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    dirs = []
+    for out in outs:
+        lines = [line.strip() for line in out.splitlines() if line.strip().startswith("dir: ")]
+        dirs.append(tuple(lines[:2]))  # run.dir, sweep.dir
+        assert len(lines) >= 2 and all(str(tmp_path) in d for d in lines[:2]), out[-2000:]
+    assert dirs[0][0] != dirs[1][0] and dirs[0][1] != dirs[1][1]
