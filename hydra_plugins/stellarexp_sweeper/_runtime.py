@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 
 from stellarexp import sweeps
 from stellarexp.tracking.redact import install_log_redaction, redact, redact_text
+from stellarexp.tune.journal import repair_journal
 
 log = logging.getLogger("stellarexp.sweep")
 
@@ -98,6 +99,9 @@ def open_storage(spec: str | None):
         kwargs = {"connect_args": {"timeout": 60}} if str(spec).startswith("sqlite") else None
         return RDBStorage(str(spec), engine_kwargs=kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
+    report = repair_journal(path)  # a torn write must not stop every study in the file
+    if report:
+        log.warning(report)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
