@@ -105,3 +105,12 @@ def test_nothing_is_written_into_the_package(tmp_path, monkeypatch):
     monkeypatch.setenv("STELLAREXP_HOME", str(tmp_path / "home"))
     for path in (home.data_dir(), home.mlruns_dir(), home.outputs_dir()):
         assert PACKAGE not in path.parents
+
+
+def test_the_test_suite_leaves_the_checkouts_store_alone():
+    """Tests write into temporary homes: the checkout's own mlruns/ holds only what a user put
+    there (run last by name order is not guaranteed, so this checks this process's earlier tests
+    and, in CI's fresh clone, every suite that ran before it in the session)."""
+    stray = [p for p in (REPO / "mlruns").iterdir() if p.name not in (".gitkeep", "mlflow.db", "artifacts", "optuna")] \
+        if (REPO / "mlruns").is_dir() else []
+    assert not stray, f"tests wrote into the checkout's store: {stray}"

@@ -67,7 +67,9 @@ class Store:
         from stellarexp.tracking import store
 
         self.client = store.connect()
-        self.exp = store.ensure_experiment(self.client, EXP)
+        # artifacts under the test's home: without a location MLflow would use ./mlruns of the
+        # working directory, i.e. the checkout
+        self.exp = store.ensure_experiment(self.client, EXP, store.default_artifact_root())
         self.t0 = int(time.time() * 1000) - 100_000
 
     def run(self, stage: str, tags: dict, metrics: dict, status: str = "FINISHED",
