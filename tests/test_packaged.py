@@ -186,3 +186,21 @@ def test_a_package_path_leading_out_of_the_model_is_refused(pkg_home, tiny_packa
     (copy / "MLmodel").unlink()
     with pytest.raises(packaged.PackageError, match="no MLmodel"):
         packaged.load(str(copy))
+
+
+def test_loading_a_registered_model_writes_nothing_into_the_store(pkg_home, tiny_package):
+    """Prediction reads the stored model; it never adds or rewrites a file of it (MLflow's own
+    loader writes ``registered_model_meta`` beside a local model)."""
+    from pathlib import Path
+
+    from stellarexp.models import packaged
+
+    artifacts = Path(pkg_home) / "mlruns" / "artifacts"
+
+    def snapshot():
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in artifacts.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    assert before
+    packaged.load(tiny_package["model_uri"])
+    assert snapshot() == before
