@@ -1,9 +1,10 @@
 """Dust-free SDSS colours of stars from their labels: empirical relations, extended.
 
 g-r from Teff (Ivezic et al. 2008), r-i on the Juric et al. (2008) stellar locus (with a cool
-branch), i-z linear in r-i, u-g from [Fe/H] and g-r (the Ivezic et al. 2008 photometric
-metallicity polynomial, inverted and extended) plus a gravity term. Every relation, its
-validity range and how it is extended: ``docs/population.md``.
+branch through the M4V point of Pecaut & Mamajek 2013 and West et al. 2011), i-z linear in r-i,
+u-g from [Fe/H] and g-r (a fit to real SSPP stars, :mod:`stellarexp.survey.ug_relation`) plus a
+gravity term. Every relation, its validity range and how it is extended: ``docs/population.md``
+and ``docs/simulation.md``.
 """
 
 from __future__ import annotations
@@ -17,19 +18,11 @@ _GR_TEFF_GRID = np.linspace(-0.4, 1.0, 1401)
 GR_TEFF_VALID = (-0.3, 1.3)  # g-r range of the Ivezic et al. (2008) Teff cubic
 # Cool branch: below the Teff of g-r = 1.0 the Teff cubic flattens towards its validity
 # edge, so r-i is taken as a quadratic in log Teff, C1-continuous at the join and passing
-# through r-i = 1.40 at 3250 K (an approximate mid-M-dwarf locus value).
+# through the M4V point: Teff 3210 K (Pecaut & Mamajek 2013, online table v2021.03.02) and
+# r-i 1.33 (West et al. 2011, Table 2).
 GR_COOL_JOIN = 1.0
-RI_COOL_ANCHOR = (3250.0, 1.40)
-# Metallicity polynomial: evaluated for g-r clamped into this window (its stated validity is
-# 0.2-0.6, but bluer than 0.3 its metal-rich branch turns sharply redder, an edge artefact).
-UG_FEH_GR_WINDOW = (0.3, 0.6)
-UG_FEH_MAX_SLOPE = 0.6  # mag/dex: beyond this local sensitivity the root is continued linearly
-UG_FEH_MIN = -3.0  # [Fe/H] floor fed to the polynomial
-UG_BLUE_SLOPE = -0.5  # d(u-g)/d(g-r) bluer than the window (Balmer jump makes u-g redder)
-UG_RED_RISE = 0.80  # total further rise of u-g from g-r = 0.6 to the M-dwarf plateau (~2.7)
-UG_RED_SCALE = 0.33  # e-folding scale (mag of g-r) of that rise
-UG_FEH_TAPER_FLOOR = 0.5  # metallicity sensitivity kept far redder than g-r = 0.6
-UG_FEH_TAPER_SCALE = 0.3
+RI_COOL_ANCHOR = (3210.0, 1.33)
+UG_BLUE_SLOPE = -0.5  # d(u-g)/d(g-r) bluer than the SSPP fit (Balmer jump makes u-g redder)
 # Gravity: at fixed g-r, giants are redder in u-g (Lenz et al. 1998; SEGUE K giants).
 GRAVITY_UG_OFFSET = 0.15
 GRAVITY_LOGG_MID = 3.5
@@ -131,53 +124,13 @@ def iz_from_ri(r_i):
     return IZ_SLOPE * np.asarray(r_i, dtype=float) + IZ_INTERCEPT
 
 
-def feh_from_colours(u_g, g_r):
-    """Photometric [Fe/H] of an F/G dwarf (Ivezic et al. 2008 polynomial).
-
-    Parameters
-    ----------
-    u_g, g_r : array_like
-        Colours (mag); valid for 0.2 < g-r < 0.6.
-
-    Returns
-    -------
-    numpy.ndarray
-    """
-    x = np.asarray(u_g, dtype=float)
-    y = np.asarray(g_r, dtype=float)
-    return (
-        -13.13 + 14.09 * x + 28.04 * y - 5.51 * x * y - 5.90 * x**2 - 58.68 * y**2
-        + 9.14 * x**2 * y - 20.61 * x * y**2 + 58.20 * y**3
-    )
-
-
-def _ug_polynomial_root(g_r, fe_h):
-    """u-g solving the metallicity polynomial (quadratic in u-g), physical (lower) root.
-
-    Where the root's sensitivity d(u-g)/d[Fe/H] would exceed ``UG_FEH_MAX_SLOPE`` (it grows
-    without bound towards the polynomial's maximum [Fe/H]) the root is continued linearly
-    with that slope, so metal-rich stars stay well defined and C1-smooth.
-    """
-    y = np.asarray(g_r, dtype=float)
-    feh = np.maximum(np.asarray(fe_h, dtype=float), UG_FEH_MIN)
-    a = -5.90 + 9.14 * y  # negative for g-r < 0.645
-    b = 14.09 - 5.51 * y - 20.61 * y**2
-    c = -13.13 + 28.04 * y - 58.68 * y**2 + 58.20 * y**3
-    # The lower root has slope 1/sqrt(disc); disc = 1/s^2 defines where linear continuation starts.
-    disc_min = 1.0 / UG_FEH_MAX_SLOPE**2
-    feh_lin = c - (b**2 - disc_min) / (4.0 * a)
-    fe_in = np.minimum(feh, feh_lin)
-    root = (-b + np.sqrt(b**2 - 4.0 * a * (c - fe_in))) / (2.0 * a)
-    return root + UG_FEH_MAX_SLOPE * np.maximum(feh - feh_lin, 0.0)
-
-
 def ug_from_feh(g_r, fe_h):
-    """Dwarf u-g for a given g-r and [Fe/H], the Ivezic et al. (2008) relation extended.
+    """Dwarf u-g for a given g-r and [Fe/H]: the relation fitted to real SSPP stars.
 
-    Inside 0.3 <= g-r <= 0.6 this inverts :func:`feh_from_colours` exactly (up to the
-    metal-rich linear continuation). Bluer, u-g grows with a gentle Balmer-jump slope; redder,
-    u-g rises towards the M-dwarf plateau (about 2.7) and the metallicity sensitivity tapers
-    to half its g-r = 0.6 value. See ``docs/population.md``.
+    Inside 0.15 <= g-r <= 1.2 and -2.5 <= [Fe/H] <= 0.5 the cubic fitted to the packaged SSPP
+    half (:mod:`stellarexp.survey.ug_relation`); [Fe/H] outside is clamped. Bluer, u-g grows
+    with a gentle Balmer-jump slope (``UG_BLUE_SLOPE``); redder (K7-M dwarfs) it continues with
+    the slope of the SSPP table's red tail. See ``docs/simulation.md``.
 
     Parameters
     ----------
@@ -189,15 +142,13 @@ def ug_from_feh(g_r, fe_h):
     numpy.ndarray
         u-g (mag) of a dwarf; add :func:`gravity_ug_offset` for giants.
     """
+    from stellarexp.survey.ug_relation import GR_DOMAIN, packaged_ug_relation
+
+    relation = packaged_ug_relation()
     y, feh = np.broadcast_arrays(np.asarray(g_r, dtype=float), np.asarray(fe_h, dtype=float))
-    lo, hi = UG_FEH_GR_WINDOW
-    base = _ug_polynomial_root(np.clip(y, lo, hi), feh)
-    ref_hi = float(_ug_polynomial_root(hi, 0.0))
-    red = np.maximum(y - hi, 0.0)
-    rise = UG_RED_RISE * -np.expm1(-red / UG_RED_SCALE)
-    taper = UG_FEH_TAPER_FLOOR + (1.0 - UG_FEH_TAPER_FLOOR) * np.exp(-red / UG_FEH_TAPER_SCALE)
-    ug = np.where(y > hi, ref_hi + rise + (base - ref_hi) * taper, base)
-    return np.where(y < lo, base + UG_BLUE_SLOPE * (y - lo), ug)
+    lo, hi = GR_DOMAIN
+    base = relation(y, feh)
+    return base + UG_BLUE_SLOPE * np.minimum(y - lo, 0.0) + relation.red_slope * np.maximum(y - hi, 0.0)
 
 
 def gravity_ug_offset(logg):
@@ -241,7 +192,7 @@ def intrinsic_colours(teff, logg, fe_h) -> dict[str, np.ndarray]:
 
     g-r from Teff (Ivezic et al. 2008; below ~4400 K via a cool r-i branch and the locus),
     r-i from the Juric et al. (2008) locus, i-z linear in r-i, u-g from [Fe/H] and g-r
-    (Ivezic et al. 2008, extended) plus a gravity term.
+    (fitted to SSPP stars, extended) plus a gravity term.
 
     Parameters
     ----------

@@ -12,6 +12,7 @@ import functools
 import numpy as np
 
 from stellarexp.sdss import BANDS, EXTINCTION_COEFF
+from stellarexp.survey import dwarf_sequence
 from stellarexp.survey.colours import intrinsic_colours
 
 # --- Solar and photometric reference values -------------------------------------------------
@@ -89,8 +90,9 @@ def blackbody_bc(teff, band: str = BC_ANCHOR_BAND, *, normalised: bool = True):
 def stellar_mass(teff, logg, fe_h, rng=None):
     """Approximate stellar mass (Msun) from labels.
 
-    Dwarfs: main-sequence M = (Teff / 5772 K)^1.7 (from L ~ M^4, R ~ M^0.8), clipped to
-    0.1-2.5. Giants: 0.9 Msun at [Fe/H] <= -1 rising to 1.2 Msun at [Fe/H] >= 0. The two
+    Dwarfs: the Pecaut & Mamajek (2013) main sequence up to G0V (5930 K,
+    :mod:`~stellarexp.survey.dwarf_sequence`); hotter, M = 1.06 (Teff / 5930 K)^1.7 (from
+    L ~ M^4, R ~ M^0.8), clipped to 0.1-2.5. Giants: 0.9 Msun at [Fe/H] <= -1 rising to 1.2 Msun at [Fe/H] >= 0. The two
     are blended in log M with a logistic weight in logg (midpoint 3.9, width 0.15). With
     ``rng``, a log-normal scatter of 0.03 dex (dwarfs) to 0.10 dex (giants) is added.
 
@@ -106,7 +108,9 @@ def stellar_mass(teff, logg, fe_h, rng=None):
     teff, logg, fe_h = np.broadcast_arrays(
         np.asarray(teff, dtype=float), np.asarray(logg, dtype=float), np.asarray(fe_h, dtype=float)
     )
-    log_dwarf = np.log10(np.clip((teff / TEFF_SUN) ** 1.7, 0.1, 2.5))
+    t_top = dwarf_sequence.TEFF_RANGE[1]
+    hot = np.clip(dwarf_sequence.MASS_RANGE[1] * (np.maximum(teff, t_top) / t_top) ** 1.7, 0.1, 2.5)
+    log_dwarf = np.log10(np.where(teff < t_top, dwarf_sequence.mass_from_teff(teff), hot))
     log_giant = np.log10(0.9) + np.log10(1.2 / 0.9) * np.clip(fe_h + 1.0, 0.0, 1.0)
     w = 1.0 / (1.0 + np.exp(-(logg - 3.9) / 0.15))
     logm = w * log_dwarf + (1.0 - w) * log_giant

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.sdss import BANDS, EXTINCTION_COEFF, mag_to_nmgy
+from stellarexp.survey import binaries, dwarf_sequence
 from stellarexp.survey.arguments import check_n, check_nonneg, check_r_range, colour_scatter_draw
 from stellarexp.survey.galaxy import GalaxyModel, draw_ebv
 from stellarexp.survey.labels import LABEL_COLUMNS, apogee_arrays
@@ -55,6 +56,17 @@ def _draw_h_limit(spec, n: int, rng) -> np.ndarray:
     return rng.choice(spec[:, 0], size=n, p=spec[:, 1] / spec[:, 1].sum())
 
 
+def _with_companions(absmag: dict, m2, fe_h, rng, colour_scatter: float) -> dict:
+    """Absolute magnitudes of the unresolved pairs (companion mass ``m2``, NaN for none)."""
+    has = np.isfinite(m2)
+    if not has.any():
+        return absmag
+    mass2 = np.where(has, m2, dwarf_sequence.MASS_RANGE[1])
+    teff2, logg2 = dwarf_sequence.teff_from_mass(mass2), dwarf_sequence.logg_from_mass(mass2)
+    comp = absolute_magnitudes(teff2, logg2, fe_h, mass2, colour_scatter_draw(len(m2), rng, colour_scatter))
+    return binaries.combine_magnitudes(absmag, comp, has, (*BANDS, "H"))
+
+
 def label_pool(labels: pd.DataFrame) -> dict[str, np.ndarray]:
     """Arrays ``teff, logg, fe_h, glat`` of a label table (glat 90 when absent), finite rows."""
     missing = [c for c in LABEL_COLUMNS if c not in labels.columns]
@@ -83,6 +95,8 @@ def draw_labelled_stars(
     colour_scatter: float = 0.02,
     galaxy: GalaxyModel | None = None,
     labels: pd.DataFrame | None = None,
+    volume_complete: bool = False,
+    binary_fraction: dict | None = None,
 ) -> pd.DataFrame:
     """Draw ``n`` APOGEE-labelled stars that an unsaturated SDSS selection would keep.
 
@@ -131,6 +145,15 @@ def draw_labelled_stars(
         ``logg``, ``fe_h`` and optionally ``glat`` (without it ``min_abs_glat`` keeps every
         row), e.g. :func:`stellarexp.survey.labels.segue_like_labels`. Give
         ``apogee_h_limit=None`` unless the labels are APOGEE's.
+    volume_complete : bool
+        True when ``labels`` describe every star of a volume (e.g.
+        :func:`stellarexp.survey.cool_dwarfs.cool_dwarf_labels`), not stars APOGEE already
+        selected: a candidate is then kept with the probability that its distance lands in the
+        window (APOGEE's depth included), not that probability given it is within APOGEE's reach.
+    binary_fraction : dict, optional
+        Multiplicity fraction per mass class for unresolved companions of dwarfs
+        (:mod:`~stellarexp.survey.binaries`; default its Duchene & Kraus 2013 values);
+        ``{"solar": 0, "m_dwarf": 0}`` gives single stars only.
 
     Returns
     -------
@@ -139,7 +162,8 @@ def draw_labelled_stars(
         :func:`load_apogee_labels`), ``mass`` (Msun), ``luminosity`` (Lsun), ``mbol``,
         ``distance_pc``, ``ebv``, ``mag_h_2mass`` (approximate apparent H, Vega),
         ``extinction_<b>``, ``absmag_<b>``, ``mag_<b>`` (apparent AB, dust included) and
-        ``flux_<b>`` (nanomaggies of ``mag_<b>``) for b in ugriz.
+        ``flux_<b>`` (nanomaggies of ``mag_<b>``) for b in ugriz, and ``companion_mass`` (Msun,
+        NaN for single stars); magnitudes and fluxes are those of the unresolved pair.
     """
     n = check_n(n)
     lo, hi = check_r_range(r_range)
@@ -174,6 +198,9 @@ def draw_labelled_stars(
         fe_h = pool["fe_h"][idx] + jitter[2] * rng.normal(size=batch)
         mass = stellar_mass(teff, logg, fe_h, rng)
         absmag = absolute_magnitudes(teff, logg, fe_h, mass, colour_scatter_draw(batch, rng, colour_scatter))
+        # mass ratios relative to the primary's sequence mass: a companion is never the hotter star
+        m2 = binaries.draw_companions(dwarf_sequence.mass_from_teff(teff), logg, rng, fractions=binary_fraction)
+        absmag = _with_companions(absmag, m2, fe_h, rng, colour_scatter)
         e = draw_ebv(batch, rng, ebv_scale=ebv_scale, ebv_sigma=ebv_sigma, ebv=ebv)
         # Distance window that puts apparent r inside r_range (no bright band brighter) ...
         logd_lo = np.max([(lo - absmag[b] - EXTINCTION_COEFF[b] * e + 5.0) / 5.0 for b in bright_bands], axis=0)
@@ -184,7 +211,7 @@ def draw_labelled_stars(
             logd_apogee = (h_lim - absmag["H"] - EXTINCTION_COEFF_H * e + 5.0) / 5.0
             logd_lo = np.minimum(logd_lo, logd_apogee)
             logd_hi = np.minimum(logd_hi, logd_apogee)
-            c_norm = np.interp(logd_apogee, log_d_grid, cdf)
+            c_norm = np.ones(batch) if volume_complete else np.interp(logd_apogee, log_d_grid, cdf)
         else:
             c_norm = np.ones(batch)
         c_lo = np.interp(logd_lo, log_d_grid, cdf)
@@ -207,7 +234,7 @@ def draw_labelled_stars(
         u = c_lo[k] + rng.random(k.size) * np.maximum(c_hi[k] - c_lo[k], 0.0)
         log_d = np.clip(np.interp(u, cdf, log_d_grid), logd_lo[k], logd_hi[k])
         part = {"label_index": idx[k], "teff": teff[k], "logg": logg[k], "fe_h": fe_h[k],
-                "mass": mass[k], "ebv": e[k], "distance_pc": 10.0**log_d}
+                "mass": mass[k], "ebv": e[k], "distance_pc": 10.0**log_d, "companion_mass": m2[k]}
         part.update({f"abs_{key}": val[k] for key, val in absmag.items()})
         parts.append(part)
         n_kept += k.size
@@ -224,7 +251,7 @@ def draw_labelled_stars(
         {
             "teff": cols["teff"], "logg": cols["logg"], "fe_h": cols["fe_h"],
             "label_index": cols["label_index"].astype(np.int64),
-            "mass": cols["mass"], "luminosity": cols["abs_luminosity"], "mbol": cols["abs_mbol"],
+            "mass": cols["mass"], "companion_mass": cols["companion_mass"], "luminosity": cols["abs_luminosity"], "mbol": cols["abs_mbol"],
             "distance_pc": cols["distance_pc"], "ebv": cols["ebv"],
             "mag_h_2mass": cols["abs_H"] + mu + EXTINCTION_COEFF_H * cols["ebv"],
             **phot,
@@ -233,3 +260,38 @@ def draw_labelled_stars(
     for b in BANDS:
         df[f"flux_{b}"] = mag_to_nmgy(df[f"mag_{b}"].to_numpy())
     return df
+
+
+def draw_survey_stars(n: int, rng, *, dwarf_share: float = 0.0, **kwargs) -> pd.DataFrame:
+    """The labelled stars of one field: APOGEE-labelled stars topped up with K/M dwarfs.
+
+    Draws ``n`` stars from the APOGEE labels (:func:`draw_labelled_stars`), then replaces as
+    many of them by cool dwarfs of a volume (:mod:`~stellarexp.survey.cool_dwarfs`, selected by
+    the same r window and APOGEE depth) as it takes for dwarfs (logg > 4) to make up
+    ``dwarf_share`` of the field's stars.
+
+    Parameters
+    ----------
+    n : int
+    rng : numpy.random.Generator or int or None
+    dwarf_share : float
+        Target share of logg > 4 stars, e.g. :func:`~stellarexp.survey.cool_dwarfs.paper_dwarf_share`;
+        0 adds no cool dwarf.
+    **kwargs
+        Passed to :func:`draw_labelled_stars` (not ``labels``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`draw_labelled_stars`, plus ``component`` (``apogee`` or ``cool_dwarf``; for
+        the latter ``label_index`` is a row of the cool-dwarf pool).
+    """
+    from stellarexp.survey import cool_dwarfs
+
+    rng = np.random.default_rng(rng)
+    stars = draw_labelled_stars(n, rng, **kwargs).assign(component="apogee")
+    k = cool_dwarfs.cool_dwarf_count(len(stars), stars["logg"], dwarf_share)
+    if k == 0:
+        return stars
+    cool = draw_labelled_stars(k, rng, labels=cool_dwarfs.packaged_pool(), volume_complete=True, **kwargs)
+    return pd.concat([stars.iloc[: n - k], cool.assign(component="cool_dwarf")], ignore_index=True)

@@ -62,7 +62,16 @@ class SurveySpec:
     # the catalogue's PSF model is an estimate, not the truth (SDSS's psField): its FWHM is off
     # by this fraction (1 sigma, per field and band), and the reported errors carry a floor
     psf_model_fwhm_error: float = 0.01
-    psf_model_error_floor: float = 0.012
+    # fractional floor on catalogue flux errors, per band (measured on calibObj: see docs/simulation.md)
+    psf_model_error_floor: tuple[tuple[str, float], ...] = (("u", 0.017), ("g", 0.017), ("r", 0.014),
+                                                           ("i", 0.014), ("z", 0.014))
+    # calibration errors, per field (stellarexp/survey/calibration_errors.py)
+    zero_point_sigma: tuple[tuple[str, float], ...] = (("u", 0.02), ("g", 0.01), ("r", 0.01),
+                                                       ("i", 0.01), ("z", 0.02))
+    ebv_map_error: float = 0.16
+    # the sample's make-up: dwarf share (cool dwarfs top it up) and unresolved binaries
+    dwarf_share: float = 0.44
+    binary_fraction: tuple[tuple[str, float], ...] = (("m_dwarf", 0.26), ("solar", 0.44))
 
     def __post_init__(self):
         for name in ("n_fields", "labelled_per_field"):
@@ -89,14 +98,33 @@ def spec_from_config(data_cfg) -> SurveySpec:
     s = data_cfg.sizes[size]
     keys = ("duplicate_fraction", "missing_label_fraction", "fe_h_flag_fraction", "field_density_sigma",
             "crowding_radius_arcsec", "crowding_max_neighbours", "crowding_mag_limit", "psf_model_fwhm_error",
-            "psf_model_error_floor")
+            "ebv_map_error", "dwarf_share")
     extra = {k: data_cfg[k] for k in keys if k in data_cfg}
+    if "binary_fraction" in data_cfg:
+        extra["binary_fraction"] = tuple(sorted((str(k), float(v)) for k, v in dict(data_cfg.binary_fraction).items()))
+    for key in ("psf_model_error_floor", "zero_point_sigma"):
+        if key in data_cfg:
+            extra[key] = _per_band(key, data_cfg[key])
     if "r_range" in data_cfg:
         extra["r_range"] = tuple(float(v) for v in data_cfg.r_range)
     return SurveySpec(size=size, root=str(data_cfg.root), seed=int(data_cfg.seed), n_fields=int(s.n_fields),
                       labelled_per_field=int(s.labelled_per_field),
                       field_stars_per_field=int(s.field_stars_per_field), workers=int(data_cfg.get("workers", 2)),
                       **extra)
+
+
+def _per_band(key: str, value) -> tuple[tuple[str, float], ...]:
+    """A per-band setting as sorted (band, value) pairs; a single number applies to every band."""
+    if isinstance(value, (int, float)):
+        value = {b: float(value) for b in sdss.BANDS}
+    value = dict(value)
+    unknown = sorted(set(value) - set(sdss.BANDS))
+    if unknown:
+        raise ValueError(f"data.{key} names unknown band(s) {unknown}; use u, g, r, i, z")
+    for b, v in value.items():
+        if not np.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(f"data.{key}.{b} must be a finite number >= 0, got {v!r}")
+    return tuple((b, float(value.get(b, 0.0))) for b in sdss.BANDS)
 
 
 def field_plan(spec: SurveySpec) -> pd.DataFrame:
@@ -145,6 +173,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     from astropy.wcs import WCS
 
     from stellarexp.survey import (
+        calibration_errors,
         conditions,
         field_stars,
         galaxy,
@@ -161,7 +190,9 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     wcs_r = WCS(cond.bands[sdss.REFERENCE_BAND].wcs_header)
     # one reddening per sight line: at high latitude the dust lies in front of every star
     ebv = float(galaxy.draw_ebv(1, rng)[0])
-    labelled = population.draw_labelled_stars(spec.labelled_per_field, rng, r_range=spec.r_range, ebv=ebv)
+    labelled = population.draw_survey_stars(spec.labelled_per_field, rng, dwarf_share=spec.dwarf_share,
+                                            r_range=spec.r_range, ebv=ebv,
+                                            binary_fraction=dict(spec.binary_fraction))
     m = spec.edge_margin_px
     labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
     labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
@@ -176,6 +207,12 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         df["ra"] = sky.ra.deg
         df["dec"] = sky.dec.deg
     sources = pd.concat([labelled.assign(labelled=True), neighbours.assign(labelled=False)], ignore_index=True)
+    # the field's calibration errors (their own random stream: the rest of the field is unchanged)
+    cal_rng = np.random.default_rng([spec.seed, 3, int(plan_row["index"])])
+    zero_points = calibration_errors.zero_point_offsets(cal_rng, dict(spec.zero_point_sigma))
+    for band, offset in zero_points.items():
+        sources[f"flux_{band}"] *= calibration_errors.flux_factor(offset)
+    ebv_map = calibration_errors.map_ebv(ebv, cal_rng, spec.ebv_map_error)
     rendered = render.render_field(cond, sources, rng)
     render.write_field(spec.root, rendered, run, camcol, field)
 
@@ -184,6 +221,9 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     out["run"], out["camcol"], out["field"] = run, camcol, field
     out["ident"] = np.arange(1, n + 1)
     out["objID"] = sdss.obj_id(run, camcol, field, out["ident"])
+    # the catalogue's extinction is the dust map's, not the truth's
+    for band in sdss.BANDS:
+        out[f"extinction_{band}"] = sdss.EXTINCTION_COEFF[band] * ebv_map
     flags_all = np.zeros(n, dtype=np.int64)
     fitted_xy = None
     for band in sdss.BANDS:
@@ -196,7 +236,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
         stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
         meas = photometry.measure_psf_fluxes(rb.image, noise, xb, yb, photometry.image_psf(stamp, ovs),
-                                             error_floor=spec.psf_model_error_floor)
+                                             error_floor=dict(spec.psf_model_error_floor)[band])
         mag, mag_err = photometry.catalogue_magnitudes(meas["flux"].to_numpy(), meas["flux_err"].to_numpy(), band)
         out[f"psfFlux_{band}"] = meas["flux"].to_numpy()
         out[f"psfMag_{band}"] = mag
@@ -239,7 +279,7 @@ def _field_star_photometry(rb, noise, neighbours: pd.DataFrame, n_labelled: int,
     ok = (mag > 14) & (mag < 22.5) & (x > m) & (x < sdss.NAXIS1 - m) & (y > m) & (y < sdss.NAXIS2 - m)
     idx = np.flatnonzero(ok)[:max_stars]
     meas = photometry.measure_psf_fluxes(rb.image, noise, x[idx], y[idx], photometry.image_psf(stamp, ovs),
-                                         error_floor=spec.psf_model_error_floor)
+                                         error_floor=dict(spec.psf_model_error_floor)["r"])
     return pd.DataFrame({"mag_r_true": mag[idx], "psfFlux_r": meas["flux"].to_numpy(),
                          "psfFluxErr_r": meas["flux_err"].to_numpy()})
 

@@ -1,0 +1,153 @@
+"""The survey's realism mechanisms: calibration errors, the dwarf sequence, cool dwarfs, binaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stellarexp.sdss import BANDS
+from stellarexp.survey import binaries, calibration_errors, cool_dwarfs, dwarf_sequence, population
+
+
+# --- calibration errors --------------------------------------------------------------------
+def test_zero_point_offsets_have_the_sdss_scatter_per_band():
+    rng = np.random.default_rng(0)
+    draws = pd.DataFrame([calibration_errors.zero_point_offsets(rng) for _ in range(4000)])
+    for band, sigma in calibration_errors.ZERO_POINT_SIGMA.items():
+        assert draws[band].std() == pytest.approx(sigma, rel=0.06)
+        assert abs(draws[band].mean()) < 4 * sigma / np.sqrt(len(draws))
+    assert calibration_errors.zero_point_offsets(rng, {"r": 0.0})["r"] == 0.0
+    with pytest.raises(ValueError, match="zero_point_sigma.u"):
+        calibration_errors.zero_point_offsets(rng, {"u": -0.1})
+    # a 1% fainter calibration lowers the flux by ~0.92%
+    assert calibration_errors.flux_factor(0.01) == pytest.approx(10 ** -0.004)
+
+
+def test_map_ebv_scatters_by_sixteen_percent_and_stays_positive():
+    rng = np.random.default_rng(1)
+    values = np.array([calibration_errors.map_ebv(0.05, rng) for _ in range(4000)])
+    assert (values >= 0).all()
+    assert np.std(values / 0.05) == pytest.approx(0.16, rel=0.06)
+    arr = calibration_errors.map_ebv(np.array([0.02, 0.04]), rng)
+    assert arr[1] == pytest.approx(2 * arr[0])  # one draw per sight line, shared by its stars
+    with pytest.raises(ValueError, match="ebv_map_error"):
+        calibration_errors.map_ebv(0.05, rng, -1.0)
+
+
+def test_simulated_catalogue_carries_the_calibration_errors(tmp_path):
+    from stellarexp.survey import simulate
+
+    spec = simulate.SurveySpec(size="tiny", root=str(tmp_path), seed=5, n_fields=1, labelled_per_field=12,
+                               field_stars_per_field=5, workers=1)
+    plan = simulate.field_plan(spec).iloc[0]
+    stars, _ = simulate.simulate_field(spec, plan)
+    ebv_true = stars["ebv"].to_numpy()
+    ratio = stars["extinction_r"].to_numpy() / (2.285 * ebv_true)
+    assert np.allclose(ratio, ratio[0]) and ratio[0] != pytest.approx(1.0, abs=1e-6)  # the map's, per field
+    bright = stars[(stars["psfMag_r"] < 16.5) & (stars["flags_r"] == 0)]
+    offsets = bright["psfMag_r"] - bright["mag_r"]
+    noise_free = simulate.SurveySpec(**{**spec.__dict__, "zero_point_sigma": tuple((b, 0.0) for b in BANDS)})
+    stars0, _ = simulate.simulate_field(noise_free, plan)
+    bright0 = stars0.loc[bright.index]
+    shift = float(np.median(offsets - (bright0["psfMag_r"] - bright0["mag_r"])))
+    assert abs(shift) > 1e-4  # the field's r zero point moved every star the same way
+    assert abs(shift) < 0.05
+
+
+def test_error_floor_per_band_matches_the_real_calibobj_stars():
+    # the configured floors are the median fractional PSF-flux errors of calibObj's bright stars
+    from omegaconf import OmegaConf
+
+    from stellarexp.survey.realism.anchors import load_calibobj_stars
+
+    conf = OmegaConf.load(__import__("importlib.resources").resources.files("stellarexp.conf").joinpath(
+        "data/synthetic.yaml"))
+    cat = load_calibobj_stars()
+    for band in BANDS:
+        flux, ivar = cat[f"psfflux_{band}"].to_numpy(), cat[f"psfflux_ivar_{band}"].to_numpy()
+        mag = 22.5 - 2.5 * np.log10(np.clip(flux, 1e-3, None))
+        # the brightest 1-mag bin holding >= 25 stars (u has none brighter than 17)
+        lo = next(m for m in np.arange(13.0, 20.0) if ((mag >= m) & (mag < m + 1)).sum() >= 25)
+        bright = (mag >= lo) & (mag < lo + 1.0) & (ivar > 0)
+        measured = float(np.median(1.0 / np.sqrt(ivar[bright]) / flux[bright]))
+        assert conf.psf_model_error_floor[band] == pytest.approx(measured, abs=0.003), band
+
+
+# --- dwarf sequence, cool dwarfs -------------------------------------------------------------
+def test_dwarf_sequence_round_trips_and_gives_dwarf_gravities():
+    teff = np.linspace(2900, 5900, 50)
+    np.testing.assert_allclose(dwarf_sequence.teff_from_mass(dwarf_sequence.mass_from_teff(teff)), teff, rtol=1e-9)
+    assert dwarf_sequence.logg_from_mass(1.0) == pytest.approx(4.43, abs=0.03)  # the Sun
+    logg = dwarf_sequence.logg_from_mass(np.linspace(0.11, 0.8, 30))
+    assert (logg > 4.5).all() and (logg < 5.2).all()
+
+
+def test_paper_dwarf_share_and_the_count_to_reach_it():
+    assert cool_dwarfs.paper_dwarf_share() == pytest.approx(0.436, abs=0.002)
+    with pytest.raises(ValueError, match="no dwarf share"):
+        cool_dwarfs.paper_dwarf_share(sigma_all=0.9)
+    logg = np.r_[np.full(90, 2.5), np.full(10, 4.3)]  # 10% dwarfs
+    k = cool_dwarfs.cool_dwarf_count(100, logg, 0.44)
+    assert (k + (100 - k) * 0.10) / 100 == pytest.approx(0.44, abs=0.01)
+    assert cool_dwarfs.cool_dwarf_count(100, np.full(100, 4.5), 0.44) == 0
+
+
+def test_cool_dwarf_pool_follows_the_mass_function_and_survey_selection():
+    pool = cool_dwarfs.packaged_pool()
+    assert (pool["teff"] < 5000).all() and (pool["logg"] > 4.5).all()
+    # Chabrier (2003): most stars of a volume are M dwarfs ...
+    assert (pool["teff"] < 3850).mean() > 0.7
+    # ... but an r-limited sample sees the brighter K and early M dwarfs much farther out
+    kept = population.draw_labelled_stars(1500, 2, labels=pool, volume_complete=True, r_range=(13.5, 19.5))
+    assert np.median(kept["teff"]) > np.median(pool["teff"]) + 300
+    assert ((kept["mag_r"] >= 13.5) & (kept["mag_r"] <= 19.5)).all()
+
+
+def test_survey_stars_reach_the_dwarf_share_with_cool_dwarfs():
+    stars = population.draw_survey_stars(400, 4, dwarf_share=0.44)
+    assert (stars["logg"] > 4).mean() == pytest.approx(0.44, abs=0.03)
+    cool = stars[stars["component"] == "cool_dwarf"]
+    assert len(cool) > 50 and (cool["teff"] < 5000).all()
+    none = population.draw_survey_stars(200, 4, dwarf_share=0.0)
+    assert set(none["component"]) == {"apogee"}
+
+
+# --- binaries --------------------------------------------------------------------------------
+def test_mass_ratio_distribution_follows_the_power_law():
+    rng = np.random.default_rng(0)
+    q = binaries.draw_mass_ratio(200_000, rng, 0.3)
+    assert q.min() >= binaries.Q_MIN and q.max() <= 1.0
+    a = 1.3  # mean of q^0.3 on [0.1, 1]: integral q^1.3 / integral q^0.3
+    expected = (1 - 0.1 ** (a + 1)) / (a + 1) / ((1 - 0.1**a) / a)
+    assert q.mean() == pytest.approx(expected, abs=0.003)
+
+
+def test_companions_only_for_dwarfs_at_the_class_fractions():
+    rng = np.random.default_rng(1)
+    n = 20000
+    m2 = binaries.draw_companions(np.r_[np.full(n, 1.0), np.full(n, 0.3), np.full(n, 1.2)],
+                                  np.r_[np.full(n, 4.4), np.full(n, 4.9), np.full(n, 2.5)], rng)
+    assert np.isfinite(m2[:n]).mean() == pytest.approx(0.44, abs=0.015)
+    assert np.isfinite(m2[n:2 * n]).mean() == pytest.approx(0.26, abs=0.015)
+    assert not np.isfinite(m2[2 * n:]).any()  # giants
+    assert (m2[:n][np.isfinite(m2[:n])] <= 1.0).all()
+    with pytest.raises(ValueError, match="unknown mass class"):
+        binaries.draw_companions([1.0], [4.4], rng, fractions={"giant": 0.5})
+
+
+def test_a_companion_brightens_and_reddens_the_pair():
+    single = population.draw_labelled_stars(300, 7, binary_fraction={"solar": 0.0, "m_dwarf": 0.0},
+                                            labels=pd.DataFrame({"teff": [5800.0], "logg": [4.4], "fe_h": [0.0]}),
+                                            apogee_h_limit=None, label_jitter=(0, 0, 0), colour_scatter=0.0)
+    pairs = population.draw_labelled_stars(300, 7, binary_fraction={"solar": 1.0, "m_dwarf": 1.0},
+                                           labels=pd.DataFrame({"teff": [5800.0], "logg": [4.4], "fe_h": [0.0]}),
+                                           apogee_h_limit=None, label_jitter=(0, 0, 0), colour_scatter=0.0)
+    assert single["companion_mass"].isna().all() and pairs["companion_mass"].notna().all()
+    gi_single = (single["absmag_g"] - single["absmag_i"]).to_numpy()
+    gi_pairs = (pairs["absmag_g"] - pairs["absmag_i"]).to_numpy()
+    assert np.ptp(gi_single) < 1e-9
+    assert (gi_pairs >= gi_single[0] - 1e-9).all() and gi_pairs.max() > gi_single[0] + 0.02
+    # a companion only adds light: up to 0.75 mag for an equal-mass twin (primary masses scatter)
+    assert np.median(pairs["absmag_r"]) < np.median(single["absmag_r"]) - 0.02
+    assert pairs["absmag_r"].min() >= single["absmag_r"].min() - 0.7526
