@@ -126,6 +126,15 @@ def test_fit_ug_relation_recovers_a_known_relation_despite_outliers():
         fit_ug_relation(table.drop(columns="feh"))
 
 
+def test_iz_relation_matches_the_m_dwarf_means_of_west_2011():
+    # fitted to calibObj stars only; West et al. (2011, Table 2) SDSS M0-M5 dwarf means are an
+    # independent check (their star-to-star scatter is 0.06-0.13 mag)
+    west = {0.56: 0.33, 0.73: 0.41, 0.96: 0.53, 1.13: 0.61, 1.33: 0.71, 1.62: 0.90}
+    got = colours.iz_from_ri(list(west))
+    np.testing.assert_allclose(got, list(west.values()), atol=0.03)
+    assert abs(float(colours.iz_from_ri(0.11)) - 0.03) < 0.02  # G dwarfs
+
+
 def test_locus_round_trip_and_iz():
     gr = np.linspace(-0.2, 1.38, 300)
     np.testing.assert_allclose(colours.gr_from_ri(colours.ri_from_gr(gr)), gr, atol=1e-4)

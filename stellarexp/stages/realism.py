@@ -172,7 +172,7 @@ def to_markdown(checks, *, title: str) -> str:
     return head + "\n" + markdown_table(["check", "sample", "value", "target", "verdict", "detail"], rows) + "\n"
 
 
-def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame) -> list:
+def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cfg_data=None) -> list:
     from stellarexp.evaluate.figures import label_plane
     from stellarexp.survey.labels import load_apogee_labels
     from stellarexp.survey.realism import figures as rf
@@ -196,8 +196,18 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame) ->
     apogee = load_apogee_labels()
     paths.append(label_plane(apogee["teff"], apogee["logg"], apogee["fe_h"], fig_dir / "label_plane_apogee.png",
                              title=f"APOGEE DR17 labels ({len(apogee)} stars; the paper's Fig. 3 population)"))
+    share = float((stars["logg"] > 4.0).mean())
     paths.append(label_plane(stars["teff"], stars["logg"], stars["fe_h"], fig_dir / "label_plane_survey.png",
-                             title=f"{sample}: labels of {len(stars)} dataset stars"))
+                             title=f"{sample}: labels of {len(stars)} dataset stars (logg > 4: {share:.0%})"))
+    if cfg_data is not None and "dwarf_share" in cfg_data:
+        from stellarexp.survey.population import draw_survey_stars
+
+        bare = draw_survey_stars(len(stars), int(cfg_data.seed), dwarf_share=0.0, r_range=tuple(cfg_data.r_range))
+        bare_share = float((bare["logg"] > 4.0).mean())
+        paths.append(label_plane(bare["teff"], bare["logg"], bare["fe_h"],
+                                 fig_dir / "label_plane_without_cool_dwarfs.png",
+                                 title=f"the population draw without K/M dwarfs, before the image cuts "
+                                       f"(logg > 4: {bare_share:.0%})"))
     return paths
 
 
@@ -228,7 +238,8 @@ def run(cfg, run) -> dict:
                 c.table.to_csv(tmp, index=False)
     run.log_artifact(out, "realism")
     if cfg.stage.get("figures", True):
-        for p in _figures(checks, inputs, run.output_dir, sample, stars):
+        data_cfg = cfg.data if str(cfg.data.get("name")) == "synthetic" else None
+        for p in _figures(checks, inputs, run.output_dir, sample, stars, data_cfg):
             run.log_figure(p)
     metrics, passed = {}, []
     for c in checks:

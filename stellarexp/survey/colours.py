@@ -1,7 +1,8 @@
 """Dust-free SDSS colours of stars from their labels: empirical relations, extended.
 
 g-r from Teff (Ivezic et al. 2008), r-i on the Juric et al. (2008) stellar locus (with a cool
-branch through the M4V point of Pecaut & Mamajek 2013 and West et al. 2011), i-z linear in r-i,
+branch through the M4V point of Pecaut & Mamajek 2013 and West et al. 2011), i-z from r-i (a
+fit to real calibObj stars, :mod:`stellarexp.survey.iz_relation`),
 u-g from [Fe/H] and g-r (a fit to real SSPP stars, :mod:`stellarexp.survey.ug_relation`) plus a
 gravity term. Every relation, its validity range and how it is extended: ``docs/population.md``
 and ``docs/simulation.md``.
@@ -27,9 +28,6 @@ UG_BLUE_SLOPE = -0.5  # d(u-g)/d(g-r) bluer than the SSPP fit (Balmer jump makes
 GRAVITY_UG_OFFSET = 0.15
 GRAVITY_LOGG_MID = 3.5
 GRAVITY_LOGG_WIDTH = 0.25
-# i-z along the locus: straight line through typical G dwarf (r-i 0.11, i-z 0.03) and mid-M
-# dwarf (r-i 1.4, i-z 0.8) colours.
-IZ_SLOPE, IZ_INTERCEPT = 0.60, -0.035
 
 
 def gr_to_teff(g_r):
@@ -111,7 +109,8 @@ def ri_from_gr(g_r):
 
 
 def iz_from_ri(r_i):
-    """i-z along the stellar locus: a straight line in r-i (see ``docs/population.md``).
+    """i-z along the stellar locus: the cubic fitted to real calibObj stars
+    (:mod:`stellarexp.survey.iz_relation`), linear beyond its -0.1..1.7 range.
 
     Parameters
     ----------
@@ -121,7 +120,9 @@ def iz_from_ri(r_i):
     -------
     numpy.ndarray
     """
-    return IZ_SLOPE * np.asarray(r_i, dtype=float) + IZ_INTERCEPT
+    from stellarexp.survey.iz_relation import packaged_iz_relation
+
+    return packaged_iz_relation()(r_i)
 
 
 def ug_from_feh(g_r, fe_h):
@@ -191,7 +192,7 @@ def intrinsic_colours(teff, logg, fe_h) -> dict[str, np.ndarray]:
     """Dust-free SDSS colours of stars from their labels.
 
     g-r from Teff (Ivezic et al. 2008; below ~4400 K via a cool r-i branch and the locus),
-    r-i from the Juric et al. (2008) locus, i-z linear in r-i, u-g from [Fe/H] and g-r
+    r-i from the Juric et al. (2008) locus, i-z from r-i (fitted to calibObj stars), u-g from [Fe/H] and g-r
     (fitted to SSPP stars, extended) plus a gravity term.
 
     Parameters

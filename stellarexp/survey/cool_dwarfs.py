@@ -99,4 +99,4 @@ def cool_dwarf_count(n: int, logg, dwarf_share: float) -> int:
     s = float(np.mean(np.asarray(logg, float) > DWARF_LOGG)) if n else 0.0
     if s >= dwarf_share or s >= 1.0:
         return 0
-    return int(round(n * (dwarf_share - s) / (1.0 - s)))
+    return round(n * (dwarf_share - s) / (1.0 - s))
