@@ -205,6 +205,13 @@ def test_segue_like_labels_keep_the_teff_relation_valid():
     lab = labels.segue_like_labels(sspp, 50, 0)
     # only the star inside -0.3 < g-r < 1.3 is drawn (g-r = 3 would read as a 13,700 K star)
     assert lab["teff"].nunique() == 1 and 5800 < lab["teff"].iloc[0] < 6600
+    # red K dwarfs too: the population's colours give each star back its SSPP g-r
+    from stellarexp.survey import colours
+
+    red = pd.DataFrame({"gr": [0.45, 0.95, 1.15, 1.3], "feh": [-0.5] * 4})
+    lab = labels.segue_like_labels(red, 400, 1)
+    back = colours.intrinsic_colours(lab["teff"], lab["logg"], lab["fe_h"])["g_r"]
+    assert set(np.round(back, 3)) <= {0.45, 0.95, 1.15, 1.3}
 
 
 def test_stage_colours_remove_the_catalogue_extinction():

@@ -170,6 +170,26 @@ def gravity_ug_offset(logg):
     return GRAVITY_UG_OFFSET / (1.0 + np.exp((logg - GRAVITY_LOGG_MID) / GRAVITY_LOGG_WIDTH))
 
 
+def dwarf_teff_from_gr(g_r):
+    """Teff (K) of a dwarf whose :func:`intrinsic_colours` give this g-r (inverse of the full chain).
+
+    Unlike :func:`gr_to_teff` (the Ivezic et al. 2008 cubic alone) this inverts the cool branch
+    too, so ``intrinsic_colours(dwarf_teff_from_gr(x), ...)["g_r"]`` gives back ``x`` for
+    0.17 <= x <= 1.38 (clamped outside: g-r saturates near 1.39 for M dwarfs).
+
+    Parameters
+    ----------
+    g_r : array_like
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    teff = np.linspace(2800.0, 7000.0, 4201)
+    gr = intrinsic_colours(teff, 4.6, 0.0)["g_r"]  # decreasing with Teff; g-r needs no logg/[Fe/H]
+    return np.interp(np.asarray(g_r, float), gr[::-1], teff[::-1])
+
+
 def _cool_ri_coefficients() -> tuple[float, float, float, float]:
     """Join Teff, r-i there, and linear/quadratic coefficients of the cool r-i branch."""
     y = GR_COOL_JOIN

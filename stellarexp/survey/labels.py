@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.survey.arguments import check_n, check_nonneg
-from stellarexp.survey.colours import GR_TEFF_VALID, gr_to_teff
-from stellarexp.survey.magnitudes import main_sequence_logg
+from stellarexp.survey import dwarf_sequence
+from stellarexp.survey.colours import GR_TEFF_VALID, dwarf_teff_from_gr
 
 RESOURCE_PACKAGE = "stellarexp.resources"
 APOGEE_RESOURCE = "apogee_dr17_labels.npz"
@@ -161,11 +161,11 @@ def observed_labels(
 def segue_like_labels(sspp: pd.DataFrame, n: int, rng) -> pd.DataFrame:
     """Labels of a SEGUE-like dwarf sample: [Fe/H] per g-r as in real SSPP stars.
 
-    Each label resamples one SSPP star of -0.3 < g-r < 1.3 (the Teff relation's validity;
-    with replacement): its [Fe/H] as published, Teff from
-    its g-r through the Ivezic et al. (2008) relation (:func:`~stellarexp.survey.colours.gr_to_teff`,
-    so the population's own colour relation maps it back to that g-r) and a main-sequence logg
-    (:func:`~stellarexp.survey.magnitudes.main_sequence_logg`; SSPP stars are mostly F/G/K dwarfs).
+    Each label resamples one SSPP star of -0.3 < g-r < 1.3 (with replacement): its [Fe/H] as
+    published, the Teff whose dwarf colours have its g-r
+    (:func:`~stellarexp.survey.colours.dwarf_teff_from_gr`, so the population's own colour
+    relations map it back to that g-r, cool branch included) and the dwarf-sequence logg of
+    that Teff (:mod:`~stellarexp.survey.dwarf_sequence`; SSPP stars are mostly F/G/K dwarfs).
     The SSPP g-r are not dereddened (high latitude, E(B-V) a few hundredths), so the Teff are a
     few tens of K cooler than the stars'. Use with
     :func:`stellarexp.survey.population.draw_labelled_stars` (``labels=``) to test the colour
@@ -196,6 +196,7 @@ def segue_like_labels(sspp: pd.DataFrame, n: int, rng) -> pd.DataFrame:
         raise ValueError(f"the SSPP table has no star with finite feh and {lo} < gr < {hi}")
     rng = np.random.default_rng(rng)
     pick = rng.choice(np.flatnonzero(ok), size=n, replace=True)
-    teff = gr_to_teff(sspp["gr"].to_numpy(float)[pick])
-    return pd.DataFrame({"teff": teff, "logg": main_sequence_logg(teff),
+    teff = dwarf_teff_from_gr(sspp["gr"].to_numpy(float)[pick])
+    logg = dwarf_sequence.logg_from_mass(dwarf_sequence.mass_from_teff(teff))
+    return pd.DataFrame({"teff": teff, "logg": logg,
                          "fe_h": sspp["feh"].to_numpy(float)[pick]})
