@@ -13,8 +13,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from stellarexp.survey.arguments import check_n, check_nonneg
 from stellarexp.survey import dwarf_sequence
+from stellarexp.survey.arguments import check_n, check_nonneg
 from stellarexp.survey.colours import GR_TEFF_VALID, dwarf_teff_from_gr
 
 RESOURCE_PACKAGE = "stellarexp.resources"
