@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from stellarexp.sdss import BANDS
+from stellarexp.sdss import BANDS, EXTINCTION_COEFF
 from stellarexp.survey import binaries, calibration_errors, cool_dwarfs, dwarf_sequence, population
 
 
@@ -43,16 +45,19 @@ def test_simulated_catalogue_carries_the_calibration_errors(tmp_path):
     plan = simulate.field_plan(spec).iloc[0]
     stars, _ = simulate.simulate_field(spec, plan)
     ebv_true = stars["ebv"].to_numpy()
-    ratio = stars["extinction_r"].to_numpy() / (2.285 * ebv_true)
+    ratio = stars["extinction_r"].to_numpy() / (EXTINCTION_COEFF["r"] * ebv_true)
     assert np.allclose(ratio, ratio[0]) and ratio[0] != pytest.approx(1.0, abs=1e-6)  # the map's, per field
     bright = stars[(stars["psfMag_r"] < 16.5) & (stars["flags_r"] == 0)]
+    assert len(bright) >= 3
     offsets = bright["psfMag_r"] - bright["mag_r"]
     noise_free = simulate.SurveySpec(**{**spec.__dict__, "zero_point_sigma": tuple((b, 0.0) for b in BANDS)})
     stars0, _ = simulate.simulate_field(noise_free, plan)
     bright0 = stars0.loc[bright.index]
     shift = float(np.median(offsets - (bright0["psfMag_r"] - bright0["mag_r"])))
-    assert abs(shift) > 1e-4  # the field's r zero point moved every star the same way
-    assert abs(shift) < 0.05
+    # the field's own r zero-point error, drawn from its calibration stream, moved every star
+    expected = calibration_errors.zero_point_offsets(np.random.default_rng([5, 3, 0]),
+                                                     dict(spec.zero_point_sigma))["r"]
+    assert shift == pytest.approx(expected, abs=5e-4)
 
 
 def test_error_floor_per_band_matches_the_real_calibobj_stars():
@@ -61,8 +66,7 @@ def test_error_floor_per_band_matches_the_real_calibobj_stars():
 
     from stellarexp.survey.realism.anchors import load_calibobj_stars
 
-    conf = OmegaConf.load(__import__("importlib.resources").resources.files("stellarexp.conf").joinpath(
-        "data/synthetic.yaml"))
+    conf = OmegaConf.load(resources.files("stellarexp.conf").joinpath("data/synthetic.yaml"))
     cat = load_calibobj_stars()
     for band in BANDS:
         flux, ivar = cat[f"psfflux_{band}"].to_numpy(), cat[f"psfflux_ivar_{band}"].to_numpy()
@@ -72,6 +76,38 @@ def test_error_floor_per_band_matches_the_real_calibobj_stars():
         bright = (mag >= lo) & (mag < lo + 1.0) & (ivar > 0)
         measured = float(np.median(1.0 / np.sqrt(ivar[bright]) / flux[bright]))
         assert conf.psf_model_error_floor[band] == pytest.approx(measured, abs=0.003), band
+
+
+def test_survey_spec_rejects_bad_realism_settings_before_touching_a_survey(tmp_path):
+    from stellarexp.survey import simulate
+
+    base = {"size": "tiny", "root": str(tmp_path), "seed": 1, "n_fields": 1, "labelled_per_field": 5,
+            "field_stars_per_field": 0}
+    with pytest.raises(ValueError, match="dwarf_share"):
+        simulate.SurveySpec(**base, dwarf_share=1.0)
+    with pytest.raises(ValueError, match="binary_fraction"):
+        simulate.SurveySpec(**base, binary_fraction=(("giant", 0.5),))
+    with pytest.raises(ValueError, match="ebv_map_error"):
+        simulate.SurveySpec(**base, ebv_map_error=-0.1)
+    with pytest.raises(ValueError, match="zero_point_sigma.u"):
+        simulate.SurveySpec(**base, zero_point_sigma=(("u", -0.01),))
+    # the same content written in another order has the same fingerprint
+    a = simulate.SurveySpec(**base, binary_fraction=(("solar", 0.44), ("m_dwarf", 0.26)))
+    b = simulate.SurveySpec(**base, binary_fraction=(("m_dwarf", 0.26), ("solar", 0.44)))
+    assert a.fingerprint() == b.fingerprint()
+    assert simulate.SurveySpec(**base, zero_point_sigma=0.01).zero_point_sigma[0] == ("u", 0.01)
+
+
+def test_fields_written_for_other_content_are_simulated_again(tmp_path):
+    from stellarexp.survey import simulate
+
+    spec = simulate.SurveySpec(size="tiny", root=str(tmp_path), seed=2, n_fields=1, labelled_per_field=4,
+                               field_stars_per_field=3, workers=1)
+    row = simulate.field_plan(spec).to_dict("records")[0]
+    simulate._run_field(spec, row)
+    assert simulate._field_done(spec, row)
+    other = simulate.SurveySpec(**{**spec.__dict__, "dwarf_share": 0.2})
+    assert not simulate._field_done(other, row)  # same files, other content: not reused
 
 
 # --- dwarf sequence, cool dwarfs -------------------------------------------------------------
@@ -96,7 +132,7 @@ def test_paper_dwarf_share_and_the_count_to_reach_it():
 def test_cool_dwarf_pool_follows_the_mass_function_and_survey_selection():
     pool = cool_dwarfs.packaged_pool()
     assert (pool["teff"] < 5000).all() and (pool["logg"] > 4.5).all()
-    # Chabrier (2003): most stars of a volume are M dwarfs ...
+    # Chabrier (2003) systems: most of a volume's K/M primaries are M dwarfs ...
     assert (pool["teff"] < 3850).mean() > 0.7
     # ... but an r-limited sample sees the brighter K and early M dwarfs much farther out
     kept = population.draw_labelled_stars(1500, 2, labels=pool, volume_complete=True, r_range=(13.5, 19.5))
@@ -151,3 +187,12 @@ def test_a_companion_brightens_and_reddens_the_pair():
     # a companion only adds light: up to 0.75 mag for an equal-mass twin (primary masses scatter)
     assert np.median(pairs["absmag_r"]) < np.median(single["absmag_r"]) - 0.02
     assert pairs["absmag_r"].min() >= single["absmag_r"].min() - 0.7526
+
+
+def test_a_companion_never_outshines_its_primary():
+    primary = {"r": np.array([5.0, 5.0]), "g": np.array([5.5, 5.5])}
+    companion = {"r": np.array([4.0, 7.0]), "g": np.array([4.2, 8.0])}  # the first would be brighter
+    pair = binaries.combine_magnitudes(primary, companion, [True, True], ("r", "g"))
+    twin = 5.0 - 2.5 * np.log10(2.0)
+    assert pair["r"][0] == pytest.approx(twin) and pair["r"][1] < 5.0
+    assert pair["g"][0] == pytest.approx(5.5 - 2.5 * np.log10(2.0))

@@ -202,7 +202,8 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cf
     if cfg_data is not None and "dwarf_share" in cfg_data:
         from stellarexp.survey.population import draw_survey_stars
 
-        bare = draw_survey_stars(len(stars), int(cfg_data.seed), dwarf_share=0.0, r_range=tuple(cfg_data.r_range))
+        bare = draw_survey_stars(len(stars), int(cfg_data.seed), dwarf_share=0.0, r_range=tuple(cfg_data.r_range),
+                                 binary_fraction=dict(cfg_data.get("binary_fraction", {})) or None)
         bare_share = float((bare["logg"] > 4.0).mean())
         paths.append(label_plane(bare["teff"], bare["logg"], bare["fe_h"],
                                  fig_dir / "label_plane_without_cool_dwarfs.png",

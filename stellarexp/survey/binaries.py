@@ -14,6 +14,11 @@ multiplicity fraction of its mass class and a mass ratio q drawn from dN/dq ~ q^
 gravity follow its mass on the Pecaut & Mamajek (2013) sequence
 (:mod:`~stellarexp.survey.dwarf_sequence`), with the primary's [Fe/H]. Giants get none: a
 main-sequence companion of the same age is several magnitudes fainter and changes nothing.
+"Dwarf" here means logg > 3.8, so slightly evolved F/G stars keep their companions too (the
+paper's 4-dex split, used for the sample's dwarf share, is a different question). The fractions
+count companions at all separations; at the survey's distances some wide pairs would be resolved
+at SDSS's ~1.4" seeing, so the unresolved share is an upper limit. Companions heavier than the
+sequence's G0V (1.06 Msun) are given G0V's Teff and radius.
 """
 
 from __future__ import annotations
@@ -78,6 +83,10 @@ def draw_companions(mass, logg, rng, *, fractions: dict[str, float] | None = Non
 def combine_magnitudes(primary: dict, companion: dict, has_companion, bands) -> dict:
     """Magnitudes of the unresolved pair: fluxes added where there is a companion.
 
+    A companion is never brighter than the primary in any band (its magnitude is capped at the
+    primary's): the labels describe the brighter star, and a slightly evolved primary (label logg
+    below its sequence value) would otherwise be outshone by a q ~ 1 companion on the sequence.
+
     Parameters
     ----------
     primary, companion : dict
@@ -93,6 +102,7 @@ def combine_magnitudes(primary: dict, companion: dict, has_companion, bands) -> 
     out = dict(primary)
     has = np.asarray(has_companion, bool)
     for b in bands:
-        both = -2.5 * np.log10(10.0 ** (-0.4 * primary[b]) + 10.0 ** (-0.4 * np.where(has, companion[b], 99.0)))
+        second = np.maximum(np.where(has, companion[b], 99.0), primary[b])
+        both = -2.5 * np.log10(10.0 ** (-0.4 * primary[b]) + 10.0 ** (-0.4 * second))
         out[b] = np.where(has, both, primary[b])
     return out

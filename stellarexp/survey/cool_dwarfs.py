@@ -4,9 +4,11 @@ The packaged APOGEE DR17 labels hold almost no dwarf cooler than 5,000 K (2 unde
 yet a high-latitude SDSS x APOGEE sample is rich in them: APOGEE's colour cut (J-Ks)_0 >= 0.5
 keeps K and M dwarfs, and at r > 14 the nearby dwarfs are as bright as distant giants.
 
-Labels: masses from the Chabrier (2003, PASP 115, 763) single-star mass function, log-normal
-in mass with m_c = 0.079 Msun and sigma = 0.69 dex below 1 Msun, between the lightest star of
-the Pecaut & Mamajek (2013) sequence and ``MAX_MASS``; Teff and logg from that sequence
+Labels: masses from the Chabrier (2003, PASP 115, 763) system mass function, log-normal in
+mass with m_c = 0.22 Msun and sigma = 0.57 dex below 1 Msun (the system function, not the
+single-star one: each drawn star is the primary of its system, and its companions are added by
+:mod:`~stellarexp.survey.binaries`), between the lightest star of the Pecaut & Mamajek (2013)
+sequence and ``MAX_MASS``; Teff and logg from that sequence
 (:mod:`~stellarexp.survey.dwarf_sequence`); [Fe/H] resampled from the APOGEE dwarfs of the
 footprint (disc stars). These describe every star of a volume, so the survey's selection
 (:func:`~stellarexp.survey.population.draw_labelled_stars` with ``volume_complete=True``) sets
@@ -26,8 +28,8 @@ import pandas as pd
 
 from stellarexp.survey import dwarf_sequence
 
-CHABRIER_LOG_MC = np.log10(0.079)
-CHABRIER_SIGMA = 0.69
+CHABRIER_LOG_MC = np.log10(0.22)  # Chabrier (2003), system mass function, m < 1 Msun
+CHABRIER_SIGMA = 0.57
 MAX_MASS = 0.8  # Msun: K2V (about 5,000 K), where the APOGEE labels' own dwarfs thin out
 POOL_SIZE = 20_000
 POOL_SEED = 2003
@@ -35,7 +37,7 @@ DWARF_LOGG = 4.0  # the paper's split between its two logg groups
 
 
 def cool_dwarf_labels(n: int, rng, fe_h_pool) -> pd.DataFrame:
-    """Labels of ``n`` K/M dwarfs of a volume: Chabrier (2003) masses on the dwarf sequence.
+    """Labels of ``n`` K/M dwarfs of a volume: Chabrier (2003) system masses on the dwarf sequence.
 
     Parameters
     ----------

@@ -35,6 +35,9 @@ from stellarexp.survey import catalogues
 
 FIELD_DIR = "fields"
 MANIFEST = "survey.json"
+# Bumped whenever the simulator's code changes what a survey holds (part of the fingerprint):
+# a survey written by older code is then simulated again, not reused.
+SIMULATOR_VERSION = 2
 RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 8200)
 
 
@@ -81,12 +84,29 @@ class SurveySpec:
             raise ValueError(f"data.sizes.{self.size}.field_stars_per_field must be >= 0")
         if int(self.workers) < 1:
             raise ValueError(f"data.workers must be >= 1, got {self.workers}")
+        if not 0.0 <= float(self.dwarf_share) < 1.0:
+            raise ValueError(f"data.dwarf_share must lie in [0, 1), got {self.dwarf_share!r}")
+        if not (np.isfinite(self.ebv_map_error) and self.ebv_map_error >= 0):
+            raise ValueError(f"data.ebv_map_error must be a finite fraction >= 0, got {self.ebv_map_error!r}")
+        from stellarexp.survey.binaries import BINARY_FRACTION
+
+        fractions = dict(self.binary_fraction)
+        unknown = sorted(set(fractions) - set(BINARY_FRACTION))
+        if unknown or not all(0.0 <= float(v) <= 1.0 for v in fractions.values()):
+            raise ValueError(f"data.binary_fraction must map {sorted(BINARY_FRACTION)} to fractions in [0, 1], "
+                             f"got {fractions!r}")
+        # one canonical order, so equal content gives equal fingerprints however it was written
+        object.__setattr__(self, "binary_fraction", tuple(sorted((str(k), float(v)) for k, v in fractions.items())))
+        for key in ("psf_model_error_floor", "zero_point_sigma"):
+            value = getattr(self, key)
+            object.__setattr__(self, key, _per_band(key, value if isinstance(value, (int, float)) else dict(value)))
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the survey's content (not workers or paths)."""
         d = asdict(self)
         d.pop("workers")
         d.pop("root")
+        d["simulator_version"] = SIMULATOR_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,7 +121,10 @@ def spec_from_config(data_cfg) -> SurveySpec:
             "ebv_map_error", "dwarf_share")
     extra = {k: data_cfg[k] for k in keys if k in data_cfg}
     if "binary_fraction" in data_cfg:
-        extra["binary_fraction"] = tuple(sorted((str(k), float(v)) for k, v in dict(data_cfg.binary_fraction).items()))
+        value = data_cfg.binary_fraction
+        if not hasattr(value, "items"):
+            raise ValueError(f"data.binary_fraction must be a mapping like {{solar: 0.44, m_dwarf: 0.26}}, got {value!r}")
+        extra["binary_fraction"] = tuple((str(k), float(v)) for k, v in value.items())
     for key in ("psf_model_error_floor", "zero_point_sigma"):
         if key in data_cfg:
             extra[key] = _per_band(key, data_cfg[key])
@@ -315,8 +338,16 @@ def _field_result_path(spec: SurveySpec, row) -> Path:
     return Path(spec.root) / FIELD_DIR / f"{int(row['run'])}-{int(row['camcol'])}-{int(row['field'])}.csv"
 
 
+def _field_stamp_path(spec: SurveySpec, row) -> Path:
+    return _field_result_path(spec, row).with_suffix(".fingerprint")
+
+
 def _field_done(spec: SurveySpec, row) -> bool:
+    """A field is done when its files exist and were written for this spec's content."""
     if not _field_result_path(spec, row).is_file():
+        return False
+    stamp = _field_stamp_path(spec, row)
+    if not stamp.is_file() or stamp.read_text().strip() != spec.fingerprint():
         return False
     return all((Path(spec.root) / sdss.frame_relpath(b, row["run"], row["camcol"], row["field"])).is_file()
                for b in sdss.BANDS)
@@ -331,6 +362,8 @@ def _run_field(spec: SurveySpec, row: dict) -> str:
         field_phot.to_csv(tmp, index=False)
     with atomic_path(_field_result_path(spec, row)) as tmp:
         df.to_csv(tmp, index=False)
+    with atomic_path(_field_stamp_path(spec, row)) as tmp:  # last: marks the field as done
+        tmp.write_text(spec.fingerprint())
     return str(_field_result_path(spec, row))
 
 
