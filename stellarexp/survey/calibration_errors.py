@@ -1,8 +1,8 @@
 """What the survey's calibration gets wrong: photometric zero points and the dust map.
 
 Zero points: SDSS's photometric calibration is good to about 1% in g, r, i and 2% in u, z
-(Padmanabhan et al. 2008, ApJ 674, 1217, "ubercalibration"; Abazajian et al. 2009, ApJS 182, 543,
-DR7). Each synthetic field is given its own error, drawn once per band: the real sample's stars
+(Padmanabhan et al. 2008, ApJ 674, 1217, "ubercalibration": 1% in griz, 2% in u; Ivezic et al.
+2004, AN 325, 583: zero-point errors up to 0.02 mag in z). Each synthetic field is given its own error, drawn once per band: the real sample's stars
 come from fields spread over hundreds of runs, so the errors act as star-to-star noise between
 fields, not as one offset of the whole sample.
 
