@@ -223,6 +223,14 @@ def test_labelled_columns_and_r_window(labelled):
     assert expected <= set(labelled.columns)
     assert len(labelled) == N_LABELLED
     assert np.isfinite(labelled.select_dtypes("number").drop(columns="companion_mass").to_numpy()).all()
+    # companions: only dwarfs have them, never heavier than the primary's sequence mass
+    from stellarexp.survey import dwarf_sequence
+
+    m2 = labelled["companion_mass"].to_numpy()
+    has = np.isfinite(m2)
+    assert not has[labelled["logg"].to_numpy() <= 3.8].any() and has.any()
+    seq = dwarf_sequence.mass_from_teff(labelled["teff"].to_numpy()[has])
+    assert (m2[has] <= seq + 1e-9).all() and (m2[has] >= dwarf_sequence.MASS_RANGE[0] - 1e-9).all()
     assert labelled.mag_r.between(14.0, 19.5).all()
     # Unsaturated in g and i too (red giants are brighter in i than in r).
     assert (labelled[["mag_g", "mag_i"]] >= 14.0).all().all()
