@@ -1,6 +1,6 @@
-"""K and M dwarfs: the stars the APOGEE label sample lacks, and how many join the survey.
+"""Late-G, K and M dwarfs: the stars the APOGEE label sample lacks, and how many join the survey.
 
-The packaged APOGEE DR17 labels hold almost no dwarf cooler than 5,000 K (2 under 4,000 K),
+The packaged APOGEE DR17 labels hold almost no dwarf cooler than 5,500 K (2 under 4,000 K),
 yet a high-latitude SDSS x APOGEE sample is rich in them: APOGEE's colour cut (J-Ks)_0 >= 0.5
 keeps K and M dwarfs, and at r > 14 the nearby dwarfs are as bright as distant giants.
 
@@ -30,7 +30,9 @@ from stellarexp.survey import dwarf_sequence
 
 CHABRIER_LOG_MC = np.log10(0.22)  # Chabrier (2003), system mass function, m < 1 Msun
 CHABRIER_SIGMA = 0.57
-MAX_MASS = 0.8  # Msun: K2V (about 5,000 K), where the APOGEE labels' own dwarfs thin out
+# Msun: G8V (5,480 K). Cooler than 5,500 K the APOGEE labels hold almost no dwarfs (21 of the
+# 1,885 logg > 4 stars at |b| >= 30 deg), so the added dwarfs start where theirs stop.
+MAX_MASS = 0.94
 POOL_SIZE = 20_000
 POOL_SEED = 2003
 DWARF_LOGG = 4.0  # the paper's split between its two logg groups
