@@ -124,6 +124,26 @@ def test_atomic_path_keeps_destination_on_failure(tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_follow_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    from stellarexp.io_utils import atomic_path, current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+        plain = tmp_path / "b.txt"
+        plain.write_text("x")  # what an ordinary open() gives under this umask
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~umask
+
+
 def test_empty_selection_is_a_clear_error(tiny_survey, tmp_path):
     from stellarexp.config import compose
     from stellarexp.data import pipeline
