@@ -23,7 +23,7 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary file lives in the destination directory (same filesystem, so the final
@@ -36,10 +36,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ----------
     path : path-like
         Final destination.
+    keep_suffix : bool
+        End the temporary name with the destination's suffix too (``.x.ubj.abc.partial.ubj``),
+        for writers that pick the format from the extension (XGBoost, matplotlib).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    suffix = ".partial" + (path.suffix if keep_suffix else "")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -51,3 +55,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_path`; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_csv_atomic(frame, path: str | os.PathLike, **kwargs) -> Path:
+    """Write a pandas DataFrame as CSV through :func:`atomic_path` (``kwargs`` go to ``to_csv``)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **kwargs)
+    return Path(path)

@@ -25,7 +25,6 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -568,16 +567,11 @@ def write_yaml_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as YAML to ``path`` through a temporary file and a rename."""
     import yaml
 
+    from stellarexp.io_utils import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(data, fh, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

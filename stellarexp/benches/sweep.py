@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stellarexp.bench import REPO_ROOT, register
+from stellarexp.io_utils import write_csv_atomic
 
 NOOP_STAGE = "bench_noop"
 TIMES_ENV = "STELLAREXP_BENCH_TIMES"
@@ -208,8 +209,7 @@ def write_star_table(path: Path, n: int, seed: int = 0) -> Path:
         cols[f"extinction_{band}"] = ext
     frame = pd.DataFrame({**cols, "teff": teff + rng.normal(0, 50, n),
                           "logg": logg + rng.normal(0, 0.1, n), "fe_h": fe_h + rng.normal(0, 0.05, n)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
+    write_csv_atomic(frame, path, index=False)
     return path
 
 

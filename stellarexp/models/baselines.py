@@ -91,20 +91,23 @@ def save_model(model, name: str, path) -> Path:
 
     ``path`` gets the suffix of :data:`SUFFIX` ``[name]``; the written path is returned.
     """
-    path = Path(path).with_suffix(SUFFIX[name])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if name == "xgboost":
-        model.save_model(str(path))
-    elif name == "lightgbm":
-        model.booster_.save_model(str(path))
-    elif name == "catboost":
-        model.save_model(str(path))
-    elif name == "random_forest":
-        import joblib
+    from stellarexp.io_utils import atomic_path
 
-        joblib.dump(model, path)
-    else:
+    if name not in SUFFIX:
         raise ValueError(f"unknown baseline model {name!r}; choose one of {MODELS}")
+    path = Path(path).with_suffix(SUFFIX[name])
+    # through a temporary file (named with the same suffix: the libraries pick the format from it)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        if name == "xgboost":
+            model.save_model(str(tmp))
+        elif name == "lightgbm":
+            model.booster_.save_model(str(tmp))
+        elif name == "catboost":
+            model.save_model(str(tmp))
+        elif name == "random_forest":
+            import joblib
+
+            joblib.dump(model, tmp)
     return path
 
 

@@ -38,6 +38,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from stellarexp.io_utils import atomic_path
+
 log = logging.getLogger(__name__)
 
 PACKAGE_FORMAT = 1
@@ -158,7 +160,8 @@ def assemble(folder, parts: Mapping[str, str | Path], info: dict) -> Path:
     for name, src in parts.items():
         shutil.copytree(Path(src), folder / name)
     meta = {"format": PACKAGE_FORMAT, "parts": sorted(parts), **info}
-    (folder / "package.json").write_text(json.dumps(meta, indent=2, default=float))
+    with atomic_path(folder / "package.json") as tmp:  # last: marks the package complete
+        tmp.write_text(json.dumps(meta, indent=2, default=float))
     return folder
 
 

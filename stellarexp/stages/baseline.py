@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from stellarexp.io_utils import write_csv_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +121,7 @@ def run(cfg, run) -> dict[str, float]:
 
     if cfg.stage.get("predictions", True):
         path = out_dir / "predictions.csv"
-        preds.to_csv(path, index=False)
+        write_csv_atomic(preds, path, index=False)
         run.log_artifact(path)
     if cfg.stage.get("figure", True):
         from stellarexp.evaluate.figures import pred_vs_true

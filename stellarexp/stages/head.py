@@ -15,6 +15,8 @@ import logging
 
 import numpy as np
 
+from stellarexp.io_utils import atomic_path, write_csv_atomic, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -157,9 +159,9 @@ def save_head(run, module, name: str, info: dict) -> None:
 
     folder = run.output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()},
-               folder / "weights.pt")
-    (folder / "model.json").write_text(json.dumps(
+    with atomic_path(folder / "weights.pt") as tmp:
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
+    write_text_atomic(folder / "model.json", json.dumps(
         {"hparams": dict(module.hparams), **info}, indent=2, default=str))
     run.log_artifact(folder, name)
 
@@ -207,7 +209,7 @@ def run(cfg, run) -> dict[str, float]:
     import pandas as pd
 
     out = run.output_dir / "predictions.csv"
-    pd.concat(frames).to_csv(out, index=False)
+    write_csv_atomic(pd.concat(frames), out, index=False)
     run.log_artifact(out)
     save_head(run, module, "head", {"targets": list(targets), "label_scaler": scaler.to_dict(),
                                     "backbone_run_id": inputs["backbone"].run_id})

@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from stellarexp.io_utils import atomic_path, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "backbone"
@@ -88,14 +90,15 @@ def write_backbone_artifact(folder: Path, model, arch: dict, targets, band_scale
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
-    (folder / "model.json").write_text(json.dumps(
+    with atomic_path(folder / "weights.pt") as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    write_text_atomic(folder / "model.json", json.dumps(
         {"name": "convit", "arch": arch, "targets": list(targets)}, indent=2))
-    (folder / "scalers.json").write_text(json.dumps(
+    write_text_atomic(folder / "scalers.json", json.dumps(
         {"band_scaler": band_scaler.to_dict(),
          "label_scaler": label_scaler.to_dict() if label_scaler is not None else None}, indent=2))
     for name, content in (extra or {}).items():
-        (folder / name).write_text(json.dumps(content, indent=2, default=float))
+        write_text_atomic(folder / name, json.dumps(content, indent=2, default=float))
     return folder
 
 

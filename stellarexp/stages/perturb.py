@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stellarexp.io_utils import write_csv_atomic
+
 log = logging.getLogger(__name__)
 
 BANDS = "ugriz"
@@ -278,8 +280,8 @@ def run(cfg, run) -> dict[str, float]:
     noise_rows, ex_rows, example = noise_experiment(predict, images, y, targets, st,
                                                     int(cfg.seed))
     noise = pd.DataFrame(noise_rows)
-    noise.to_csv(out / "noise.csv", index=False)
-    pd.DataFrame(ex_rows).to_csv(out / "noise_example.csv", index=False)
+    write_csv_atomic(noise, out / "noise.csv", index=False)
+    write_csv_atomic(pd.DataFrame(ex_rows), out / "noise_example.csv", index=False)
     per_eps = noise.groupby(["eps", "target"], sort=True).mean(numeric_only=True).reset_index()
     for r in per_eps.itertuples():
         if r.eps > 0:
@@ -289,9 +291,9 @@ def run(cfg, run) -> dict[str, float]:
     angles, stacked, rot_rows, spear = rotation_experiment(
         predict, images, y, targets, float(st.rotation.step_deg))
     rot = pd.DataFrame(rot_rows)
-    rot.to_csv(out / "rotation.csv", index=False)
+    write_csv_atomic(rot, out / "rotation.csv", index=False)
     spear_frame = pd.DataFrame(spear)
-    spear_frame.to_csv(out / "rotation_spearman.csv", index=False)
+    write_csv_atomic(spear_frame, out / "rotation_spearman.csv", index=False)
     for s in spear:
         metrics[f"perturb/rotation_spearman_{s['target']}"] = s["pooled"]
         metrics[f"perturb/rotation_spearman_star_median_{s['target']}"] = s["per_star_median"]

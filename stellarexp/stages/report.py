@@ -13,6 +13,8 @@ import json
 import logging
 from pathlib import Path
 
+from stellarexp.io_utils import write_csv_atomic, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 
@@ -128,11 +130,11 @@ def run(cfg, run) -> dict:
     print(markdown, flush=True)
     out = run.output_dir / "comparison"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(markdown)
-    compare.to_frame(comp, paper=bool(scfg.get("paper", True)), text=False).to_csv(
-        out / "comparison.csv", index=False)
-    (out / "comparison.html").write_text(compare.to_html(comp, paper=bool(scfg.get("paper", True))))
-    (out / "selection.json").write_text(json.dumps(
+    write_text_atomic(out / "comparison.md", markdown)
+    write_csv_atomic(compare.to_frame(comp, paper=bool(scfg.get("paper", True)), text=False),
+                     out / "comparison.csv", index=False)
+    write_text_atomic(out / "comparison.html", compare.to_html(comp, paper=bool(scfg.get("paper", True))))
+    write_text_atomic(out / "selection.json", json.dumps(
         {"fingerprint": fingerprint, "split": split, "subset": subset, "run_ids": comp.run_ids},
         indent=2))
     run.log_artifact(out, "comparison")

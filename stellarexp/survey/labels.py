@@ -13,6 +13,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from stellarexp.io_utils import atomic_path
 from stellarexp.survey import dwarf_sequence
 from stellarexp.survey.arguments import check_n, check_nonneg
 from stellarexp.survey.colours import GR_TEFF_VALID, dwarf_teff_from_gr
@@ -73,14 +74,15 @@ def build_apogee_resource(csv_path, out_path) -> int:
     glat = SkyCoord(ra=ra, dec=dec, unit="deg", frame="icrs").galactic.b.deg
     arrays = {c: labels[c].to_numpy(np.float32) for c in LABEL_COLUMNS}
     arrays["glat"] = glat.astype(np.float32)
-    np.savez_compressed(
-        out_path,
-        **arrays,
-        source=np.array(
-            "APOGEE DR17 allStar (SDSS-IV), 50k-row subset; one row per APOGEE_ID; rows with "
-            "NaN/-9999 labels removed; glat from the position encoded in APOGEE_ID"
-        ),
-    )
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:  # a file object: no ".npz" appended
+        np.savez_compressed(
+            fh,
+            **arrays,
+            source=np.array(
+                "APOGEE DR17 allStar (SDSS-IV), 50k-row subset; one row per APOGEE_ID; rows with "
+                "NaN/-9999 labels removed; glat from the position encoded in APOGEE_ID"
+            ),
+        )
     return int(valid.sum())
 
 
