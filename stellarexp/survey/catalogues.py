@@ -99,7 +99,8 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
         cross.to_csv(tmp, index=False)
     _write_fits_table(labels, root / "allStar-synthetic.fits")
     truth_cols = ["objID", "run", "camcol", "field", "ra", "dec", "x_r", "y_r", "teff", "logg", "fe_h", "mass",
-                  "companion_mass", "component", "distance_pc", "ebv"] + [f"mag_{b}" for b in sdss.BANDS] + [f"fwhm_{b}" for b in sdss.BANDS]
+                  "companion_mass", "component", "distance_pc", "ebv"] + [f"mag_{b}" for b in sdss.BANDS] + [
+                      f"fwhm_{b}" for b in sdss.BANDS] + [f"zero_point_{b}" for b in sdss.BANDS]
     truth = stars[[c for c in truth_cols if c in stars]].rename(
         columns={"teff": "teff_true", "logg": "logg_true", "fe_h": "fe_h_true"})
     truth.insert(0, "apstar_id", labels["APSTAR_ID"].iloc[:n].to_numpy())

@@ -37,7 +37,7 @@ FIELD_DIR = "fields"
 MANIFEST = "survey.json"
 # Bumped whenever the simulator's code changes what a survey holds (part of the fingerprint):
 # a survey written by older code is then simulated again, not reused.
-SIMULATOR_VERSION = 3
+SIMULATOR_VERSION = 4
 RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 8200)
 
 
@@ -236,6 +236,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     for band, offset in zero_points.items():
         sources[f"flux_{band}"] *= calibration_errors.flux_factor(offset)
     ebv_map = calibration_errors.map_ebv(ebv, cal_rng, spec.ebv_map_error)
+    floor_rng = np.random.default_rng([spec.seed, 4, int(plan_row["index"])])
     rendered = render.render_field(cond, sources, rng)
     render.write_field(spec.root, rendered, run, camcol, field)
 
@@ -244,9 +245,11 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     out["run"], out["camcol"], out["field"] = run, camcol, field
     out["ident"] = np.arange(1, n + 1)
     out["objID"] = sdss.obj_id(run, camcol, field, out["ident"])
-    # the catalogue's extinction is the dust map's, not the truth's
+    # the catalogue's extinction is the dust map's, not the truth's; the truth keeps the field's
+    # zero-point errors (measured = true + zero_point_<band>, before photometric noise)
     for band in sdss.BANDS:
         out[f"extinction_{band}"] = sdss.EXTINCTION_COEFF[band] * ebv_map
+        out[f"zero_point_{band}"] = zero_points[band]
     flags_all = np.zeros(n, dtype=np.int64)
     fitted_xy = None
     for band in sdss.BANDS:
@@ -258,8 +261,13 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         noise = _noise_map(rb, bc)
         model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
         stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
+        floor = dict(spec.psf_model_error_floor)[band]
         meas = photometry.measure_psf_fluxes(rb.image, noise, xb, yb, photometry.image_psf(stamp, ovs),
-                                             error_floor=dict(spec.psf_model_error_floor)[band])
+                                             error_floor=floor)
+        # the floor is real scatter, not only a reported number: real PSF photometry of bright
+        # stars scatters by about that much between repeat scans (PSF-model and flat-field
+        # errors), so each star's flux carries it (its own stream: the rest is unchanged)
+        meas["flux"] = meas["flux"] * (1.0 + floor * floor_rng.standard_normal(len(meas)))
         mag, mag_err = photometry.catalogue_magnitudes(meas["flux"].to_numpy(), meas["flux_err"].to_numpy(), band)
         out[f"psfFlux_{band}"] = meas["flux"].to_numpy()
         out[f"psfMag_{band}"] = mag
