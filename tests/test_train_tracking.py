@@ -246,3 +246,16 @@ def test_ddp_worker_processes_log_nothing(tmp_path, monkeypatch):
     assert len(found) == 1
     assert found[0].data.metrics["val/sigma_teff"] == 1.0
     assert not [a for a in client.list_artifacts(found[0].info.run_id) if a.path == "worker.txt"]
+
+
+def test_run_params_leave_out_the_size_table_and_group_per_band_settings():
+    import json
+
+    from stellarexp.tracking.runs import run_params
+
+    params = run_params({"data": {"size": "tiny", "sizes": {"tiny": {"n_fields": 2}},
+                                  "zp": {"u": 0.02, "g": 0.01, "r": 0.01, "i": 0.01, "z": 0.02},
+                                  "mixed": {"u": 1, "x": 2}}})
+    assert "data.sizes.tiny.n_fields" not in params and params["data.size"] == "tiny"
+    assert json.loads(params["data.zp"]) == {"u": 0.02, "g": 0.01, "r": 0.01, "i": 0.01, "z": 0.02}
+    assert params["data.mixed.u"] == "1" and params["data.mixed.x"] == "2"  # not a per-band setting

@@ -103,6 +103,33 @@ def _param_value(value) -> str:
     return text
 
 
+# Config keys not logged as params: the table of every survey size (``data.size`` names the one
+# used, and the full config is logged as ``config/config.yaml``). With per-band settings logged
+# as one param each (below), a run's params stay under MLflow's 100 per request and the runs
+# table shows what defines the run.
+PARAM_SKIP_PREFIXES: tuple[str, ...] = ("data.sizes.",)
+_BANDS = ("u", "g", "r", "i", "z")
+
+
+def run_params(cfg: Mapping) -> dict[str, str]:
+    """The params a run logs: the flattened config without :data:`PARAM_SKIP_PREFIXES` keys, and
+    a setting given per SDSS band (keys ``u, g, r, i, z``) as one JSON param."""
+    flat = {k: v for k, v in flatten(cfg).items() if not k.startswith(PARAM_SKIP_PREFIXES)}
+    stems = {k.rsplit(".", 1)[0] for k in flat if "." in k}
+    for stem in sorted(stems):
+        keys = [f"{stem}.{b}" for b in _BANDS]
+        if all(k in flat for k in keys) and not any(k.startswith(f"{stem}.") and k not in keys for k in flat):
+            flat[stem] = json.dumps({b: _json_number(flat.pop(f"{stem}.{b}")) for b in _BANDS})
+    return flat
+
+
+def _json_number(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def flatten(cfg: Mapping, prefix: str = "") -> dict[str, str]:
     """Flatten a nested mapping to dotted keys with MLflow-safe string values.
 
@@ -328,7 +355,7 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
         stale.end_dead_runs(client, [exp_id])
     # credentials never reach params, tags or artifacts (stellarexp.tracking.redact)
     safe_cfg = redact.redact(dict(cfg))
-    params = flatten(safe_cfg)
+    params = run_params(safe_cfg)
     tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: job_config_hash(cfg)}
     safe_overrides = [redact.redact_override(o) for o in overrides or []]
     config_artifacts = bool(tcfg.get("config_artifacts", True))
