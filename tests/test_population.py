@@ -414,3 +414,23 @@ def test_bad_labelled_settings(kwargs, name):
 def test_bad_field_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
         field_stars.draw_field_stars(10, 0, **kwargs)
+
+
+def test_frozen_colour_fits_match_a_refit_of_the_packaged_stars(tmp_path):
+    # the simulator reads frozen coefficients (byte-identical surveys on any machine); a refit of
+    # the packaged real stars reproduces them up to the fit's floating-point noise
+    from stellarexp.survey import colour_fits, iz_relation, ug_relation
+
+    colour_fits.write_colour_fits(tmp_path / "fits.json")
+    import json
+
+    refit = json.loads((tmp_path / "fits.json").read_text())
+    frozen = ug_relation.packaged_ug_relation()
+    again = ug_relation.UgRelation(tuple(refit["ug"]["coef"]), tuple(tuple(p) for p in refit["ug"]["powers"]),
+                                   refit["ug"]["red_slope"], refit["ug"]["n_stars"], refit["ug"]["robust_scatter"])
+    gr, feh = np.meshgrid(np.linspace(0.15, 1.2, 22), np.linspace(-2.5, 0.5, 13))
+    np.testing.assert_allclose(again(gr, feh), frozen(gr, feh), atol=2e-3)
+    assert again.n_stars == frozen.n_stars
+    ri = np.linspace(-0.1, 1.7, 19)
+    iz_again = iz_relation.IzRelation(tuple(refit["iz"]["coef"]), refit["iz"]["n_stars"], refit["iz"]["robust_scatter"])
+    np.testing.assert_allclose(iz_again(ri), iz_relation.packaged_iz_relation()(ri), atol=2e-3)

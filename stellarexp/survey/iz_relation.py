@@ -83,15 +83,23 @@ def fit_iz_relation(mags) -> IzRelation:
     return IzRelation(tuple(float(c) for c in model.coef_), int(ok.sum()), mad)
 
 
-@functools.lru_cache(maxsize=1)
-def packaged_iz_relation() -> IzRelation:
-    """The relation fitted to the packaged calibObj stars (made once per process)."""
+def calibobj_magnitudes():
+    """Dereddened PSF magnitudes ``u..z`` of the packaged calibObj stars (a DataFrame)."""
+    import pandas as pd
+
     from stellarexp.sdss import BANDS
     from stellarexp.survey.realism.anchors import load_calibobj_stars
 
     cat = load_calibobj_stars()
-    import pandas as pd
-
-    mags = pd.DataFrame({b: 22.5 - 2.5 * np.log10(np.clip(cat[f"psfflux_{b}"].to_numpy(float), 1e-3, None))
+    return pd.DataFrame({b: 22.5 - 2.5 * np.log10(np.clip(cat[f"psfflux_{b}"].to_numpy(float), 1e-3, None))
                          - cat[f"extinction_{b}"].to_numpy(float) for b in BANDS})
-    return fit_iz_relation(mags)
+
+
+@functools.lru_cache(maxsize=1)
+def packaged_iz_relation() -> IzRelation:
+    """The relation fitted to the packaged calibObj stars, as frozen in the package
+    (:mod:`stellarexp.survey.colour_fits`)."""
+    from stellarexp.survey.colour_fits import packaged_colour_fits
+
+    d = packaged_colour_fits()["iz"]
+    return IzRelation(tuple(d["coef"]), int(d["n_stars"]), float(d["robust_scatter"]))

@@ -5,8 +5,8 @@ to the packaged half of the SSPP table (13,954 real SDSS stars with spectroscopi
 ``stellarexp/resources/sspp_colours_feh.npz``, see ``docs/simulation.md``): a full cubic in
 (g-r, [Fe/H]) fitted with scikit-learn's Huber regressor, which keeps the few giants and bad
 photometry of the table from steering it; where the fit would turn bluer with more metals
-(red metal-poor corner, few dwarfs there) it is held flat. The fit is made once per process from the packaged
-table (deterministic) and is only used inside the domain the table covers densely; outside it
+(red metal-poor corner, few dwarfs there) it is held flat. The fitted coefficients are frozen in
+the package (:mod:`stellarexp.survey.colour_fits`), and the relation is only used inside the domain the table covers densely; outside it
 the relation is continued from the domain's edge
 (:func:`stellarexp.survey.colours.ug_from_feh`).
 
@@ -125,7 +125,10 @@ def fit_ug_relation(sspp) -> UgRelation:
 
 @functools.lru_cache(maxsize=1)
 def packaged_ug_relation() -> UgRelation:
-    """The relation fitted to the packaged SSPP half (made once per process)."""
-    from stellarexp.survey.realism.anchors import load_sspp
+    """The relation fitted to the packaged SSPP half, as frozen in the package
+    (:mod:`stellarexp.survey.colour_fits`)."""
+    from stellarexp.survey.colour_fits import packaged_colour_fits
 
-    return fit_ug_relation(load_sspp())
+    d = packaged_colour_fits()["ug"]
+    return UgRelation(tuple(d["coef"]), tuple(tuple(p) for p in d["powers"]), float(d["red_slope"]),
+                      int(d["n_stars"]), float(d["robust_scatter"]))
