@@ -40,8 +40,6 @@ from stellarexp.tune.journal import repair_journal
 log = logging.getLogger("stellarexp.sweep")
 
 HOST, PID, BEAT, REASON = "worker_host", "worker_pid", "heartbeat", "fail_reason"
-# a trial killed before it reported is run again once, first: its params enqueued with these
-ORIGIN, RETRY_OF, RETRIED = "origin", "retry_of", "retried"
 
 
 @dataclass
@@ -235,11 +233,6 @@ def fail_stale_trials(study, storage, grace_period: float, orphans: bool = False
     ``orphans``: the caller holds the ask lock, under which workers ask a trial and record
     their host and pid; a RUNNING trial without them is then one whose worker was killed in
     between (it would otherwise stay RUNNING, and counted, forever).
-
-    A failed trial that was not itself a retry gets one: its params are enqueued (Optuna hands
-    out waiting trials before sampling new ones) and it no longer counts towards ``n_trials``
-    (see :func:`counted_trials`), so an enqueued optimum killed mid-run is still evaluated. A
-    retry that dies too stays FAIL and counts (a config that kills its worker is not looped on).
     """
     me, now, failed = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -257,26 +250,13 @@ def fail_stale_trials(study, storage, grace_period: float, orphans: bool = False
         try:
             # trial ids are storage-internal; Optuna offers no public handle on another
             # worker's trial, hence the private attribute
-            retry = t.user_attrs.get(ORIGIN) != "retry" and bool(t.params)
             storage.set_trial_user_attr(t._trial_id, REASON, reason)
-            if retry:  # before the state change: a finished trial takes no more attributes
-                storage.set_trial_user_attr(t._trial_id, RETRIED, True)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except (RuntimeError, ValueError):
             continue  # another worker finished or failed it first
         log.warning("trial %d marked FAIL: %s", t.number, reason)
         failed.append(t.number)
-        if retry:
-            study.enqueue_trial(dict(t.params), user_attrs={ORIGIN: "retry", RETRY_OF: t.number},
-                                skip_if_exists=False)
-            log.warning("trial %d will be run again first (its params are enqueued)", t.number)
     return failed
-
-
-def counted_trials(trials) -> int:
-    """Trials that count towards ``n_trials``: finished or running, except killed-and-retried ones."""
-    return sum((t.state.is_finished() and not (t.state == TrialState.FAIL and t.user_attrs.get(RETRIED)))
-               or t.state == TrialState.RUNNING for t in trials)
 
 
 class Heartbeat:
@@ -399,7 +379,7 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
                 if parent is not None and stale:
                     parent.mark_killed(stale)
                 trials = study.get_trials(deepcopy=False)
-                taken = counted_trials(trials)
+                taken = sum(t.state.is_finished() or t.state == TrialState.RUNNING for t in trials)
                 k = min(plan.n_jobs, plan.n_trials - taken)
                 if k <= 0:
                     break
