@@ -326,3 +326,27 @@ def test_stellarexp_train_selects_the_project_sweeper():
     assert sweeper._target_ == "hydra_plugins.stellarexp_sweeper.sweeper.StellarexpSweeper"
     assert sweeper.study_key == "sweep" and sweeper.storage is None and sweeper.mode == "auto"
     assert "trainer" in sweeper.identity_ignore
+
+
+@pytest.mark.parametrize("recorded", [(), ("worker_host",), ("worker_host", "worker_pid")])
+def test_a_trial_killed_while_recording_its_worker_is_failed_under_the_lock(tmp_path, recorded):
+    """A worker writes host, pid and heartbeat one by one under the ask lock; killed between
+    any two of them, its trial is failed by the next worker holding the lock (not counted as
+    running forever), and a fully recorded live trial is left alone."""
+    import socket
+
+    from hydra_plugins.stellarexp_sweeper._runtime import fail_stale_trials, open_storage
+
+    storage = open_storage(str(tmp_path / "journal.log"))
+    study = optuna.create_study(study_name="s", storage=storage)
+    orphan, live = study.ask(), study.ask()
+    values = {"worker_host": socket.gethostname(), "worker_pid": os.getpid(),
+              "heartbeat": time.time()}
+    for key in recorded:
+        orphan.set_user_attr(key, values[key])
+    for key, value in values.items():
+        live.set_user_attr(key, value)
+    assert fail_stale_trials(study, storage, grace_period=300, orphans=False) == []
+    assert fail_stale_trials(study, storage, grace_period=300, orphans=True) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {orphan.number: TrialState.FAIL, live.number: TrialState.RUNNING}

@@ -231,13 +231,14 @@ def fail_stale_trials(study, storage, grace_period: float, orphans: bool = False
     """Fail RUNNING trials whose worker died or fell silent; return their numbers.
 
     ``orphans``: the caller holds the ask lock, under which workers ask a trial and record
-    their host and pid; a RUNNING trial without them is then one whose worker was killed in
-    between (it would otherwise stay RUNNING, and counted, forever).
+    its host, pid and first heartbeat (three separate writes); a RUNNING trial missing any of
+    them is then one whose worker was killed in between (it would otherwise stay RUNNING, and
+    counted, forever).
     """
     me, now, failed = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid, beat = t.user_attrs.get(HOST), t.user_attrs.get(PID), t.user_attrs.get(BEAT)
-        if host is None and orphans:
+        if orphans and None in (host, pid, beat):
             reason = "its worker died between asking the trial and recording itself"
         elif host is None:
             continue  # not started by this sweeper: leave it alone
