@@ -238,15 +238,16 @@ def test_kill9_during_simulation_then_rerun_gives_the_same_survey(tmp_path, tiny
 
 
 KILL_IN_WRITE = textwrap.dedent("""
-    import os, signal, sys
-    import h5py
-    original = h5py.Group.create_dataset
-    def create_dataset(self, name, *args, **kwargs):  # SIGKILL halfway through the HDF5 file
-        out = original(self, name, *args, **kwargs)
-        if name == "teff":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return out
-    h5py.Group.create_dataset = create_dataset
+    import io, os, signal, sys
+    import stellarexp.data.dataset as ds
+    class Killed(io.FileIO):  # SIGKILL halfway through writing the HDF5 file
+        def write(self, b):
+            n = super().write(b)
+            if self.tell() >= 1 << 14:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return n
+    ds._WRITE_CHUNK = 1 << 12
+    ds.open = lambda path, mode: Killed(path, mode)
     from stellarexp.data.__main__ import main
     sys.exit(main(sys.argv[1:]))
 """)
@@ -334,3 +335,76 @@ def test_full_disk_during_an_artifact_write(home, tmp_path, small_disk, monkeypa
     with tracked_run(cfg, tmp_path / "job2") as again:
         again.log_artifact(big, "predictions")
     assert client.get_run(again.run_id).info.status == "FINISHED"
+
+
+def test_a_run_the_full_database_cannot_end_is_ended_failed_with_its_cause_by_the_next_job(home, tmp_path):
+    """The database write of the run's end fails (disk full): the job keeps the cause beside
+    its output; the next job ends the run FAILED with that cause, not KILLED without one."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from stellarexp.tracking import stale, store
+    from stellarexp.tracking.runs import TrackedRun, tracked_run
+
+    full = MlflowException("(sqlite3.OperationalError) database or disk is full")
+
+    def refuse(*args, **kwargs):
+        raise full
+
+    exp = f"dbfull-{uuid.uuid4().hex[:8]}"
+    cfg = {"stage": {"name": "baseline"}, "tracking": {"experiment": exp}}
+    job = tmp_path / "job"
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(ValueError, match="the job's own error"), \
+            tracked_run(cfg, job) as run:
+        run_id = run.run_id
+        # from here on the database takes no write: tags, artifacts, the run's end
+        patch.setattr(MlflowClient, "set_terminated", refuse)
+        patch.setattr(TrackedRun, "set_tags", refuse)
+        raise ValueError("the job's own error")
+    client = mlflow.MlflowClient(store.default_uri())
+    assert client.get_run(run_id).info.status == "RUNNING"  # what the issue saw
+    kept = stale.kept_failure(str(job.resolve()), run_id)
+    assert kept["status"] == "FAILED" and "the job's own error" in kept["error"]
+    assert "database or disk is full" in kept["store_error"]
+    # the job's process is gone: the next job's start records the cause
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client.set_tag(run_id, "pid", str(dead.pid))
+    client.set_tag(run_id, "pid_start", "1")
+    assert stale.end_dead_runs(client, [client.get_run(run_id).info.experiment_id]) == [run_id]
+    after = client.get_run(run_id)
+    assert after.info.status == "FAILED"
+    assert "the job's own error" in after.data.tags["error"]
+    assert "database or disk is full" in after.data.tags["killed_reason"]
+
+
+def test_full_disk_while_writing_a_dataset_is_one_clear_error(tmp_path, monkeypatch, capfd):
+    """The file the dataset is written to raises ENOSPC after 64 KiB: one DatasetError naming the
+    file, the space needed and free, and what to do; no HDF5 error output; nothing under the
+    final name and no partial file left."""
+    import io
+
+    from stellarexp.data import dataset
+    from tests.test_train_fixtures import write_tiny_dataset
+
+    class Full(io.FileIO):
+        def write(self, b):
+            if self.tell() + len(b) > 1 << 16:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    monkeypatch.setattr(dataset, "_WRITE_CHUNK", 1 << 12)
+    monkeypatch.setattr(dataset, "open", lambda path, mode: Full(path, mode), raising=False)
+    out = tmp_path / "datasets" / "tiny.h5"
+    with pytest.raises(dataset.DatasetError) as info:
+        write_tiny_dataset(out, n=200)
+    message = str(info.value)
+    assert str(out) in message and "no space left" in message and "MB free" in message
+    assert "STELLAREXP_HOME" in message
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    captured = capfd.readouterr()
+    assert "HDF5" not in captured.err and "h5py" not in captured.err
+    monkeypatch.undo()
+    write_tiny_dataset(out, n=200)  # space freed: the same write succeeds
+    assert dataset.read_attrs(out)["name"] == "tiny-0"

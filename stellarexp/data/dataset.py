@@ -6,8 +6,11 @@ fingerprint tags every MLflow run so results are only compared on the same data.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
+import shutil
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -117,7 +120,10 @@ def write_dataset(path, content: DatasetContent) -> str:
         stars["fold"] = fold_of(stars["star_id"])
     fp = fingerprint(images, stars)
     str_dt = h5py.string_dtype("utf-8")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    # HDF5 is built in memory and written with one plain file write: a full disk then gives one
+    # OSError here (see _save), not HDF5's error cascade (or a crash) from inside its own writes
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
         h5.create_dataset("images", data=images, chunks=(1,) + images.shape[1:] if len(images) else None,
                           compression="gzip", compression_opts=1, shuffle=True)
         grp = h5.create_group("stars")
@@ -140,7 +146,26 @@ def write_dataset(path, content: DatasetContent) -> str:
         h5.attrs["stellarexp_version"] = __version__
         for k, v in content.extra_attrs.items():
             h5.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+    _save(Path(path), buffer.getbuffer())
     return fp
+
+
+_WRITE_CHUNK = 1 << 24  # bytes per write call
+
+
+def _save(path: Path, data: memoryview) -> None:
+    """Write ``data`` to ``path`` atomically; a full disk is one :class:`DatasetError`."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.writelines(data[start:start + _WRITE_CHUNK] for start in range(0, len(data), _WRITE_CHUNK))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+        raise DatasetError(
+            f"{path}: no space left on the device while writing the dataset ({len(data) / 1e6:.0f} MB "
+            f"needed, {free / 1e6:.0f} MB free in {path.parent}); nothing was written under that name. "
+            "Free space, or set STELLAREXP_HOME to a folder on a larger disk, and run again") from None
 
 
 def _open(path):

@@ -356,7 +356,8 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
     # credentials never reach params, tags or artifacts (stellarexp.tracking.redact)
     safe_cfg = redact.redact(dict(cfg))
     params = run_params(safe_cfg)
-    tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: job_config_hash(cfg)}
+    tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: job_config_hash(cfg),
+            stale.JOB_DIR_TAG: str(Path(output_dir).resolve())}
     safe_overrides = [redact.redact_override(o) for o in overrides or []]
     config_artifacts = bool(tcfg.get("config_artifacts", True))
     if not config_artifacts:
@@ -381,7 +382,7 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
         _PARENTS.add((client.tracking_uri, parent))
     handle = TrackedRun(client, run.info.run_id, Path(output_dir))
     os.environ["STELLAREXP_RUN_ID"] = run.info.run_id  # inherited by DDP worker processes
-    status = "FAILED"
+    status, error = "FAILED", ""
     try:
         handle.defer_params(params)
         if config_artifacts:
@@ -395,12 +396,37 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
         status = "KILLED"
         raise
     except BaseException as exc:
+        error = redact.redact_text(f"{type(exc).__name__}: {exc}")[:1000]
         with contextlib.suppress(Exception):
-            handle.set_tags({"error": redact.redact_text(f"{type(exc).__name__}: {exc}")[:1000]})
+            handle.set_tags({"error": error})
         with contextlib.suppress(Exception):  # fails too when the disk is full
             handle.log_text(traceback.format_exc(), "error/traceback.txt")
         raise
     finally:
         with contextlib.suppress(Exception):  # the params of a failed or killed job
             handle.flush()
+        _end_run(run.info.run_id, status, error, Path(output_dir))
+
+
+def _end_run(run_id: str, status: str, error: str, output_dir: Path) -> None:
+    """End the active run; when the store cannot take it (a full disk under the database), keep
+    the cause beside the job for the next job to record (stellarexp.tracking.stale)."""
+    import logging
+
+    import mlflow
+
+    from stellarexp.tracking import stale
+
+    try:
         mlflow.end_run(status=status)
+    except Exception as exc:
+        finished = status == "FINISHED"
+        if finished:
+            status, error = "FAILED", f"the job finished but its run could not be ended in the store: {exc}"
+        kept = stale.keep_failure(output_dir, run_id, status, error, exc)
+        logging.getLogger(__name__).error(
+            "could not end MLflow run %s as %s in the store (%s: %s); %s", run_id, status,
+            type(exc).__name__, exc, f"the cause is kept in {kept} and the next job records it"
+            if kept else "the cause could not be written either (free space on the disk)")
+        if finished:  # else the job's own exception is on its way up
+            raise

@@ -9,6 +9,11 @@ this host whose process is gone as KILLED, with the reason in the ``killed_reaso
 Runs of another host cannot be checked from here and are left alone. A recycled pid is told
 apart from the original process by its start time (``/proc/<pid>/stat``, Linux).
 
+A job whose run could not be ended in the store (a full disk under the database) leaves the
+cause in ``<job folder>/run_failed.json`` (:func:`keep_failure`; the run's ``job_dir`` tag names
+the folder); the next job ends that run FAILED with the cause in its ``error`` tag instead of
+KILLED.
+
 A killed backbone run can be resumed: :func:`resumable_checkpoint` finds the newest KILLED run
 with the same ``config_hash`` tag whose ``last.ckpt`` is still on disk.
 """
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, START_TAG = "host", "pid", "pid_start"
 REASON_TAG = "killed_reason"
+JOB_DIR_TAG = "job_dir"
+FAILURE_FILE = "run_failed.json"
 HASH_TAG = "config_hash"
 # keys that differ between a job and its rerun without changing what it computes
 _VOLATILE = ("tracking.parent_run_id", "tracking.tags.", "stage.resume")
@@ -84,17 +91,55 @@ def end_dead_runs(client, experiment_ids: list[str]) -> list[str]:
         pid = tags.get(PID_TAG)
         if pid is None or int(pid) == os.getpid() or process_alive(pid, tags.get(START_TAG)):
             continue
-        reason = f"process {me}:{pid} ended without closing the run (killed)"
+        kept = kept_failure(tags.get(JOB_DIR_TAG), run.info.run_id)
+        if kept is not None:
+            status, reason = kept.get("status", "FAILED"), str(kept.get("error", ""))[:5000]
+            note = {"error": reason, REASON_TAG: f"process {me}:{pid} could not store its end "
+                    f"({kept.get('store_error', '?')}); recorded by a later job"}
+        else:
+            status, reason = "KILLED", f"process {me}:{pid} ended without closing the run (killed)"
+            note = {REASON_TAG: reason}
         try:
-            client.set_tag(run.info.run_id, REASON_TAG, reason)
-            client.set_terminated(run.info.run_id, "KILLED")
+            for key, value in note.items():
+                client.set_tag(run.info.run_id, key, value)
+            client.set_terminated(run.info.run_id, status)
         except Exception as exc:  # noqa: BLE001 - another job may have ended it first
             log.debug("could not end run %s: %s", run.info.run_id, exc)
             continue
-        log.warning("MLflow run %s (%s) marked KILLED: %s", run.info.run_id,
-                    run.info.run_name, reason)
+        log.warning("MLflow run %s (%s) marked %s: %s", run.info.run_id,
+                    run.info.run_name, status, reason)
         ended.append(run.info.run_id)
     return ended
+
+
+def keep_failure(job_dir, run_id: str, status: str, error: str, store_error: BaseException) -> Path | None:
+    """Write why run ``run_id`` ended (``status``, ``error``) to ``<job_dir>/run_failed.json``.
+
+    Called when ending the run in the store failed (``store_error``), so the next job can record
+    the cause (:func:`end_dead_runs`). Returns the file, or ``None`` when it could not be written
+    either (the log then holds the cause).
+    """
+    from stellarexp.io_utils import write_text_atomic
+
+    path = Path(job_dir) / FAILURE_FILE
+    record = {"run_id": run_id, "status": status, "error": error,
+              "store_error": f"{type(store_error).__name__}: {store_error}"[:1000]}
+    try:
+        write_text_atomic(path, json.dumps(record, indent=1))
+    except OSError:
+        return None
+    return path
+
+
+def kept_failure(job_dir: str | None, run_id: str) -> dict | None:
+    """The record :func:`keep_failure` left for ``run_id`` in ``job_dir``, if any."""
+    if not job_dir:
+        return None
+    try:
+        record = json.loads((Path(job_dir) / FAILURE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("run_id") == run_id else None
 
 
 def config_hash(params: Mapping[str, str]) -> str:
