@@ -4,11 +4,16 @@ steps pinned to it."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_reproduce import repro_home, reproduce, unregistered_steps  # noqa: F401
+from tests.test_train_fixtures import isolated_env
 
 pytest.importorskip("torch")
 
@@ -62,6 +67,32 @@ def test_tiny_experiment_end_to_end(repro_home, tmp_path):  # noqa: F811
         chain = name in IMAGE_CHAIN
         assert r.status == ("ran" if chain else "reused"), name
         assert (r.run_id != results[name].run_id) == chain or name == "data", name
+
+    # the home copied elsewhere and the original removed: the same command reuses every step,
+    # reads every artifact from the copy and writes nothing outside it
+    moved = tmp_path / "elsewhere" / "home"
+    shutil.copytree(repro_home, moved, symlinks=True)  # data/ stays a link to the shared survey
+    shutil.rmtree(repro_home)
+    proc = subprocess.run([sys.executable, "-m", "stellarexp.reproduce", "experiment=tiny", "progress=false",
+                           "accelerator=cpu", *skip], cwd=tmp_path, env=isolated_env(moved),
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "stored locations now point into" in proc.stderr + proc.stdout
+    assert not repro_home.exists()
+    client = mlflow.MlflowClient(f"sqlite:///{moved / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("stellarexp")
+    assert exp.artifact_location.startswith(moved.as_uri())
+    last = client.search_runs([exp.experiment_id], "tags.stage = 'reproduce'",
+                              order_by=["attributes.start_time DESC"])[0]
+    steps = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=last.info.run_id, artifact_path="reproduce/steps.json", dst_path=str(tmp_path / "steps"),
+        tracking_uri=client.tracking_uri)).read_text())
+    assert {s["step"]: s["status"] for s in steps} == {name: "reused" for name in results}
+    for run in client.search_runs([exp.experiment_id], max_results=500):
+        assert run.info.artifact_uri.startswith(moved.as_uri()), run.info.artifact_uri
+        assert client.list_artifacts(run.info.run_id), run.info.run_name
+        for key in ("job_dir", "checkpoint_dir"):
+            assert str(repro_home) not in run.data.tags.get(key, ""), key
 
 
 @pytest.mark.slow

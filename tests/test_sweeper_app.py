@@ -235,9 +235,16 @@ def test_killed_sweep_resumes_to_exactly_n_trials(toy):
     assert states(toy.trials("toy-teff")) == {TrialState.COMPLETE: 2, TrialState.RUNNING: 1}
     proc = toy.run("-m", "sweep=toy", "hydra.sweeper.n_trials=5")
     trials = toy.trials("toy-teff")
-    assert states(trials) == {TrialState.COMPLETE: 4, TrialState.FAIL: 1}
+    # the killed trial stays FAIL with its cause, and is run again first, with its own params:
+    # 5 trials count (the killed one does not), 6 exist
+    assert states(trials) == {TrialState.COMPLETE: 5, TrialState.FAIL: 1}
     assert trials[2].state == TrialState.FAIL and "died" in trials[2].user_attrs["fail_reason"]
+    assert trials[2].user_attrs["retried"] is True
+    assert trials[3].user_attrs["retry_of"] == 2 and trials[3].params == trials[2].params
+    assert trials[3].state == TrialState.COMPLETE
     assert "trial 2 marked FAIL" in proc.stderr + proc.stdout
+    toy.run("-m", "sweep=toy", "hydra.sweeper.n_trials=5")  # nothing left to do
+    assert len(toy.trials("toy-teff")) == 6
 
 
 def test_nan_raising_and_pruned_trials_and_the_sweep_goes_on(toy):
@@ -348,5 +355,6 @@ def test_a_trial_killed_while_recording_its_worker_is_failed_under_the_lock(tmp_
         live.set_user_attr(key, value)
     assert fail_stale_trials(study, storage, grace_period=300, orphans=False) == []
     assert fail_stale_trials(study, storage, grace_period=300, orphans=True) == [orphan.number]
-    states = {t.number: t.state for t in study.get_trials()}
-    assert states == {orphan.number: TrialState.FAIL, live.number: TrialState.RUNNING}
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert trials[2].user_attrs["retry_of"] == orphan.number  # run again first, with its params

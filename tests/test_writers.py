@@ -24,7 +24,7 @@ ALLOWED = {
     ("stellarexp/survey/frame_writer.py", "write_frame"): "HDUList.writeto into an in-memory buffer",
     ("stellarexp/benches/sweep.py", "_start"): "a benchmark worker's log stream, written while it runs",
     ("stellarexp/benches/sweep.py", "_log_time"): "a benchmark's timing log, appended line by line",
-    ("hydra_plugins/stellarexp_sweeper/_runtime.py", "ask_lock"): "a lock file (flock), never read",
+    ("stellarexp/io_utils.py", "file_lock"): "a lock file (flock), never read",
 }
 
 

@@ -34,12 +34,15 @@ import optuna
 from optuna.trial import TrialState
 
 from stellarexp import sweeps
+from stellarexp.io_utils import file_lock
 from stellarexp.tracking.redact import install_log_redaction, redact, redact_text
 from stellarexp.tune.journal import repair_journal
 
 log = logging.getLogger("stellarexp.sweep")
 
 HOST, PID, BEAT, REASON = "worker_host", "worker_pid", "heartbeat", "fail_reason"
+# a trial killed before it reported is run again once, first: its params enqueued with these
+ORIGIN, RETRY_OF, RETRIED = "origin", "retry_of", "retried"
 
 
 @dataclass
@@ -146,20 +149,12 @@ def ask_lock(spec: str | None):
         return
     if path is None and str(spec).startswith("sqlite:///"):
         path = Path(str(spec)[len("sqlite:///"):])
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: counting may overshoot with workers
-        path = None
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.sweeper-lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    # without flock on this platform the block runs unserialised: counting may overshoot
+    with file_lock(f"{path}.sweeper-lock"):
+        yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +229,12 @@ def fail_stale_trials(study, storage, grace_period: float, orphans: bool = False
     its host, pid and first heartbeat (three separate writes); a RUNNING trial missing any of
     them is then one whose worker was killed in between (it would otherwise stay RUNNING, and
     counted, forever).
+
+    A failed trial that was not itself a retry gets one: its params (those it had, if killed
+    while they were written) are enqueued (Optuna hands out waiting trials before sampling new
+    ones) and it no longer counts towards ``n_trials`` (see :func:`counted_trials`), so an
+    enqueued optimum killed mid-run is still evaluated. A retry that dies too stays FAIL and
+    counts (a config that kills its worker is not looped on).
     """
     me, now, failed = socket.gethostname(), time.time(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -251,13 +252,26 @@ def fail_stale_trials(study, storage, grace_period: float, orphans: bool = False
         try:
             # trial ids are storage-internal; Optuna offers no public handle on another
             # worker's trial, hence the private attribute
+            retry = t.user_attrs.get(ORIGIN) != "retry"
             storage.set_trial_user_attr(t._trial_id, REASON, reason)
+            if retry:  # before the state change: a finished trial takes no more attributes
+                storage.set_trial_user_attr(t._trial_id, RETRIED, True)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except (RuntimeError, ValueError):
             continue  # another worker finished or failed it first
         log.warning("trial %d marked FAIL: %s", t.number, reason)
         failed.append(t.number)
+        if retry:
+            study.enqueue_trial(dict(t.params), user_attrs={ORIGIN: "retry", RETRY_OF: t.number},
+                                skip_if_exists=False)
+            log.warning("trial %d will be run again first (its params are enqueued)", t.number)
     return failed
+
+
+def counted_trials(trials) -> int:
+    """Trials that count towards ``n_trials``: finished or running, except killed-and-retried ones."""
+    return sum((t.state.is_finished() and not (t.state == TrialState.FAIL and t.user_attrs.get(RETRIED)))
+               or t.state == TrialState.RUNNING for t in trials)
 
 
 class Heartbeat:
@@ -380,7 +394,7 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
                 if parent is not None and stale:
                     parent.mark_killed(stale)
                 trials = study.get_trials(deepcopy=False)
-                taken = sum(t.state.is_finished() or t.state == TrialState.RUNNING for t in trials)
+                taken = counted_trials(trials)
                 k = min(plan.n_jobs, plan.n_trials - taken)
                 if k <= 0:
                     break

@@ -282,8 +282,15 @@ def job_config_hash(cfg: Mapping) -> str:
             from stellarexp.stages.report import data_fingerprint
 
             fingerprint = data_fingerprint(OmegaConf.create(dict(cfg["data"])))
-    params = flatten(redact.redact(dict(cfg)))
+    params = home_relative(flatten(redact.redact(dict(cfg))))
     return stale.config_hash({**params, "data_fingerprint": str(fingerprint)})
+
+
+def home_relative(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with the home folder in string values written ``$STELLAREXP_HOME``, so a
+    copied or moved home gives its jobs the hashes they had."""
+    pattern = re.compile(re.escape(str(_home.home())) + r"(?=/|$|[^\w.-])")
+    return {k: pattern.sub("$STELLAREXP_HOME", v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 # per process: (tracking URI, experiment, artifact root) -> experiment id; parent runs found

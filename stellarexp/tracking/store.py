@@ -1,7 +1,9 @@
 """Where runs are stored: tracking URI resolution and experiments with absolute artifact roots.
 
 Default ("embedded") store: ``sqlite:///$STELLAREXP_HOME/mlruns/mlflow.db`` with artifacts under
-``$STELLAREXP_HOME/mlruns/artifacts/<experiment>``. MLflow's own default (``./mlflow.db`` and
+``$STELLAREXP_HOME/mlruns/artifacts/<experiment>``; any other SQLite database keeps its
+artifacts beside it (``<folder>/artifacts``). A store that was copied or moved is pointed at its
+new folder when it is opened (:mod:`stellarexp.tracking.relocate`). MLflow's own default (``./mlflow.db`` and
 ``./mlruns`` in the working directory) would scatter runs over every directory a command is
 started from, so the URI is always set explicitly and every experiment we create gets an absolute
 artifact location.
@@ -43,11 +45,35 @@ def is_local(uri: str) -> bool:
 _WAL_DONE: set[str] = set()
 
 
-def _prepare_local(uri: str) -> None:
+def prepare_local(uri: str) -> None:
+    """Create a SQLite store's folder, switch it to WAL, point a moved store at its folder."""
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         _use_wal(path)
+        _relocate_once(path)
+
+
+_RELOCATED: set[str] = set()
+
+
+def _relocate_once(db: Path) -> None:
+    """Point a copied or moved store's recorded locations at its folder (once per process)."""
+    from stellarexp.tracking.relocate import relocate
+
+    key = str(db)
+    if key in _RELOCATED:
+        return
+    default = db.resolve() == (_home.mlruns_dir() / "mlflow.db").resolve()
+    relocate(db, _home.home() if default else None)
+    _RELOCATED.add(key)
+
+
+def sqlite_artifact_root(uri: str) -> Path | None:
+    """``<folder of the database>/artifacts`` for a SQLite URI, else ``None``."""
+    if not str(uri).startswith("sqlite:///"):
+        return None
+    return Path(str(uri)[len("sqlite:///"):]).resolve().parent / "artifacts"
 
 
 def _use_wal(path: Path) -> None:
@@ -80,7 +106,7 @@ def connect(uri: str | None = None):
 
     uri = resolve_uri(uri)
     if is_local(uri):
-        _prepare_local(uri)
+        prepare_local(uri)
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri)
 
@@ -99,7 +125,8 @@ def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str
         Experiment name.
     artifact_root : path-like, optional
         Folder under which a new experiment stores artifacts (``<root>/<name>``, absolute).
-        ``None`` leaves the location to the tracking server.
+        ``None``: beside a SQLite database (``<its folder>/artifacts``), so a store moves with
+        its artifacts; for a tracking server, where the server puts them.
     """
     from mlflow.exceptions import MlflowException
 
@@ -109,6 +136,7 @@ def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     location = None
+    artifact_root = artifact_root or sqlite_artifact_root(client.tracking_uri)
     if artifact_root:
         location = (Path(artifact_root).expanduser().resolve() / _safe_dir_name(name)).as_uri()
     try:

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if uri.startswith("sqlite:///"):
         store.default_artifact_root().mkdir(parents=True, exist_ok=True)
+        store.prepare_local(uri)  # a copied or moved store shows its own artifacts
     cmd = ui_command(uri=uri, host=args.host, port=args.port, auth=args.auth)
     if args.host not in LOOPBACK and not args.auth:
         print(f"warning: binding {args.host} without --auth: anyone who reaches port {args.port} "
