@@ -73,7 +73,7 @@ def test_sspp_sentinel_magnitudes_are_dropped(tmp_path):
 def test_calibobj_crop_of_the_real_field_gives_clean_stars():
     crop = next((DATA / "sdss_4510_4_30").glob("calibObj-*.fits*"))
     stars = anchors.load_calibobj_stars(crop)
-    assert len(stars) > 10 and list(stars.columns) == list(anchors.CALIBOBJ_COLUMNS)
+    assert len(stars) > 10 and list(stars.columns)[:len(anchors.CALIBOBJ_COLUMNS)] == list(anchors.CALIBOBJ_COLUMNS)
     assert (stars[[f"psfflux_{b}" for b in "ugriz"]] > 0).all().all()
 
 

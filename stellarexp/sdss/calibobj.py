@@ -20,7 +20,8 @@ def load_calibobj(path, *, field: int | None = None) -> pd.DataFrame:
     pandas.DataFrame
         ``run, camcol, field, id, obj_id, ra, dec, objc_type`` and per band ``b``:
         ``psfflux_b, psfflux_ivar_b, psfmag_b`` (Pogson, from PSFFLUX), ``psfmagerr_b``,
-        ``extinction_b``, ``flags_b``, ``psf_fwhm_b``.
+        ``extinction_b``, ``flags_b``, ``psf_fwhm_b`` (arcsec) and, where the file has them,
+        ``skyflux_b`` (nanomaggies per arcsec^2) and ``nmgypercount_b``.
     """
     from astropy.io import fits
 
@@ -45,4 +46,7 @@ def load_calibobj(path, *, field: int | None = None) -> pd.DataFrame:
             out[f"extinction_{b}"] = d["EXTINCTION"][:, k].astype(np.float64)
             out[f"flags_{b}"] = d["FLAGS"][:, k].astype(np.int64)
             out[f"psf_fwhm_{b}"] = d["PSF_FWHM"][:, k].astype(np.float64)
+            for col in ("SKYFLUX", "NMGYPERCOUNT"):  # the observing conditions at each star
+                if col in d.columns.names:
+                    out[f"{col.lower()}_{b}"] = d[col][:, k].astype(np.float64)
     return out

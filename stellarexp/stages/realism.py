@@ -119,6 +119,26 @@ def difficulty(stars: pd.DataFrame, *, sample: str, tolerance: float, seed: int,
     return Check("difficulty", sample, worst, target, passed, detail, table, metrics)
 
 
+def anchor_twin(cfg, cal: pd.DataFrame) -> pd.DataFrame | None:
+    """The calibObj stars measured by the survey's photometry in the anchor's conditions
+    (:mod:`stellarexp.survey.realism.twin`); ``None`` for data that is not the synthetic survey,
+    for an anchor without condition columns, or with ``stage.twin=false``."""
+    from stellarexp.survey.realism import twin
+
+    if not cfg.stage.get("twin", True) or str(cfg.data.get("name")) != "synthetic":
+        return None
+    from stellarexp.survey.simulate import spec_from_config
+
+    try:
+        conditions = twin.anchor_conditions(cal)
+    except ValueError as exc:
+        log.warning("no twin for photometric_errors: %s", exc)
+        return None
+    log.info("rendering the anchor's %d stars in its conditions (u FWHM %.2f\", sky %.2f nmgy/arcsec^2)",
+             len(cal), conditions["u"]["fwhm"], conditions["u"]["sky"])
+    return twin.twin_catalogue(cal, spec_from_config(cfg.data), int(cfg.seed))
+
+
 def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
     """Every comparison; returns the checks and the inputs the figures need."""
     from stellarexp import sdss
@@ -137,12 +157,13 @@ def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
     sim_mags = dereddened_magnitudes(stars, "psfmag_{b}", "extinction_{b}")
     cal_mags = dereddened_magnitudes(cal.assign(**{f"mag_{b}": sdss.nmgy_to_mag(cal[f"psfflux_{b}"])
                                                    for b in sdss.BANDS}), "mag_{b}", "extinction_{b}")
+    twin_cat = anchor_twin(cfg, cal)
     checks = [
         locus.dwarf_locus(sim, sspp, sample=sample, min_cells=3),
         locus.dwarf_locus(seg, score_half, sample="segue-like", min_cells=3, min_feh_bins=3),
         transfer.colour_transfer(sim, sspp, sample=sample, seed=int(cfg.seed)),
         transfer.colour_transfer(seg, score_half, sample="segue-like", seed=int(cfg.seed)),
-        noise.photometric_errors(stars, cal, sample=sample),
+        noise.photometric_errors(stars, cal, sample=sample, twin=twin_cat),
         locus.locus_width(sim_mags, cal_mags, sample=sample),
         noise.label_noise(stars[val], sample=f"{sample} (validation, split=paper)", seed=int(cfg.seed)),
     ]
@@ -151,7 +172,7 @@ def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
                                  seed=int(cfg.seed), n_jobs=int(cfg.trainer.get("n_jobs", 2)),
                                  judged=str(cfg.data.get("size")) == "full"))
     return checks, {"sspp": sspp, "sspp_scored": score_half, "cal": cal, "sim": sim, "seg": seg,
-                    "sim_mags": sim_mags, "cal_mags": cal_mags}
+                    "sim_mags": sim_mags, "cal_mags": cal_mags, "twin": twin_cat}
 
 
 def to_markdown(checks, *, title: str) -> str:
@@ -182,7 +203,8 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cf
     paths = [rf.dwarf_locus_figure(inputs["sim"], inputs["sspp"], fig_dir / "dwarf_locus.png", sample=sample),
              rf.dwarf_locus_figure(inputs["seg"], inputs["sspp_scored"], fig_dir / "dwarf_locus_segue_like.png",
                                    sample="segue-like"),
-             rf.photometric_error_figure(stars, inputs["cal"], fig_dir / "photometric_errors.png", sample=sample)]
+             rf.photometric_error_figure(stars, inputs["cal"], fig_dir / "photometric_errors.png", sample=sample,
+                                         twin=inputs.get("twin"))]
     width = next(c for c in checks if c.name == "locus_width")
     r_range = (float(width.table["r_lo"].iloc[0]), float(width.table["r_hi"].iloc[0]))
     if not r_range[0] < r_range[1]:  # no common range: each sample's own bright stars

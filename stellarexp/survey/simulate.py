@@ -202,7 +202,6 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         galaxy,
         photometry,
         population,
-        psf,
         render,
     )
 
@@ -257,12 +256,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         fwhm_px = bc.fwhm_arcsec / sdss.PIXEL_SCALE_ARCSEC
         xb = np.asarray(rb.x[: n], dtype=float)
         yb = np.asarray(rb.y[: n], dtype=float)
-        noise = _noise_map(rb, bc)
-        model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
-        stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
-        floor = dict(spec.psf_model_error_floor)[band]
-        meas = photometry.measure_psf_fluxes(rb.image, noise, xb, yb, photometry.image_psf(stamp, ovs),
-                                             error_floor=floor)
+        meas, noise, stamp, ovs = measure_band(rb, bc, xb, yb, spec, rng)
         # the floor is reported, not added as scatter: real bright stars scatter less than their
         # reported floors say (calibObj's locus width w, 0.013 mag at r <= 18, is below what a
         # 1.4-1.7% scatter per band would give); adding it widened the survey's locus to 0.022
@@ -311,6 +305,25 @@ def _field_star_photometry(rb, noise, neighbours: pd.DataFrame, n_labelled: int,
                                          error_floor=dict(spec.psf_model_error_floor)["r"])
     return pd.DataFrame({"mag_r_true": mag[idx], "psfFlux_r": meas["flux"].to_numpy(),
                          "psfFluxErr_r": meas["flux_err"].to_numpy()})
+
+
+def measure_band(rb, bc, x, y, spec: SurveySpec, rng):
+    """PSF photometry of the sources at ``x, y`` on one rendered band, as the catalogue does it.
+
+    Returns
+    -------
+    meas, noise, stamp, oversampling
+        The fits (``flux``, ``flux_err``, ``x_fit``, ``y_fit``), the per-pixel noise map and the
+        catalogue's PSF model as an oversampled stamp.
+    """
+    from stellarexp.survey import photometry, psf
+
+    noise = _noise_map(rb, bc)
+    model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
+    stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
+    floor = dict(spec.psf_model_error_floor)[rb.band]
+    meas = photometry.measure_psf_fluxes(rb.image, noise, x, y, photometry.image_psf(stamp, ovs), error_floor=floor)
+    return meas, noise, stamp, ovs
 
 
 def catalogue_psf(true_psf, rng, fwhm_error: float):

@@ -29,6 +29,10 @@ MAX_ABS_COLOUR = 10.0  # mag; beyond it a colour holds a -9999 sentinel magnitud
 # per band: PSF flux (nanomaggies), its inverse variance, extinction (mag)
 CALIBOBJ_COLUMNS: tuple[str, ...] = tuple(
     f"{k}_{b}" for k in ("psfflux", "psfflux_ivar", "extinction") for b in sdss.BANDS)
+# per band: the conditions the stars were observed in: PSF FWHM (arcsec), sky (nanomaggies per
+# arcsec^2), nanomaggies per count (the photometric_errors check observes its twin in them)
+CONDITION_COLUMNS: tuple[str, ...] = tuple(
+    f"{k}_{b}" for k in ("psf_fwhm", "skyflux", "nmgypercount") for b in sdss.BANDS)
 
 
 class AnchorError(ValueError):
@@ -91,11 +95,13 @@ def clean_calibobj_stars(cat: pd.DataFrame) -> pd.DataFrame:
     for b in sdss.BANDS:
         ok &= (cat[f"flags_{b}"].to_numpy() & sdss.PAPER_CUT_FLAGS) == 0
         ok &= (cat[f"psfflux_{b}"].to_numpy() > 0) & (cat[f"psfflux_ivar_{b}"].to_numpy() > 0)
-    return cat.loc[ok, list(CALIBOBJ_COLUMNS)].reset_index(drop=True)
+    keep = list(CALIBOBJ_COLUMNS) + [c for c in CONDITION_COLUMNS if c in cat]
+    return cat.loc[ok, keep].reset_index(drop=True)
 
 
 def load_calibobj_stars(path=None) -> pd.DataFrame:
-    """Clean calibObj stars: ``psfflux_<b>``, ``psfflux_ivar_<b>``, ``extinction_<b>``.
+    """Clean calibObj stars: ``psfflux_<b>``, ``psfflux_ivar_<b>``, ``extinction_<b>`` and the
+    conditions at each star, ``psf_fwhm_<b>``, ``skyflux_<b>``, ``nmgypercount_<b>``.
 
     Parameters
     ----------
@@ -108,7 +114,7 @@ def load_calibobj_stars(path=None) -> pd.DataFrame:
     pandas.DataFrame
     """
     if not path:
-        return _read_npz(CALIBOBJ_RESOURCE, CALIBOBJ_COLUMNS)
+        return _read_npz(CALIBOBJ_RESOURCE, CALIBOBJ_COLUMNS + CONDITION_COLUMNS)
     from stellarexp.sdss.calibobj import load_calibobj
 
     path = Path(path)
@@ -139,7 +145,7 @@ def build_resources(sspp_csv, calibobj_fits, out_dir) -> dict[str, int]:
                             source=np.array("SDSS DR17 SSPP colours and fehadop; half of the CC BY 4.0 table "
                                             "of RikGhosh487/Metallicity-Approximator data/valid/data.csv"))
     with atomic_path(out_dir / CALIBOBJ_RESOURCE) as tmp, tmp.open("wb") as fh:
-        np.savez_compressed(fh, **{c: stars[c].to_numpy(np.float32) for c in CALIBOBJ_COLUMNS},
+        np.savez_compressed(fh, **{c: stars[c].to_numpy(np.float32) for c in CALIBOBJ_COLUMNS + CONDITION_COLUMNS},
                             source=np.array("SDSS calibObj-004510-4-star: stars without SATURATED, INTERP, "
                                             "DEBLEND_TOO_MANY_PEAKS in any band"))
     return {SSPP_RESOURCE: len(sspp), CALIBOBJ_RESOURCE: len(stars)}

@@ -71,9 +71,11 @@ def dwarf_locus_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sample: s
     return _save(fig, path)
 
 
-def photometric_error_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sample: str) -> Path:
+def photometric_error_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sample: str,
+                             twin: pd.DataFrame | None = None) -> Path:
     """PSF-magnitude error against magnitude per band: calibObj stars and the simulated
-    catalogue, each with its binned median curve (:func:`~stellarexp.survey.realism.noise.error_curve`)."""
+    catalogue, each with its binned median curve (:func:`~stellarexp.survey.realism.noise.error_curve`),
+    and the median curve of the anchor's twin (its stars measured by the survey in its conditions)."""
     from stellarexp.survey.realism.noise import calibobj_magnitudes, error_curve
 
     plt = _plt()
@@ -86,13 +88,17 @@ def photometric_error_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sam
             ax.scatter(m[ok], e[ok], s=2, c=colour, lw=0, label=f"{name} ({int(ok.sum())})")
             centres, med = error_curve(m, e)
             ax.plot(centres, med, c=line, lw=1.2)
+        if twin is not None:
+            centres, med = error_curve(twin[f"psfmag_{b}"], twin[f"psfmagerr_{b}"])
+            ax.plot(centres, med, c="tab:blue", lw=1.2, ls="--", label="twin (anchor conditions)")
         ax.set_yscale("log")
         ax.set_xlim(13.5, 23.0)
         ax.set_ylim(0.005, 1.0)
         ax.set_xlabel(f"{b} (mag)")
         ax.legend(fontsize=6, markerscale=3)
     axes[0, 0].set_ylabel("PSF-magnitude error (mag)")
-    fig.suptitle("Photometric errors: simulated catalogue against calibObj (lines: median per 0.25 mag)",
+    fig.suptitle("Photometric errors: simulated catalogue and the anchor's twin against calibObj "
+                 "(lines: median per 0.25 mag)",
                  fontsize=10)
     return _save(fig, path)
 

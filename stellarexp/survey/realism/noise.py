@@ -17,6 +17,8 @@ from stellarexp.survey.realism.checks import Check
 ERROR_TOLERANCE = 0.30
 CURVE_BIN_MAG = 0.25
 CURVE_MIN_STARS = 5
+# twin comparison: bins where calibObj's median error is at most this (S/N >= 5, detected stars)
+TWIN_MAX_ERROR = 0.2
 # Today's label-noise levels (K, dex, dex): the survey's APOGEE-like errors must not grow.
 LABEL_NOISE_LIMITS: dict[str, float] = {"teff": 111.0, "logg": 0.106, "fe_h": 0.054}
 
@@ -68,14 +70,42 @@ def calibobj_magnitudes(real: pd.DataFrame, band: str) -> tuple[np.ndarray, np.n
     return sdss.nmgy_to_mag(f), sdss.nmgy_ivar_to_mag_err(f, real[f"psfflux_ivar_{band}"].to_numpy(float))
 
 
-def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,
+def _ratios(sim: pd.DataFrame, real: pd.DataFrame, max_real_err: float | None) -> pd.DataFrame:
+    """Per band and shared 0.25-mag bin: the two median errors and their ratio (sim / real)."""
+    rows = []
+    for b in sdss.BANDS:
+        c_s, e_s = error_curve(sim[f"psfmag_{b}"], sim[f"psfmagerr_{b}"])
+        c_r, e_r = error_curve(*calibobj_magnitudes(real, b))
+        common, i_s, i_r = np.intersect1d(np.round(c_s, 3), np.round(c_r, 3), return_indices=True)
+        if max_real_err is not None:
+            keep = e_r[i_r] <= max_real_err
+            common, i_s, i_r = common[keep], i_s[keep], i_r[keep]
+        if common.size == 0:
+            rows.append({"band": b, "mag": np.nan, "err_sim": np.nan, "err_real": np.nan, "ratio": np.nan})
+        for m, es, er in zip(common, e_s[i_s], e_r[i_r]):
+            rows.append({"band": b, "mag": float(m), "err_sim": float(es), "err_real": float(er),
+                         "ratio": float(es / er)})
+    return pd.DataFrame(rows)
+
+
+def _per_band(table: pd.DataFrame) -> pd.DataFrame:
+    return table.dropna(subset=["ratio"]).groupby("band").agg(
+        lo=("ratio", "min"), hi=("ratio", "max"), m0=("mag", "min"), m1=("mag", "max"), n=("ratio", "size"))
+
+
+def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str, twin: pd.DataFrame | None = None,
                        tolerance: float = ERROR_TOLERANCE) -> Check:
     """PSF-magnitude errors against magnitude per band, simulated against calibObj.
 
-    Each catalogue's error curve is the median error in 0.25-mag bins
-    (:func:`error_curve`); in every bin both curves cover, the simulated median error is
-    divided by the calibObj one. No noise model is fitted, so a floor, sky or source term of
-    either catalogue shows as it is.
+    Each catalogue's error curve is the median error in 0.25-mag bins (:func:`error_curve`); in
+    every bin both curves cover, the simulated median error is divided by the calibObj one. No
+    noise model is fitted, so a floor, sky or source term of either catalogue shows as it is.
+
+    With ``twin`` (the anchor's stars measured by the survey's photometry in the anchor's
+    observing conditions, :mod:`stellarexp.survey.realism.twin`) the verdict compares the twin
+    with the anchor, star for star the same sample, in bins where the anchor's median error is
+    at most ``TWIN_MAX_ERROR`` (S/N >= 5); the survey's own fields, observed in SDSS-wide
+    conditions, are reported beside it. Without it the survey's catalogue is judged.
 
     Parameters
     ----------
@@ -83,33 +113,32 @@ def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,
         Simulated catalogue: ``psfmag_<b>``, ``psfmagerr_<b>``.
     real : pandas.DataFrame
         calibObj stars: ``psfflux_<b>``, ``psfflux_ivar_<b>``.
+    twin : pandas.DataFrame, optional
+        The twin catalogue (``psfmag_<b>``, ``psfmagerr_<b>``).
 
     Returns
     -------
     Check
-        Value: the error ratio (simulated / real) farthest from 1 over bands and bins.
+        Value: the judged error ratio (simulated / real) farthest from 1 over bands and bins.
     """
-    rows = []
-    for b in sdss.BANDS:
-        c_s, e_s = error_curve(sim[f"psfmag_{b}"], sim[f"psfmagerr_{b}"])
-        c_r, e_r = error_curve(*calibobj_magnitudes(real, b))
-        common, i_s, i_r = np.intersect1d(np.round(c_s, 3), np.round(c_r, 3), return_indices=True)
-        if common.size == 0:
-            rows.append({"band": b, "mag": np.nan, "err_sim": np.nan, "err_real": np.nan, "ratio": np.nan})
-        for m, s, r in zip(common, e_s[i_s], e_r[i_r]):
-            rows.append({"band": b, "mag": float(m), "err_sim": float(s), "err_real": float(r),
-                         "ratio": float(s / r)})
-    table = pd.DataFrame(rows)
-    judged = table.dropna(subset=["ratio"])
-    target = (f"median PSF-magnitude error within +-{tolerance:.0%} of calibObj's per band, in every "
-              f"{CURVE_BIN_MAG}-mag bin where both have >= {CURVE_MIN_STARS} stars")
+    survey = _ratios(sim, real, None).assign(comparison="survey fields")
+    if twin is not None:
+        judged_table = _ratios(twin, real, TWIN_MAX_ERROR).assign(comparison="twin, anchor conditions")
+        table = pd.concat([judged_table, survey], ignore_index=True)
+        what = (f"the survey's photometry in the anchor's conditions (its twin) within +-{tolerance:.0%} of "
+                f"calibObj's median PSF-magnitude error per band, in every {CURVE_BIN_MAG}-mag bin with >= "
+                f"{CURVE_MIN_STARS} stars and calibObj error <= {TWIN_MAX_ERROR}")
+    else:
+        judged_table, table = survey, survey
+        what = (f"median PSF-magnitude error within +-{tolerance:.0%} of calibObj's per band, in every "
+                f"{CURVE_BIN_MAG}-mag bin where both have >= {CURVE_MIN_STARS} stars")
+    judged = judged_table.dropna(subset=["ratio"])
     if judged.empty:
-        return Check("photometric_errors", sample, float("nan"), target, None,
+        return Check("photometric_errors", sample, float("nan"), what, None,
                      "no magnitude bin with enough stars in both catalogues", table)
     ratios = judged["ratio"].to_numpy(float)
     worst = float(ratios[np.argmax(np.abs(np.log(ratios)))])
-    per_band = judged.groupby("band").agg(lo=("ratio", "min"), hi=("ratio", "max"), m0=("mag", "min"),
-                                          m1=("mag", "max"), n=("ratio", "size"))
+    per_band = _per_band(judged)
     within = bool((np.abs(ratios - 1.0) <= tolerance).all())
     # every band judged and within; a band out of tolerance fails even when others were not judged
     passed = (within if len(per_band) == len(sdss.BANDS) else None) if within else False
@@ -120,7 +149,12 @@ def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,
         detail += f"; no common bin: {', '.join(unjudged)}"
     metrics = {f"ratio_{b}_max": float(r.hi) for b, r in per_band.iterrows()}
     metrics.update({f"ratio_{b}_min": float(r.lo) for b, r in per_band.iterrows()})
-    return Check("photometric_errors", sample, worst, target, passed, detail, table, metrics)
+    if twin is not None:
+        own = _per_band(survey)
+        detail = (f"twin in the anchor's conditions: {detail}. The survey's own fields (SDSS-wide "
+                  "conditions, not judged): " + "; ".join(f"{b} x{r.lo:.2f}-{r.hi:.2f}" for b, r in own.iterrows()))
+        metrics.update({f"survey_ratio_{b}_max": float(r.hi) for b, r in own.iterrows()})
+    return Check("photometric_errors", sample, worst, what, passed, detail, table, metrics)
 
 
 def label_noise(stars: pd.DataFrame, *, sample: str, limits: dict | None = None, seed: int = 0,
