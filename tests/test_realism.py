@@ -145,6 +145,32 @@ def test_colour_transfer_catches_a_biased_metallicity_colour(halves):
     assert check.metrics["bias"] < -0.15
 
 
+def test_colour_transfer_weights_the_real_stars_to_the_training_composition(halves):
+    """Real stars trained on with a disc-like [Fe/H] distribution (as APOGEE's) transfer to
+    real stars of SEGUE's: the colour physics is the same, so the composition-weighted score
+    is as good as real training data; the unweighted one carries the composition."""
+    a, b = halves
+    rng = np.random.default_rng(1)
+    feh = a["feh"].to_numpy(float)
+    p = np.exp(-0.5 * ((feh - 0.0) / 0.2) ** 2)  # the survey's window: median [Fe/H] about 0
+    disc = a.iloc[rng.choice(len(a), 1500, replace=True, p=p / p.sum())].reset_index(drop=True)
+    check = transfer.colour_transfer(disc, b, sample="disc-like real stars")
+    assert check.passed is True and check.value < 1.1
+    assert abs(check.metrics["bias"]) < abs(check.metrics["bias_unweighted"])
+    w = check.table["weight"].to_numpy()
+    assert w.mean() == pytest.approx(1.0) and np.average(check.table["feh"], weights=w) > check.table["feh"].mean()
+
+
+def test_composition_weights_reproduce_the_target_histogram():
+    rng = np.random.default_rng(2)
+    src, tgt = rng.uniform(-0.5, 0.3, 20000), rng.normal(0.0, 0.1, 20000)
+    w = transfer.composition_weights(src, tgt, -0.5, 0.3)
+    edges = np.linspace(-0.5, 0.3, 17)
+    have = np.histogram(src, edges, weights=w)[0] / w.sum()
+    want = np.histogram(tgt[(tgt >= -0.5) & (tgt <= 0.3)], edges)[0] / ((tgt >= -0.5) & (tgt <= 0.3)).sum()
+    assert np.abs(have - want).max() < 0.01
+
+
 # --- photometric errors and locus width ---------------------------------------------------------
 def test_photometric_errors_pass_for_the_same_catalogue_and_fail_when_doubled(calibobj):
     same = noise.photometric_errors(_as_catalogue(calibobj), calibobj, sample="calibObj")
