@@ -196,3 +196,24 @@ def test_a_companion_never_outshines_its_primary():
     twin = 5.0 - 2.5 * np.log10(2.0)
     assert pair["r"][0] == pytest.approx(twin) and pair["r"][1] < 5.0
     assert pair["g"][0] == pytest.approx(5.5 - 2.5 * np.log10(2.0))
+
+
+def test_teff_colour_scatter_moves_colours_along_the_locus_at_huang_spread():
+    """Colours of Teff (1 + delta), delta 2% for dwarfs: g-r spreads as the slope of the relation
+    times 2% of Teff, while the distance from the locus (Ivezic et al. 2004 w) barely moves."""
+    from stellarexp.survey import teff_colour_scatter as tcs
+    from stellarexp.survey.colours import intrinsic_colours
+
+    n = 4000
+    teff, logg, feh = np.full(n, 5500.0), np.full(n, 4.5), np.zeros(n)
+    off = tcs.colour_offsets(teff, logg, feh, np.random.default_rng(0), tcs.HUANG_2015)
+    slope = (intrinsic_colours(np.array([5510.0]), np.array([4.5]), np.array([0.0]))["g_r"]
+             - intrinsic_colours(np.array([5490.0]), np.array([4.5]), np.array([0.0]))["g_r"])[0] / 20.0
+    assert np.std(off["g_r"]) == pytest.approx(abs(slope) * 0.02 * 5500.0, rel=0.1)
+    w = -0.227 * off["g_r"] + 0.567 * off["r_i"]  # w in colour terms (g-r, r-i)
+    assert np.std(w) < 0.25 * np.std(off["g_r"])
+    giants = tcs.colour_offsets(teff, np.full(n, 2.5), feh, np.random.default_rng(0), tcs.HUANG_2015)
+    assert np.std(giants["g_r"]) < np.std(off["g_r"])  # 1.5% for giants
+    assert tcs.colour_offsets(teff, logg, feh, np.random.default_rng(0), None) is None
+    with pytest.raises(ValueError, match="teff_colour_scatter"):
+        tcs.check_scatter({"dwarf": 0.5, "giant": 0.01})

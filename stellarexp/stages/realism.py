@@ -63,7 +63,9 @@ def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int) -> pd.Dat
     rng = np.random.default_rng(seed)
     lab = labels.segue_like_labels(sspp, n, rng)
     r_range = tuple(float(v) for v in data_cfg.get("r_range", (14.0, 19.5)))
-    stars = population.draw_labelled_stars(n, rng, labels=lab, apogee_h_limit=None, r_range=r_range)
+    scatter = data_cfg.get("teff_colour_scatter")
+    stars = population.draw_labelled_stars(n, rng, labels=lab, apogee_h_limit=None, r_range=r_range,
+                                           teff_colour_scatter=dict(scatter) if scatter else None)
     out = dereddened_colours(stars, mag="mag_{b}")
     out["feh"], out["logg"] = stars["fe_h"].to_numpy(float), stars["logg"].to_numpy(float)
     return out

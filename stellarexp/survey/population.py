@@ -17,6 +17,7 @@ import pandas as pd
 
 from stellarexp.sdss import BANDS, EXTINCTION_COEFF, mag_to_nmgy
 from stellarexp.survey import binaries, dwarf_sequence
+from stellarexp.survey import teff_colour_scatter as teff_colour_scatter_mod
 from stellarexp.survey.arguments import check_n, check_nonneg, check_r_range, colour_scatter_draw
 from stellarexp.survey.galaxy import GalaxyModel, draw_ebv
 from stellarexp.survey.labels import LABEL_COLUMNS, apogee_arrays
@@ -97,6 +98,7 @@ def draw_labelled_stars(
     labels: pd.DataFrame | None = None,
     volume_complete: bool = False,
     binary_fraction: dict | None = None,
+    teff_colour_scatter: dict | None = None,
 ) -> pd.DataFrame:
     """Draw ``n`` APOGEE-labelled stars that an unsaturated SDSS selection would keep.
 
@@ -154,6 +156,9 @@ def draw_labelled_stars(
         Multiplicity fraction per mass class for unresolved companions of dwarfs
         (:mod:`~stellarexp.survey.binaries`; default its Duchene & Kraus 2013 values);
         ``{"solar": 0, "m_dwarf": 0}`` gives single stars only.
+    teff_colour_scatter : dict, optional
+        ``{"dwarf": f, "giant": f}``: each star gets the colours of ``Teff (1 + delta)``, delta of
+        that fractional spread (:mod:`~stellarexp.survey.teff_colour_scatter`); None: none.
 
     Returns
     -------
@@ -197,7 +202,10 @@ def draw_labelled_stars(
         logg = pool["logg"][idx] + jitter[1] * rng.normal(size=batch)
         fe_h = pool["fe_h"][idx] + jitter[2] * rng.normal(size=batch)
         mass = stellar_mass(teff, logg, fe_h, rng)
-        absmag = absolute_magnitudes(teff, logg, fe_h, mass, colour_scatter_draw(batch, rng, colour_scatter))
+        offsets = teff_colour_scatter_mod.combine(
+            colour_scatter_draw(batch, rng, colour_scatter),
+            teff_colour_scatter_mod.colour_offsets(teff, logg, fe_h, rng, teff_colour_scatter))
+        absmag = absolute_magnitudes(teff, logg, fe_h, mass, offsets)
         # mass ratios relative to the primary's sequence mass: a companion is never the hotter star
         m2 = binaries.draw_companions(dwarf_sequence.mass_from_teff(teff), logg, rng, fractions=binary_fraction)
         absmag = _with_companions(absmag, m2, fe_h, rng, colour_scatter)

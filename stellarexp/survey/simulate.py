@@ -37,7 +37,7 @@ FIELD_DIR = "fields"
 MANIFEST = "survey.json"
 # Bumped whenever the simulator's code changes what a survey holds (part of the fingerprint):
 # a survey written by older code is then simulated again, not reused.
-SIMULATOR_VERSION = 6
+SIMULATOR_VERSION = 7
 RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 8200)
 
 
@@ -75,6 +75,8 @@ class SurveySpec:
     # the sample's make-up: dwarf share (cool dwarfs top it up) and unresolved binaries
     dwarf_share: float = 0.44
     binary_fraction: tuple[tuple[str, float], ...] = (("m_dwarf", 0.26), ("solar", 0.44))
+    # colours of Teff (1 + delta): the spread of real stars about the Teff-colour relation
+    teff_colour_scatter: tuple[tuple[str, float], ...] = (("dwarf", 0.02), ("giant", 0.015))
 
     def __post_init__(self):
         for name in ("n_fields", "labelled_per_field"):
@@ -97,6 +99,10 @@ class SurveySpec:
                              f"got {fractions!r}")
         # one canonical order, so equal content gives equal fingerprints however it was written
         object.__setattr__(self, "binary_fraction", tuple(sorted((str(k), float(v)) for k, v in fractions.items())))
+        from stellarexp.survey.teff_colour_scatter import check_scatter
+
+        scatter = check_scatter(dict(self.teff_colour_scatter))
+        object.__setattr__(self, "teff_colour_scatter", tuple(sorted(scatter.items())))
         for key in ("psf_model_error_floor", "zero_point_sigma"):
             value = getattr(self, key)
             object.__setattr__(self, key, _per_band(key, value if isinstance(value, (int, float)) else dict(value)))
@@ -125,6 +131,12 @@ def spec_from_config(data_cfg) -> SurveySpec:
         if not hasattr(value, "items"):
             raise ValueError(f"data.binary_fraction must be a mapping like {{solar: 0.44, m_dwarf: 0.26}}, got {value!r}")
         extra["binary_fraction"] = tuple((str(k), float(v)) for k, v in value.items())
+    if "teff_colour_scatter" in data_cfg:
+        value = data_cfg.teff_colour_scatter
+        if not hasattr(value, "items"):
+            raise ValueError(f"data.teff_colour_scatter must be a mapping like {{dwarf: 0.02, giant: 0.015}}, "
+                             f"got {value!r}")
+        extra["teff_colour_scatter"] = tuple((str(k), float(v)) for k, v in value.items())
     for key in ("psf_model_error_floor", "zero_point_sigma"):
         if key in data_cfg:
             extra[key] = _per_band(key, data_cfg[key])
@@ -214,7 +226,8 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     ebv = float(galaxy.draw_ebv(1, rng)[0])
     labelled = population.draw_survey_stars(spec.labelled_per_field, rng, dwarf_share=spec.dwarf_share,
                                             r_range=spec.r_range, ebv=ebv,
-                                            binary_fraction=dict(spec.binary_fraction))
+                                            binary_fraction=dict(spec.binary_fraction),
+                                            teff_colour_scatter=dict(spec.teff_colour_scatter))
     m = spec.edge_margin_px
     labelled["x_r"] = rng.uniform(m, sdss.NAXIS1 - 1 - m, len(labelled))
     labelled["y_r"] = rng.uniform(m, sdss.NAXIS2 - 1 - m, len(labelled))
