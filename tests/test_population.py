@@ -143,13 +143,13 @@ def test_locus_round_trip_and_iz():
 
 def test_giants_redder_in_ug_than_dwarfs_at_same_gr():
     teff = np.linspace(4000.0, 6200.0, 12)
-    dwarf = colours.intrinsic_colours(teff, 4.6, -0.3)
-    giant = colours.intrinsic_colours(teff, 2.0, -0.3)
+    dwarf = colours.intrinsic_colours(teff, 4.6, 0.0)  # solar: no metallicity term on the dwarf locus
+    giant = colours.intrinsic_colours(teff, 2.0, 0.0)
     np.testing.assert_allclose(giant["g_r"], dwarf["g_r"])
     diff = giant["u_g"] - dwarf["u_g"]
     assert (diff > 0.1).all() and (diff < 0.2).all()
     # Smooth in logg: subgiants in between.
-    sub = colours.intrinsic_colours(teff, 3.5, -0.3)["u_g"]
+    sub = colours.intrinsic_colours(teff, 3.5, 0.0)["u_g"]
     assert ((sub > dwarf["u_g"]) & (sub < giant["u_g"])).all()
 
 

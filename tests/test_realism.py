@@ -230,7 +230,7 @@ def test_segue_like_labels_keep_the_teff_relation_valid():
     sspp = pd.DataFrame({"gr": [0.4, 3.0, -0.5], "feh": [-1.0, -1.0, -1.0]})
     lab = labels.segue_like_labels(sspp, 50, 0)
     # only the star inside -0.3 < g-r < 1.3 is drawn (g-r = 3 would read as a 13,700 K star)
-    assert lab["teff"].nunique() == 1 and 5800 < lab["teff"].iloc[0] < 6600
+    assert lab["teff"].nunique() == 1 and 5600 < lab["teff"].iloc[0] < 6600
     # red K dwarfs too: the population's colours give each star back its SSPP g-r
     from stellarexp.survey import colours
 

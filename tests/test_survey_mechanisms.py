@@ -217,3 +217,43 @@ def test_teff_colour_scatter_moves_colours_along_the_locus_at_huang_spread():
     assert tcs.colour_offsets(teff, logg, feh, np.random.default_rng(0), None) is None
     with pytest.raises(ValueError, match="teff_colour_scatter"):
         tcs.check_scatter({"dwarf": 0.5, "giant": 0.01})
+
+
+def test_dwarf_locus_moves_with_metallicity_at_fixed_g_i():
+    """Yuan et al. (2015): 1 dex lower [Fe/H] makes a dwarf's g-r 0.02 bluer and r-i, i-z 0.02
+    redder at fixed g-i; held below -1 dex; giants unchanged."""
+    from stellarexp.survey.colours import intrinsic_colours
+
+    teff = np.full(4, 5800.0)
+    dwarf = intrinsic_colours(teff, np.full(4, 4.5), np.array([0.0, -1.0, -2.0, 0.5]))
+    assert dwarf["g_r"][1] - dwarf["g_r"][0] == pytest.approx(-0.02)
+    assert dwarf["r_i"][1] - dwarf["r_i"][0] == pytest.approx(0.02)
+    assert dwarf["i_z"][1] - dwarf["i_z"][0] == pytest.approx(0.02)
+    g_i = dwarf["g_r"] + dwarf["r_i"]
+    assert np.allclose(g_i, g_i[0])
+    assert dwarf["r_i"][2] == pytest.approx(dwarf["r_i"][1])  # held beyond -1 dex
+    giant = intrinsic_colours(np.full(2, 4800.0), np.full(2, 2.5), np.array([0.0, -1.0]))
+    assert giant["r_i"][1] == pytest.approx(giant["r_i"][0])
+
+
+def test_a_drawn_population_is_measured_as_the_catalogue_would_be():
+    """Zero points shared per field, photometric noise from the catalogue's error curve, the
+    dust map's error in the extinction columns (stellarexp.survey.measurement)."""
+    from stellarexp.survey.measurement import measured_magnitudes
+
+    n = 6000
+    stars = pd.DataFrame({"ebv": np.full(n, 0.05)})
+    for k, b in enumerate("ugriz"):
+        stars[f"mag_{b}"] = np.linspace(16.0, 20.0, n)
+        stars[f"extinction_{b}"] = (5.0 - k) * 0.05
+    curves = {b: (np.array([16.0, 20.0]), np.array([0.0, 0.1])) for b in "ugriz"}
+    zp = {b: 0.0 for b in "ugriz"} | {"g": 0.05}
+    out = measured_magnitudes(stars, np.random.default_rng(0), error_curves=curves, zero_point_sigma=zp,
+                              ebv_map_error=0.16, per_field=100)
+    d = out - stars
+    faint = stars["mag_r"] > 19.5
+    assert np.std(d.loc[faint, "mag_r"]) == pytest.approx(0.1 * 0.97, rel=0.1)  # the curve's error there
+    per_field = d["mag_g"].groupby(np.arange(n) // 100).mean()
+    assert np.std(per_field) == pytest.approx(0.05, rel=0.3)  # one g zero point per 100 stars
+    ratio = out["extinction_u"] / stars["extinction_u"]
+    assert np.std(ratio) == pytest.approx(0.16, rel=0.1) and (out["extinction_u"] >= 0).all()

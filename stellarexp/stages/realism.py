@@ -55,10 +55,19 @@ def split_halves(table: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataF
     return table[first].reset_index(drop=True), table[~first].reset_index(drop=True)
 
 
-def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int) -> pd.DataFrame:
-    """A SEGUE-like draw: SSPP labels through the survey's population, as dereddened colours."""
-    from stellarexp.survey import labels, population
+def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int,
+                      catalogue: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A SEGUE-like draw: SSPP labels through the survey's population, as dereddened colours.
+
+    With ``catalogue`` (the survey's dataset stars) and the survey's calibration settings in
+    ``data_cfg``, the draw is measured as the survey's catalogue would be (zero points per field,
+    the dust map's error, photometric errors from the catalogue's error curve:
+    :func:`stellarexp.survey.measurement.measured_magnitudes`), as the SSPP stars it is compared
+    with are; otherwise its colours are the true ones.
+    """
+    from stellarexp.survey import labels, measurement, population
     from stellarexp.survey.realism.checks import dereddened_colours
+    from stellarexp.survey.realism.noise import error_curve
 
     rng = np.random.default_rng(seed)
     lab = labels.segue_like_labels(sspp, n, rng)
@@ -66,6 +75,14 @@ def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int) -> pd.Dat
     scatter = data_cfg.get("teff_colour_scatter")
     stars = population.draw_labelled_stars(n, rng, labels=lab, apogee_h_limit=None, r_range=r_range,
                                            teff_colour_scatter=dict(scatter) if scatter else None)
+    if catalogue is not None and "zero_point_sigma" in data_cfg:
+        from stellarexp.survey.simulate import spec_from_config
+
+        spec = spec_from_config(data_cfg)
+        curves = {b: error_curve(catalogue[f"psfmag_{b}"], catalogue[f"psfmagerr_{b}"]) for b in "ugriz"}
+        stars = measurement.measured_magnitudes(stars, rng, error_curves=curves,
+                                                zero_point_sigma=dict(spec.zero_point_sigma),
+                                                ebv_map_error=spec.ebv_map_error, per_field=spec.labelled_per_field)
     out = dereddened_colours(stars, mag="mag_{b}")
     out["feh"], out["logg"] = stars["fe_h"].to_numpy(float), stars["logg"].to_numpy(float)
     return out
@@ -154,7 +171,8 @@ def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
     # the SEGUE-like draw takes its labels from one half of the SSPP stars and is scored on the
     # other, so its [Fe/H]-per-colour prior never comes from the stars it is tested on
     label_half, score_half = split_halves(sspp, int(scfg.segue_like.seed))
-    seg = segue_like_sample(label_half, cfg.data, int(scfg.segue_like.n), int(scfg.segue_like.seed))
+    seg = segue_like_sample(label_half, cfg.data, int(scfg.segue_like.n), int(scfg.segue_like.seed),
+                            catalogue=stars if str(cfg.data.get("name")) == "synthetic" else None)
     val = split_mask(stars["fold"].to_numpy(), "paper", "val")
     sim_mags = dereddened_magnitudes(stars, "psfmag_{b}", "extinction_{b}")
     cal_mags = dereddened_magnitudes(cal.assign(**{f"mag_{b}": sdss.nmgy_to_mag(cal[f"psfflux_{b}"])

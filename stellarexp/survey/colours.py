@@ -25,6 +25,13 @@ GR_COOL_JOIN = 1.0
 RI_COOL_ANCHOR = (3210.0, 1.33)
 UG_BLUE_SLOPE = -0.5  # d(u-g)/d(g-r) bluer than the SSPP fit (Balmer jump makes u-g redder)
 # Gravity: at fixed g-r, giants are redder in u-g (Lenz et al. 1998; SEGUE K giants).
+# Yuan et al. (2015, "Stellar loci I", MNRAS 448, 855): at fixed g-i, 1 dex lower [Fe/H] makes
+# dwarfs' g-r 0.02 mag bluer and r-i, i-z 0.02 mag redder (the packaged SSPP stars agree:
+# d(r-i)/d[Fe/H] = -0.03 at fixed g-r for [Fe/H] > -1); linear from -1 to +0.5 dex, held beyond
+# (the variations are smaller for metal-poor stars), for logg > 3.5 (their dwarfs)
+LOCUS_FEH_SLOPE = 0.02
+LOCUS_FEH_RANGE = (-1.0, 0.5)
+LOCUS_FEH_LOGG = 3.5
 GRAVITY_UG_OFFSET = 0.15
 GRAVITY_LOGG_MID = 3.5
 GRAVITY_LOGG_WIDTH = 0.25
@@ -170,24 +177,27 @@ def gravity_ug_offset(logg):
     return GRAVITY_UG_OFFSET / (1.0 + np.exp((logg - GRAVITY_LOGG_MID) / GRAVITY_LOGG_WIDTH))
 
 
-def dwarf_teff_from_gr(g_r):
+def dwarf_teff_from_gr(g_r, fe_h=0.0):
     """Teff (K) of a dwarf whose :func:`intrinsic_colours` give this g-r (inverse of the full chain).
 
     Unlike :func:`gr_to_teff` (the Ivezic et al. 2008 cubic alone) this inverts the cool branch
-    too, so ``intrinsic_colours(dwarf_teff_from_gr(x), ...)["g_r"]`` gives back ``x`` for
-    0.17 <= x <= 1.38 (clamped outside: g-r saturates near 1.39 for M dwarfs).
+    and the metallicity term too, so ``intrinsic_colours(dwarf_teff_from_gr(x, f), 4.6, f)["g_r"]``
+    gives back ``x`` for 0.17 <= x <= 1.38 (clamped outside: g-r saturates near 1.39 for M dwarfs).
 
     Parameters
     ----------
     g_r : array_like
+    fe_h : array_like
+        [Fe/H] of the dwarfs (broadcast with ``g_r``).
 
     Returns
     -------
     numpy.ndarray
     """
     teff = np.linspace(2800.0, 7000.0, 4201)
-    gr = intrinsic_colours(teff, 4.6, 0.0)["g_r"]  # decreasing with Teff; g-r needs no logg/[Fe/H]
-    return np.interp(np.asarray(g_r, float), gr[::-1], teff[::-1])
+    gr = intrinsic_colours(teff, 4.6, 0.0)["g_r"]  # decreasing with Teff; solar [Fe/H]: no term
+    solar = np.asarray(g_r, float) - LOCUS_FEH_SLOPE * np.clip(np.asarray(fe_h, float), *LOCUS_FEH_RANGE)
+    return np.interp(solar, gr[::-1], teff[::-1])
 
 
 def _cool_ri_coefficients() -> tuple[float, float, float, float]:
@@ -212,8 +222,9 @@ def intrinsic_colours(teff, logg, fe_h) -> dict[str, np.ndarray]:
     """Dust-free SDSS colours of stars from their labels.
 
     g-r from Teff (Ivezic et al. 2008; below ~4400 K via a cool r-i branch and the locus),
-    r-i from the Juric et al. (2008) locus, i-z from r-i (fitted to calibObj stars), u-g from [Fe/H] and g-r
-    (fitted to SSPP stars, extended) plus a gravity term.
+    r-i from the Juric et al. (2008) locus, i-z from r-i (fitted to calibObj stars), the dwarfs'
+    metallicity terms at fixed g-i (Yuan et al. 2015), u-g from [Fe/H] and g-r (fitted to SSPP
+    stars, extended) plus a gravity term.
 
     Parameters
     ----------
@@ -234,5 +245,10 @@ def intrinsic_colours(teff, logg, fe_h) -> dict[str, np.ndarray]:
     cool = teff < _T_JOIN
     r_i = np.where(cool, ri_cool, ri_from_gr(gr_warm))
     g_r = np.where(cool, gr_from_ri(ri_cool), gr_warm)
+    i_z = iz_from_ri(r_i)
+    # the dwarf locus moves with metallicity at fixed g-i (Yuan et al. 2015); u-g follows the
+    # SSPP relation at the moved g-r, as real SSPP stars do
+    term = LOCUS_FEH_SLOPE * np.where(logg > LOCUS_FEH_LOGG, np.clip(fe_h, *LOCUS_FEH_RANGE), 0.0)
+    g_r, r_i, i_z = g_r + term, r_i - term, i_z - term
     u_g = ug_from_feh(g_r, fe_h) + gravity_ug_offset(logg)
-    return {"u_g": u_g, "g_r": g_r, "r_i": r_i, "i_z": iz_from_ri(r_i)}
+    return {"u_g": u_g, "g_r": g_r, "r_i": r_i, "i_z": i_z}

@@ -198,7 +198,7 @@ def segue_like_labels(sspp: pd.DataFrame, n: int, rng) -> pd.DataFrame:
         raise ValueError(f"the SSPP table has no star with finite feh and {lo} < gr < {hi}")
     rng = np.random.default_rng(rng)
     pick = rng.choice(np.flatnonzero(ok), size=n, replace=True)
-    teff = dwarf_teff_from_gr(sspp["gr"].to_numpy(float)[pick])
+    teff = dwarf_teff_from_gr(sspp["gr"].to_numpy(float)[pick], sspp["feh"].to_numpy(float)[pick])
     logg = dwarf_sequence.logg_from_mass(dwarf_sequence.mass_from_teff(teff))
     return pd.DataFrame({"teff": teff, "logg": logg,
                          "fe_h": sspp["feh"].to_numpy(float)[pick]})
