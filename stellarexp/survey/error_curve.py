@@ -73,7 +73,7 @@ def simulated_error_curve(*, camcol: int, fwhm_r_arcsec: float, sky_r_nmgy_arcse
 
     from stellarexp.sdss import BANDS
     from stellarexp.survey import conditions, photometry, psf, render
-    from stellarexp.survey.simulate import _noise_map
+    from stellarexp.survey.catalogue_photometry import noise_map
 
     cond = conditions.draw_field_conditions(9999, camcol, 11, rng, ra0=180.0, dec0=30.0,
                                             fwhm_r_arcsec=fwhm_r_arcsec, shape=shape)
@@ -89,7 +89,7 @@ def simulated_error_curve(*, camcol: int, fwhm_r_arcsec: float, sky_r_nmgy_arcse
     for b in BANDS:
         sources[f"flux_{b}"] = mag_to_nmgy(mags)
     rb = render.render_field(cond, sources, rng)["r"]
-    noise = _noise_map(rb, cond.bands["r"])
+    noise = noise_map(rb, cond.bands["r"])
     stamp, ovs = psf.oversampled_stamp(cond.bands["r"].psf, size=25, oversampling=4)
     meas = photometry.measure_psf_fluxes(rb.image, noise, rb.x, rb.y, photometry.image_psf(stamp, ovs),
                                          error_floor=error_floor)

@@ -209,6 +209,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
 
     from stellarexp.survey import (
         calibration_errors,
+        catalogue_photometry,
         conditions,
         field_stars,
         galaxy,
@@ -269,7 +270,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         fwhm_px = bc.fwhm_arcsec / sdss.PIXEL_SCALE_ARCSEC
         xb = np.asarray(rb.x[: n], dtype=float)
         yb = np.asarray(rb.y[: n], dtype=float)
-        meas, noise, stamp, ovs = measure_band(rb, bc, xb, yb, spec, rng)
+        meas, noise, stamp, ovs = catalogue_photometry.measure_band(rb, bc, xb, yb, spec, rng)
         # the floor is reported, not added as scatter: real bright stars scatter less than their
         # reported floors say (calibObj's locus width w, 0.013 mag at r <= 18, is below what a
         # 1.4-1.7% scatter per band would give); adding it widened the survey's locus to 0.022
@@ -285,7 +286,7 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         flags_all |= flags
         if band == sdss.REFERENCE_BAND:
             fitted_xy = meas[["x_fit", "y_fit"]].to_numpy()
-            field_phot = _field_star_photometry(rb, noise, neighbours, n, stamp, ovs, spec)
+            field_phot = catalogue_photometry.field_star_photometry(rb, noise, neighbours, n, stamp, ovs, spec)
     # crowding: too many detectable neighbours within the deblending radius
     crowd = _crowded(labelled, neighbours, spec)
     for band in sdss.BANDS:
@@ -301,58 +302,6 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
     field_phot.insert(0, "camcol", camcol)
     field_phot.insert(0, "run", run)
     return out, field_phot
-
-
-def _field_star_photometry(rb, noise, neighbours: pd.DataFrame, n_labelled: int, stamp, ovs, spec: SurveySpec,
-                           max_stars: int = 120) -> pd.DataFrame:
-    """Measure r-band PSF fluxes of a sample of field stars (14 < r < 22.5, inside the frame)."""
-    from stellarexp.survey import photometry
-
-    x = np.asarray(rb.x[n_labelled:], dtype=float)
-    y = np.asarray(rb.y[n_labelled:], dtype=float)
-    mag = neighbours["mag_r"].to_numpy()
-    m = spec.edge_margin_px
-    ok = (mag > 14) & (mag < 22.5) & (x > m) & (x < sdss.NAXIS1 - m) & (y > m) & (y < sdss.NAXIS2 - m)
-    idx = np.flatnonzero(ok)[:max_stars]
-    meas = photometry.measure_psf_fluxes(rb.image, noise, x[idx], y[idx], photometry.image_psf(stamp, ovs),
-                                         error_floor=dict(spec.psf_model_error_floor)["r"])
-    return pd.DataFrame({"mag_r_true": mag[idx], "psfFlux_r": meas["flux"].to_numpy(),
-                         "psfFluxErr_r": meas["flux_err"].to_numpy()})
-
-
-def measure_band(rb, bc, x, y, spec: SurveySpec, rng):
-    """PSF photometry of the sources at ``x, y`` on one rendered band, as the catalogue does it.
-
-    Returns
-    -------
-    meas, noise, stamp, oversampling
-        The fits (``flux``, ``flux_err``, ``x_fit``, ``y_fit``), the per-pixel noise map and the
-        catalogue's PSF model as an oversampled stamp.
-    """
-    from stellarexp.survey import photometry, psf
-
-    noise = _noise_map(rb, bc)
-    model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
-    stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
-    floor = dict(spec.psf_model_error_floor)[rb.band]
-    meas = photometry.measure_psf_fluxes(rb.image, noise, x, y, photometry.image_psf(stamp, ovs), error_floor=floor)
-    return meas, noise, stamp, ovs
-
-
-def catalogue_psf(true_psf, rng, fwhm_error: float):
-    """The PSF model a photometric pipeline would estimate: the true one, FWHM slightly off."""
-    import dataclasses
-
-    scale = 1.0 + (rng.normal(0.0, fwhm_error) if fwhm_error > 0 else 0.0)
-    return dataclasses.replace(true_psf, fwhm_px=true_psf.fwhm_px * scale)
-
-
-def _noise_map(rb, bc) -> np.ndarray:
-    """Per-pixel sigma (nanomaggies) as the frame reader computes it (sky + source Poisson + dark)."""
-    from stellarexp.sdss.frames import sky_image
-
-    dn = np.clip(rb.image / rb.calib[None, :] + sky_image(rb.allsky, rb.xinterp, rb.yinterp), 0.0, None)
-    return np.sqrt(dn / bc.gain + bc.dark_variance) * rb.calib[None, :]
 
 
 def _crowded(labelled: pd.DataFrame, neighbours: pd.DataFrame, spec: SurveySpec) -> np.ndarray:

@@ -7,7 +7,7 @@ PSF FWHM 1.16", u sky 0.98 nanomaggies per arcsec^2), while the survey draws SDS
 the noise model. The twin places the anchor's stars, at their measured fluxes, on fields observed
 in the anchor's conditions (its median PSF FWHM, sky and nanomaggies per count per band; camcol
 4's gain and dark variance), renders them and measures them with the survey's code
-(:func:`stellarexp.survey.simulate.measure_band`); its error curve is compared with the anchor's.
+(:func:`stellarexp.survey.catalogue_photometry.measure_band`); its error curve is compared with the anchor's.
 Everything else (PSF shape, sky gradient, cosmic rays, calibration vector) is drawn as for any
 survey field.
 """
@@ -77,7 +77,7 @@ def twin_catalogue(cal: pd.DataFrame, spec, seed: int, *, stars_per_field: int =
 
     from stellarexp.survey import conditions as survey_conditions
     from stellarexp.survey import photometry, render
-    from stellarexp.survey.simulate import measure_band
+    from stellarexp.survey.catalogue_photometry import measure_band
 
     conditions = anchor_conditions(cal)
     rng = np.random.default_rng([int(seed), 7])
