@@ -56,8 +56,7 @@ def test_a_moved_home_reads_and_writes_its_own_artifacts(tmp_path, monkeypatch, 
     assert client.get_experiment_by_name("moved").artifact_location.startswith(new.as_uri())
     assert run.data.tags["job_dir"] == str(new / "outputs" / "job")
     assert run.data.tags["data_path"] == "/elsewhere/data.h5"  # not under the home: unchanged
-    if not inside:
-        assert [f.path for f in client.list_artifacts(run_id, "notes")] == ["notes/a.txt"]
+    assert [f.path for f in client.list_artifacts(run_id, "notes")] == ["notes/a.txt"]
     db = new / "mlruns" / "mlflow.db"
     assert relocate.relocate(db, new) == 0  # already where it is
     assert json.loads(relocate.record_path(db).read_text())["store_dir"] == str(db.parent)
@@ -88,3 +87,61 @@ def test_another_sqlite_store_keeps_its_artifacts_beside_it(tmp_path, monkeypatc
     client = store.connect(f"sqlite:///{db}")
     exp = store.ensure_experiment(client, "beside")
     assert client.get_experiment(exp).artifact_location == (db.parent / "artifacts" / "beside").as_uri()
+
+
+def test_a_home_with_a_space_in_its_path_is_relocated(tmp_path, monkeypatch):
+    """MLflow keeps locations as percent-encoded URIs (``old%20home``): they move too."""
+    from stellarexp.tracking import relocate, store
+
+    old = tmp_path / "old home"
+    run_id = _home_with_a_run(old, monkeypatch)
+    assert "%20" in store.connect().get_run(run_id).info.artifact_uri
+    for with_record in (True, False):
+        new = tmp_path / f"new home {with_record}"
+        shutil.copytree(old, new)
+        if not with_record:
+            relocate.record_path(new / "mlruns" / "mlflow.db").unlink()
+        _use_home(new, monkeypatch)
+        client = store.connect()
+        run = client.get_run(run_id)
+        assert run.info.artifact_uri.startswith(new.as_uri() + "/"), run.info.artifact_uri
+        assert run.data.tags["job_dir"] == str(new / "outputs" / "job")
+        assert [f.path for f in client.list_artifacts(run_id, "notes")] == ["notes/a.txt"]
+
+
+def test_a_store_elsewhere_without_a_record_is_left_as_it_is(tmp_path, monkeypatch):
+    """An older SQLite store outside the home kept its artifacts in the home: opening it must not
+    point them beside the database, where they never were."""
+    from stellarexp.tracking import relocate, store
+
+    home = tmp_path / "home"
+    run_id = _home_with_a_run(home, monkeypatch)
+    db = tmp_path / "elsewhere" / "runs.db"
+    db.parent.mkdir()
+    import sqlite3
+
+    src, dst = sqlite3.connect(home / "mlruns" / "mlflow.db"), sqlite3.connect(db)
+    src.backup(dst)  # the store runs in WAL mode: a file copy could miss the last writes
+    src.close()
+    dst.close()
+    before = store.connect().get_run(run_id).info.artifact_uri
+    _use_home(home, monkeypatch)
+    client = store.connect(f"sqlite:///{db}")
+    assert client.get_run(run_id).info.artifact_uri == before
+    assert [f.path for f in client.list_artifacts(run_id, "notes")] == ["notes/a.txt"]
+    assert relocate.record_path(db).is_file()
+
+
+def test_a_read_only_store_still_opens(tmp_path, monkeypatch):
+    """Relocation is best effort: a store whose folder takes no lock file opens with a warning."""
+    from stellarexp.tracking import relocate, store
+
+    home = tmp_path / "home"
+    run_id = _home_with_a_run(home, monkeypatch)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(relocate, "file_lock", refuse)
+    _use_home(home, monkeypatch)
+    assert store.connect().get_run(run_id).info.status == "FINISHED"

@@ -133,6 +133,8 @@ def spec_from_config(data_cfg) -> SurveySpec:
         extra["binary_fraction"] = tuple((str(k), float(v)) for k, v in value.items())
     if "teff_colour_scatter" in data_cfg:
         value = data_cfg.teff_colour_scatter
+        if value is None:  # none: as {dwarf: 0, giant: 0}
+            value = {"dwarf": 0.0, "giant": 0.0}
         if not hasattr(value, "items"):
             raise ValueError(f"data.teff_colour_scatter must be a mapping like {{dwarf: 0.02, giant: 0.015}}, "
                              f"got {value!r}")

@@ -18,6 +18,7 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from urllib.parse import unquote
 
 from stellarexp.io_utils import file_lock, write_text_atomic
 
@@ -41,26 +42,33 @@ def record_path(db: Path) -> Path:
     return db.with_name(db.name + RECORD_SUFFIX)
 
 
+def _forms(old: str, new: str) -> list[tuple[str, str]]:
+    """The ways a folder is written in the store: a plain path, a ``file://`` path, and the
+    percent-encoded URI ``Path.as_uri`` gives (``ensure_experiment`` writes that one)."""
+    forms = [(Path(old).as_uri(), Path(new).as_uri()), ("file://" + old, "file://" + new), (old, new)]
+    return list(dict.fromkeys(forms))
+
+
 def _moved(old: str, new: str, value: str) -> str | None:
-    """``value`` with the folder ``old`` replaced by ``new`` (plain path or ``file://`` URI)."""
-    for prefix in ("file://", ""):
-        head = prefix + old
+    """``value`` with the folder ``old`` replaced by ``new`` (in any of :func:`_forms`)."""
+    for head, repl in _forms(old, new):
         if value == head or value.startswith(head + "/"):
-            return prefix + new + value[len(head):]
+            return repl + value[len(head):]
     return None
 
 
 def _rewrite(con: sqlite3.Connection, pairs: list[tuple[str, str]]) -> int:
     """Rewrite every location column under an old folder; return the number of values changed."""
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     changed = 0
     for table, column in LOCATION_COLUMNS:
-        if table not in tables:
+        columns = {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+        if column not in columns:  # a table or column this schema version does not have
             continue
         rows: dict[int, str] = {}
-        for old, _ in pairs:  # every candidate first: a value is rewritten once
-            rows.update(con.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE instr("{column}", ?) > 0',
-                                    (old,)).fetchall())
+        for old, new in pairs:  # every candidate first: a value is rewritten once
+            for head, _ in _forms(old, new):
+                rows.update(con.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE instr("{column}", ?) > 0',
+                                        (head,)).fetchall())
         for rowid, value in rows.items():
             # the longest old folder that holds the value (a copy may sit inside its original)
             for o, n in sorted(pairs, key=lambda p: -len(p[0])):
@@ -85,7 +93,7 @@ def _recorded_by_mlflow(db: Path) -> dict | None:
     except sqlite3.Error:
         return None
     for (location,) in rows:
-        path = str(location or "").removeprefix("file://")
+        path = unquote(str(location or "").removeprefix("file://"))
         if marker in path:
             old_home = path.split(marker)[0]
             return {"store_dir": old_home + "/mlruns", "home": old_home}
@@ -114,9 +122,13 @@ def relocate(db: Path, home: Path | None) -> int:
         try:
             before = json.loads(record.read_text())
         except (OSError, ValueError):
-            before = _recorded_by_mlflow(db) if db.is_file() else None
+            # guessed only for a home's own database: a store elsewhere used to keep its
+            # artifacts in the home, which did not move with it
+            before = _recorded_by_mlflow(db) if db.is_file() and home is not None else None
         if before == here:
             return 0
+        if isinstance(before, dict) and before.get("store_dir") == here["store_dir"] and here["home"] is None:
+            return 0  # another home's database opened by name: keep its record
         changed = 0
         if isinstance(before, dict) and db.is_file():
             pairs = [(str(before.get("store_dir")), here["store_dir"])]

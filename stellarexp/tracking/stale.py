@@ -94,8 +94,10 @@ def end_dead_runs(client, experiment_ids: list[str]) -> list[str]:
         kept = kept_failure(tags.get(JOB_DIR_TAG), run.info.run_id)
         if kept is not None:
             status, reason = kept.get("status", "FAILED"), str(kept.get("error", ""))[:5000]
-            note = {"error": reason, REASON_TAG: f"process {me}:{pid} could not store its end "
+            note = {REASON_TAG: f"process {me}:{pid} could not store its end "
                     f"({kept.get('store_error', '?')}); recorded by a later job"}
+            if reason:
+                note["error"] = reason
         else:
             status, reason = "KILLED", f"process {me}:{pid} ended without closing the run (killed)"
             note = {REASON_TAG: reason}

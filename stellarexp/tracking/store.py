@@ -11,11 +11,15 @@ artifact location.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 from stellarexp import home as _home
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "stellarexp"
 
@@ -65,7 +69,11 @@ def _relocate_once(db: Path) -> None:
     if key in _RELOCATED:
         return
     default = db.resolve() == (_home.mlruns_dir() / "mlflow.db").resolve()
-    relocate(db, _home.home() if default else None)
+    try:
+        relocate(db, _home.home() if default else None)
+    except (OSError, sqlite3.Error) as exc:  # a read-only or busy store still opens
+        log.warning("could not check whether the tracking store %s was moved (%s); stored artifact "
+                    "locations are used as they are", db, exc)
     _RELOCATED.add(key)
 
 

@@ -147,8 +147,9 @@ def photometric_errors(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str, tw
     unjudged = [b for b in sdss.BANDS if b not in per_band.index]
     if unjudged:
         detail += f"; no common bin: {', '.join(unjudged)}"
-    metrics = {f"ratio_{b}_max": float(r.hi) for b, r in per_band.iterrows()}
-    metrics.update({f"ratio_{b}_min": float(r.lo) for b, r in per_band.iterrows()})
+    key = "twin_ratio" if twin is not None else "ratio"  # a twin's ratios are not the survey's
+    metrics = {f"{key}_{b}_max": float(r.hi) for b, r in per_band.iterrows()}
+    metrics.update({f"{key}_{b}_min": float(r.lo) for b, r in per_band.iterrows()})
     if twin is not None:
         own = _per_band(survey)
         detail = (f"twin in the anchor's conditions: {detail}. The survey's own fields (SDSS-wide "
