@@ -40,6 +40,8 @@ DEFAULTS_FILE = "defaults.yaml"
 """Maps a config value (``stage.name``) to the default study of ``-m`` without a selection."""
 
 SETTINGS = ("sampler", "seed", "direction", "metric", "n_trials", "pruner")
+# user attribute of a trial killed before it reported and run again: it no longer counts
+RETRIED_ATTR = "retried"
 """Sweeper options a study file may set (the command line's ``hydra.sweeper.*`` wins)."""
 
 
@@ -599,6 +601,8 @@ def best_summary(study, space: Mapping[str, SearchParam], base_overrides: list[s
     overrides = [redact_override(o) for o in (*base_overrides, *param_overrides)]
     counts = {s.name.lower(): sum(t.state == s for t in trials)
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    # failed trials that were run again (their retry counts instead): not part of n_trials
+    counts["retried"] = sum(t.state == TrialState.FAIL and bool(t.user_attrs.get(RETRIED_ATTR)) for t in trials)
     value = float(best.value)
     return {
         "study": study.study_name,

@@ -245,6 +245,12 @@ def test_killed_sweep_resumes_to_exactly_n_trials(toy):
     assert "trial 2 marked FAIL" in proc.stderr + proc.stdout
     toy.run("-m", "sweep=toy", "hydra.sweeper.n_trials=5")  # nothing left to do
     assert len(toy.trials("toy-teff")) == 6
+    # the exported counts say which failure was run again, and reproduce counts 5, not 6
+    from stellarexp.reproduce.tune import _trials_done
+
+    result = yaml.safe_load((toy.root / "home" / "sweeps" / "results" / "toy-teff.yaml").read_text())
+    assert result["trials"]["fail"] == 1 and result["trials"]["retried"] == 1
+    assert _trials_done(result) == 5
 
 
 def test_nan_raising_and_pruned_trials_and_the_sweep_goes_on(toy):

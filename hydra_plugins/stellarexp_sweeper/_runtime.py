@@ -42,7 +42,7 @@ log = logging.getLogger("stellarexp.sweep")
 
 HOST, PID, BEAT, REASON = "worker_host", "worker_pid", "heartbeat", "fail_reason"
 # a trial killed before it reported is run again once, first: its params enqueued with these
-ORIGIN, RETRY_OF, RETRIED = "origin", "retry_of", "retried"
+ORIGIN, RETRY_OF, RETRIED = "origin", "retry_of", sweeps.RETRIED_ATTR
 
 
 @dataclass

@@ -38,8 +38,9 @@ def _read_results(path):
 
 
 def _trials_done(results) -> int:
+    """Finished trials that count towards ``n_trials`` (a killed trial that was run again does not)."""
     counts = (results or {}).get("trials") or {}
-    return sum(int(counts.get(k, 0)) for k in ("complete", "pruned", "fail"))
+    return sum(int(counts.get(k, 0)) for k in ("complete", "pruned", "fail")) - int(counts.get("retried", 0))
 
 
 def study_plan(job_cfg, overrides: list[str], n_trials: int | None) -> list[dict]:
