@@ -43,7 +43,9 @@ def measure_band(rb, bc, x, y, spec, rng):
     """
     from stellarexp.survey import photometry, psf
 
-    noise = noise_map(rb, bc)
+    # the fit's weights and reported errors use the pipeline's variance, which may leave out the
+    # dark variance that the pixels hold (data.catalogue_error_dark_variance, docs/simulation.md)
+    noise = noise_map(rb, bc, dark_variance=spec.catalogue_error_dark_variance)
     model = catalogue_psf(bc.psf, rng, spec.psf_model_fwhm_error)
     stamp, ovs = psf.oversampled_stamp(model, size=25, oversampling=4)
     floor = dict(spec.psf_model_error_floor)[rb.band]
@@ -59,9 +61,21 @@ def catalogue_psf(true_psf, rng, fwhm_error: float):
     return dataclasses.replace(true_psf, fwhm_px=true_psf.fwhm_px * scale)
 
 
-def noise_map(rb, bc) -> np.ndarray:
-    """Per-pixel sigma (nanomaggies) as the frame reader computes it (sky + source Poisson + dark)."""
+def noise_map(rb, bc, *, dark_variance: bool = True) -> np.ndarray:
+    """Per-pixel sigma (nanomaggies): sky and source Poisson noise, plus the CCD's dark variance
+    unless ``dark_variance`` is false.
+
+    With the dark variance it is the noise the pixels hold, as the frame reader computes it
+    (``sqrt(dn / gain + darkVariance)``); without it, the variance SDSS's photometric pipeline
+    reports errors from (docs/simulation.md, "Reported errors").
+    """
     from stellarexp.sdss.frames import sky_image
 
-    dn = np.clip(rb.image / rb.calib[None, :] + sky_image(rb.allsky, rb.xinterp, rb.yinterp), 0.0, None)
-    return np.sqrt(dn / bc.gain + bc.dark_variance) * rb.calib[None, :]
+    sky = sky_image(rb.allsky, rb.xinterp, rb.yinterp)
+    if dark_variance:
+        dn = np.clip(rb.image / rb.calib[None, :] + sky, 0.0, None)
+        return np.sqrt(dn / bc.gain + bc.dark_variance) * rb.calib[None, :]
+    # the pipeline's own variance: the smooth sky plus the (positive) source counts, so a pixel
+    # that noise pulls below zero still gets the sky's variance
+    dn = sky + np.clip(rb.image / rb.calib[None, :], 0.0, None)
+    return np.sqrt(dn / bc.gain) * rb.calib[None, :]

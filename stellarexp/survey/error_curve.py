@@ -58,8 +58,11 @@ def flux_error_at(curve: tuple[float, float], mags) -> np.ndarray:
 
 def simulated_error_curve(*, camcol: int, fwhm_r_arcsec: float, sky_r_nmgy_arcsec2: float, nmgy_r: float,
                           rng, error_floor: float = 0.012, shape=(480, 880), spacing: int = 40,
-                          mag_range=(14.0, 22.5)) -> tuple[float, float]:
+                          mag_range=(14.0, 22.5), dark_variance: bool = False) -> tuple[float, float]:
     """r-band flux-error curve of the simulator under given observing conditions.
+
+    ``dark_variance``: whether the reported errors include the CCD's dark variance (the
+    catalogue's default, ``data.catalogue_error_dark_variance``, leaves it out).
 
     Renders an isolated grid of stars (no blending) into an r frame whose seeing, sky and
     calibration are those given (e.g. measured on a real frame), measures them with the
@@ -89,7 +92,7 @@ def simulated_error_curve(*, camcol: int, fwhm_r_arcsec: float, sky_r_nmgy_arcse
     for b in BANDS:
         sources[f"flux_{b}"] = mag_to_nmgy(mags)
     rb = render.render_field(cond, sources, rng)["r"]
-    noise = noise_map(rb, cond.bands["r"])
+    noise = noise_map(rb, cond.bands["r"], dark_variance=dark_variance)
     stamp, ovs = psf.oversampled_stamp(cond.bands["r"].psf, size=25, oversampling=4)
     meas = photometry.measure_psf_fluxes(rb.image, noise, rb.x, rb.y, photometry.image_psf(stamp, ovs),
                                          error_floor=error_floor)

@@ -37,7 +37,7 @@ FIELD_DIR = "fields"
 MANIFEST = "survey.json"
 # Bumped whenever the simulator's code changes what a survey holds (part of the fingerprint):
 # a survey written by older code is then simulated again, not reused.
-SIMULATOR_VERSION = 8
+SIMULATOR_VERSION = 9
 RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 8200)
 
 
@@ -62,12 +62,12 @@ class SurveySpec:
     crowding_radius_arcsec: float = 6.0
     crowding_max_neighbours: int = 1
     crowding_mag_limit: float = 21.5
-    # the catalogue's PSF model is an estimate, not the truth (SDSS's psField): its FWHM is off
-    # by this fraction (1 sigma, per field and band), and the reported errors carry a floor
+    # the catalogue's PSF model is an estimate (SDSS's psField): FWHM off by this fraction (1 sigma);
+    # its reported errors carry a floor per band and, if true, the CCD's dark variance (calibObj's do not)
     psf_model_fwhm_error: float = 0.01
-    # fractional floor on catalogue flux errors, per band (measured on calibObj: see docs/simulation.md)
     psf_model_error_floor: tuple[tuple[str, float], ...] = (("u", 0.017), ("g", 0.017), ("r", 0.014),
                                                            ("i", 0.014), ("z", 0.014))
+    catalogue_error_dark_variance: bool = False
     # calibration errors, per field (stellarexp/survey/calibration_errors.py)
     zero_point_sigma: tuple[tuple[str, float], ...] = (("u", 0.02), ("g", 0.01), ("r", 0.01),
                                                        ("i", 0.01), ("z", 0.02))
@@ -124,7 +124,7 @@ def spec_from_config(data_cfg) -> SurveySpec:
     s = data_cfg.sizes[size]
     keys = ("duplicate_fraction", "missing_label_fraction", "fe_h_flag_fraction", "field_density_sigma",
             "crowding_radius_arcsec", "crowding_max_neighbours", "crowding_mag_limit", "psf_model_fwhm_error",
-            "ebv_map_error", "dwarf_share")
+            "ebv_map_error", "dwarf_share", "catalogue_error_dark_variance")
     extra = {k: data_cfg[k] for k in keys if k in data_cfg}
     if "binary_fraction" in data_cfg:
         value = data_cfg.binary_fraction

@@ -19,6 +19,8 @@ CURVE_BIN_MAG = 0.25
 CURVE_MIN_STARS = 5
 # twin comparison: bins where calibObj's median error is at most this (S/N >= 5, detected stars)
 TWIN_MAX_ERROR = 0.2
+# the PSF's effective pixels per FWHM^2 of a Gaussian (the least of seeing-limited PSFs)
+GAUSSIAN_NOISE_PIXELS = 4.0 * np.pi / (8.0 * np.log(2.0))
 # Today's label-noise levels (K, dex, dex): the survey's APOGEE-like errors must not grow.
 LABEL_NOISE_LIMITS: dict[str, float] = {"teff": 111.0, "logg": 0.106, "fe_h": 0.054}
 
@@ -192,3 +194,35 @@ def label_noise(stars: pd.DataFrame, *, sample: str, limits: dict | None = None,
     detail = ", ".join(f"{r.label} {r.sigma:.3g} +- {r.se:.2g}" for r in table.itertuples()) + f" ({int(table['n'].min())} stars)"
     metrics = {f"sigma_{r.label}": float(r.sigma) for r in table.itertuples()}
     return Check("label_noise", sample, float(table["fraction"].max()), target, passed, detail, table, metrics)
+
+
+def implied_noise_pixels(real: pd.DataFrame, band: str, camcol: int, *, dark_variance: bool,
+                         snr: tuple[float, float] = (3.0, 12.0)) -> float:
+    """The PSF's effective number of pixels, in units of FWHM^2 (pixels), that calibObj's
+    reported errors imply for faint stars.
+
+    A PSF fit's flux variance is ``n_eff`` times the per-pixel variance plus the source's
+    Poisson term, so ``n_eff = (err_dn^2 - flux_dn / gain) / (sky_dn / gain [+ darkVariance])``
+    per star (``psfflux``, ``psfflux_ivar``, ``skyflux``, ``nmgypercount``, ``psf_fwhm``
+    columns). A seeing-limited PSF has ``n_eff / FWHM^2`` at least that of a Gaussian
+    (:data:`GAUSSIAN_NOISE_PIXELS`, 2.27; Moffat profiles with beta 3-4.8 give 3.0-3.8), so a value
+    below it says the errors were computed from less variance than assumed.
+
+    Returns
+    -------
+    float
+        The median over stars with ``snr[0] < S/N < snr[1]``.
+    """
+    f = real[f"psfflux_{band}"].to_numpy(float)
+    ivar = real[f"psfflux_ivar_{band}"].to_numpy(float)
+    nmgy = real[f"nmgypercount_{band}"].to_numpy(float)
+    sky_dn = real[f"skyflux_{band}"].to_numpy(float) * sdss.PIXEL_SCALE_ARCSEC**2 / nmgy
+    fwhm_px = real[f"psf_fwhm_{band}"].to_numpy(float) / sdss.PIXEL_SCALE_ARCSEC
+    gain = sdss.gain(band, camcol)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err_dn = 1.0 / np.sqrt(ivar) / nmgy
+        s_n = f * np.sqrt(ivar)
+    pixel_var = sky_dn / gain + (sdss.dark_variance(band, camcol) if dark_variance else 0.0)
+    n_eff = (err_dn**2 - f / nmgy / gain) / pixel_var
+    keep = (s_n > snr[0]) & (s_n < snr[1]) & np.isfinite(n_eff)
+    return float(np.median(n_eff[keep] / fwhm_px[keep] ** 2))
