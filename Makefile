@@ -57,7 +57,8 @@ ui: $(STAMP)
 	$(PY) -m stellarexp.tracking.ui
 
 lint: $(STAMP)
-	$(PY) -m ruff check stellarexp tests
+	$(PY) -m ruff check stellarexp tests hydra_plugins
+	$(VENV)/bin/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,7 +2,7 @@
 stages' settings and the tree models' parameters, and one check.
 
 Used before a job starts (:func:`stellarexp.stages.checks.check_stage`) and before a sweep's
-first trial (:func:`stellarexp.sweeps.to_param`), so a bad value or search range stops with its
+first trial (:func:`stellarexp.tune.search_space.to_param`), so a bad value or search range stops with its
 key and the allowed range.
 """
 

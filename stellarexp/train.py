@@ -91,8 +91,8 @@ def _user_error(exc: BaseException) -> bool:
     from stellarexp.data.dataset import DatasetError
     from stellarexp.data.pipeline import UserInputError
     from stellarexp.sdss.frames import FrameError
-    from stellarexp.sweeps import SweepError
     from stellarexp.tracking.diskfull import ArtifactStoreFull
+    from stellarexp.tune.studies import SweepError
 
     known = (CatalogError, ConfigError, DatasetError, FrameError, UserInputError, SweepError,
              ArtifactStoreFull)

@@ -21,12 +21,12 @@ STUDIES = ("backbone", "head", "logg_classifier", "logg_heads")
 def test_each_image_stage_has_a_default_study_with_a_pruner(stage):
     from omegaconf import OmegaConf
 
-    from stellarexp import sweeps
+    from stellarexp.tune import search_space, studies
 
     probe = compose(["model=convit", f"stage={stage}"])
-    assert sweeps.default_study(probe) == stage
-    spec = sweeps.load_study(stage)
-    space, fixed = sweeps.parse_search_space(spec.params)
+    assert studies.default_study(probe) == stage
+    spec = studies.load_study(stage)
+    space, fixed = search_space.parse_search_space(spec.params)
     assert spec.settings["pruner"] == "median" and len(space) >= 4
     assert any(line.startswith("target=") for line in fixed)  # a default target, replaceable
     for key in space:  # every searched key exists in the stage's composed config
@@ -91,7 +91,7 @@ def test_pruning_callback_reports_each_epoch_and_prunes_a_worse_trial():
 
 
 def test_a_three_trial_head_study_reports_epochs_to_its_pruner(home, tmp_path):
-    from stellarexp import sweeps
+    from stellarexp.tune import studies
 
     torch.set_num_threads(1)
     path = tmp_path / "img.h5"
@@ -108,7 +108,7 @@ def test_a_three_trial_head_study_reports_epochs_to_its_pruner(home, tmp_path):
                    home, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(sweeps.default_journal())))
+        optuna.storages.journal.JournalFileBackend(str(studies.default_journal())))
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     name = next(n for n in names if n.startswith("head-teff-paper-"))
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()

@@ -23,7 +23,7 @@ def _journal_with_two_studies(path):
 
 
 def test_a_torn_tail_with_a_glued_append_is_repaired(tmp_path, caplog):
-    from hydra_plugins.stellarexp_sweeper._runtime import open_storage
+    from stellarexp.tune.storages import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = tmp_path / "journal.log"

@@ -1,4 +1,5 @@
-"""The layer contracts of pyproject.toml ([tool.importlinter]) hold: survey and data stay apart."""
+"""The layer contracts of pyproject.toml ([tool.importlinter]) hold, and stellarexp imports no
+private Hydra module."""
 
 import shutil
 import subprocess
@@ -17,3 +18,18 @@ def test_import_contracts_are_kept():
     proc = subprocess.run([exe], check=False, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "0 broken" in proc.stdout
+
+
+def test_stellarexp_uses_no_private_hydra_module():
+    """Hydra's ``_internal`` is for its own plugins: stellarexp uses the public API, and only
+    the sweeper plugin (an adapter) may reach further."""
+    import ast
+
+    offenders = []
+    for path in (ROOT / "stellarexp").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                          if n.startswith(("hydra._internal", "hydra_plugins"))]
+    assert not offenders, offenders

@@ -19,10 +19,11 @@ ENTRY_CONFIG = {"stellarexp.train": "train", "stellarexp.reproduce": "reproduce"
 
 
 def test_configs_and_studies_live_in_the_package_and_ship_as_package_data():
-    from stellarexp import home, sweeps
+    from stellarexp import home
+    from stellarexp.tune import studies
 
     assert home.conf_dir() == PACKAGE / "conf" and (home.conf_dir() / "train.yaml").is_file()
-    assert sweeps.studies_dir() == PACKAGE / "studies" and (sweeps.studies_dir() / "defaults.yaml").is_file()
+    assert studies.studies_dir() == PACKAGE / "studies" and (studies.studies_dir() / "defaults.yaml").is_file()
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["stellarexp"]
     shipped = [p for p in (PACKAGE / "conf").rglob("*") if p.is_file()]
     shipped += [p for p in (PACKAGE / "studies").rglob("*") if p.is_file()]
@@ -33,10 +34,10 @@ def test_configs_and_studies_live_in_the_package_and_ship_as_package_data():
 
 
 def test_sweep_results_go_under_the_home(tmp_path, monkeypatch):
-    from stellarexp import sweeps
+    from stellarexp.tune import studies
 
     monkeypatch.setenv("STELLAREXP_HOME", str(tmp_path))
-    assert sweeps.results_dir() == tmp_path / "sweeps" / "results"
+    assert studies.results_dir() == tmp_path / "sweeps" / "results"
 
 
 def _documented_commands() -> list[tuple[str, str, list[str]]]:

@@ -62,7 +62,7 @@ def test_head_links_to_its_backbone_and_logs_uncertainties(home, tmp_path, backb
 
 
 def test_eq20_and_the_mixture_std():
-    from stellarexp.stages.logg import combine
+    from stellarexp.models.two_stage import combine
 
     h1 = torch.tensor([[4.4, 4.6], [4.6, 4.4]], dtype=torch.float64)  # mean 4.5, var 0.02
     h2 = torch.tensor([[2.0, 3.0], [3.0, 2.0]], dtype=torch.float64)  # mean 2.5, var 0.5

@@ -40,7 +40,7 @@ def main(cfg):
         time.sleep(120)
     if cfg.mode == "mixed" and cfg.x == 3:  # a stage that prunes itself through the study
         import optuna
-        from stellarexp.sweeps import current_trial
+        from stellarexp.tune.in_job import current_trial
 
         current_trial().report(42.0, step=0)
         raise optuna.TrialPruned()
@@ -348,7 +348,8 @@ def test_a_trial_killed_while_recording_its_worker_is_failed_under_the_lock(tmp_
     running forever), and a fully recorded live trial is left alone."""
     import socket
 
-    from hydra_plugins.stellarexp_sweeper._runtime import fail_stale_trials, open_storage
+    from stellarexp.tune.liveness import fail_stale_trials
+    from stellarexp.tune.storages import open_storage
 
     storage = open_storage(str(tmp_path / "journal.log"))
     study = optuna.create_study(study_name="s", storage=storage)

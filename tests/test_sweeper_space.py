@@ -12,7 +12,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from stellarexp import sweeps
+from stellarexp.tune import naming, search_space, storages, studies
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "stellarexp" / "studies"
@@ -44,7 +44,7 @@ INTEGER = {"max_depth", "n_estimators", "min_child_samples", "min_data_in_leaf",
 
 
 def _space(exprs: dict):
-    space, fixed = sweeps.parse_search_space(exprs)
+    space, fixed = search_space.parse_search_space(exprs)
     return space, fixed
 
 
@@ -96,16 +96,16 @@ def test_prefixes_fixed_values_and_float_text():
     ("interval(0,", "cannot parse"),
 ])
 def test_bad_expressions_say_why(expr, message):
-    with pytest.raises(sweeps.SweepError, match=message):
-        sweeps.parse_search_space({"key": expr})
+    with pytest.raises(studies.SweepError, match=message):
+        search_space.parse_search_space({"key": expr})
 
 
 def test_grid_values_need_discrete_parameters():
     space, _ = _space({"a": "range(1, 4)", "b": "x,y"})
-    assert sweeps.grid_values(space) == {"a": [1, 2, 3], "b": ["x", "y"]}
+    assert search_space.grid_values(space) == {"a": [1, 2, 3], "b": ["x", "y"]}
     space, _ = _space({"c": "interval(0, 1)"})
-    with pytest.raises(sweeps.SweepError, match="discrete"):
-        sweeps.grid_values(space)
+    with pytest.raises(studies.SweepError, match="discrete"):
+        search_space.grid_values(space)
 
 
 # ------------------------------------------------------------------------------- study files
@@ -113,16 +113,16 @@ def test_grid_values_need_discrete_parameters():
 
 def test_eight_baseline_studies_ship():
     expected = {f"{m}_{f}" for m in PAPER for f in ("mag", "color")}
-    assert expected <= set(sweeps.available_studies(SWEEPS))
+    assert expected <= set(studies.available_studies(SWEEPS))
 
 
 @pytest.mark.parametrize("model", sorted(PAPER))
 @pytest.mark.parametrize("features", ["mag", "color"])
 def test_study_ranges_equal_the_paper(model, features):
-    study = sweeps.load_study(f"{model}_{features}", SWEEPS)
+    study = studies.load_study(f"{model}_{features}", SWEEPS)
     assert f"model={model}" in study.overrides and f"features={features}" in study.overrides
     assert "stage=baseline" in study.overrides
-    space, fixed = sweeps.parse_search_space(study.params)
+    space, fixed = search_space.parse_search_space(study.params)
     assert not fixed
     searched = {key.removeprefix("model.params."): p.distribution for key, p in space.items()}
     assert all(key.startswith("model.params.") for key in space)
@@ -143,17 +143,17 @@ def test_study_ranges_equal_the_paper(model, features):
 
 def test_lightgbm_alias_is_the_only_unsearched_row():
     for features in ("mag", "color"):
-        skipped = sweeps.load_study(f"lightgbm_{features}", SWEEPS).extra["not_searched"]
+        skipped = studies.load_study(f"lightgbm_{features}", SWEEPS).extra["not_searched"]
         assert set(skipped) == {"min_child_samples"}
 
 
 def test_missing_study_lists_the_available_ones(tmp_path):
     (tmp_path / "one.yaml").write_text("params: {x: interval(0, 1)}\n")
-    with pytest.raises(sweeps.SweepError, match="available studies .*: one"):
-        sweeps.load_study("two", tmp_path)
+    with pytest.raises(studies.SweepError, match="available studies .*: one"):
+        studies.load_study("two", tmp_path)
     (tmp_path / "bad.yaml").write_text("params: {}\n")
-    with pytest.raises(sweeps.SweepError, match="non-empty"):
-        sweeps.load_study("bad", tmp_path)
+    with pytest.raises(studies.SweepError, match="non-empty"):
+        studies.load_study("bad", tmp_path)
 
 
 def test_default_study_maps_stage_model_features(tmp_path):
@@ -161,10 +161,10 @@ def test_default_study_maps_stage_model_features(tmp_path):
 
     cfg = OmegaConf.create({"stage": {"name": "baseline"}, "model": {"name": "xgboost"},
                             "features": {"name": "color"}})
-    assert sweeps.default_study(cfg, SWEEPS) == "xgboost_color"
+    assert studies.default_study(cfg, SWEEPS) == "xgboost_color"
     cfg.stage.name = "report"
-    assert sweeps.default_study(cfg, SWEEPS) is None
-    assert sweeps.default_study(cfg, tmp_path) is None  # no defaults.yaml
+    assert studies.default_study(cfg, SWEEPS) is None
+    assert studies.default_study(cfg, tmp_path) is None  # no defaults.yaml
 
 
 # ------------------------------------------------------------------------- names and results
@@ -174,17 +174,17 @@ def test_study_name_parts_and_variants():
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create({"target": "teff", "split": {"name": "holdout"}})
-    assert sweeps.study_name("xgboost_color", cfg, "synthetic-0123456789") == \
+    assert naming.study_name("xgboost_color", cfg, "synthetic-0123456789") == \
         "xgboost_color-teff-holdout-synthetic-0123456789"
-    assert sweeps.study_name("toy", None) == "toy"
+    assert naming.study_name("toy", None) == "toy"
     ignore = ["data", "tracking"]
-    same = sweeps.overrides_signature(["data.size=tiny", "tracking.uri=x", "sweep=s"], ignore, ["sweep"])
+    same = naming.overrides_signature(["data.size=tiny", "tracking.uri=x", "sweep=s"], ignore, ["sweep"])
     assert same is None
-    one = sweeps.overrides_signature(["seed=3", "data.size=tiny"], ignore)
-    assert one == sweeps.overrides_signature(["data.size=full", "seed=3"], ignore)
-    assert one != sweeps.overrides_signature(["seed=4"], ignore)
+    one = naming.overrides_signature(["seed=3", "data.size=tiny"], ignore)
+    assert one == naming.overrides_signature(["data.size=full", "seed=3"], ignore)
+    assert one != naming.overrides_signature(["seed=4"], ignore)
     # an exact key (the study's own model=...) does not hide the keys below it
-    assert sweeps.overrides_signature(["+model.params.x=1"], [], ["model"]) is not None
+    assert naming.overrides_signature(["+model.params.x=1"], [], ["model"]) is not None
 
 
 @pytest.mark.parametrize("target, ok", [("teff", True), ("all", False), (["teff", "logg"], False)])
@@ -193,11 +193,11 @@ def test_one_target_per_study(target, ok):
 
     cfg = OmegaConf.create({"target": target})
     if ok:
-        sweeps.check_single_target(cfg)
+        naming.check_single_target(cfg)
     else:
-        with pytest.raises(sweeps.SweepError, match="one target at a time"):
-            sweeps.check_single_target(cfg)
-    sweeps.check_single_target(OmegaConf.create({"x": 1}))  # apps without a target key
+        with pytest.raises(studies.SweepError, match="one target at a time"):
+            naming.check_single_target(cfg)
+    naming.check_single_target(OmegaConf.create({"x": 1}))  # apps without a target key
 
 
 def test_first_trial_takes_the_paper_optimum_in_range():
@@ -208,12 +208,12 @@ def test_first_trial_takes_the_paper_optimum_in_range():
                        "model.params.subsample": "interval(0.5, 1)"})
     cfg = OmegaConf.create({"target": "teff", "model": {"hparams": {"teff": {
         "max_depth": 9, "gamma": 0.91, "subsample": 0.2}}}})
-    got = sweeps.first_trial_params("model.hparams.{target}", cfg, space)
+    got = search_space.first_trial_params("model.hparams.{target}", cfg, space)
     assert got == {"model.params.max_depth": 9, "model.params.gamma": 0.91}  # 0.2 is out of range
 
 
 def test_export_is_atomic_yaml(tmp_path):
-    path = sweeps.write_yaml_atomic(tmp_path / "r" / "s.yaml", {"best_value": 1.5, "params": {"x": 2}})
+    path = studies.write_yaml_atomic(tmp_path / "r" / "s.yaml", {"best_value": 1.5, "params": {"x": 2}})
     assert yaml.safe_load(path.read_text()) == {"best_value": 1.5, "params": {"x": 2}}
     assert [p.name for p in path.parent.iterdir()] == ["s.yaml"]  # no temporary file left
 
@@ -223,13 +223,12 @@ def test_override_quoting_round_trips():
 
     parser = OverridesParser.create()
     for text in ["xgboost_color-teff-paper-synthetic-0123456789", "a b", "it's", "a,b=c"]:
-        assert parser.parse_override(f"k={sweeps.quote(text)}").value() == text
+        assert parser.parse_override(f"k={search_space.quote(text)}").value() == text
 
 
 def test_storage_text_never_shows_a_password(tmp_path):
-    from hydra_plugins.stellarexp_sweeper import _runtime
 
-    assert _runtime.describe_storage("postgresql://me:s3cr@t@db:5432/optuna") == \
+    assert storages.describe_storage("postgresql://me:s3cr@t@db:5432/optuna") == \
         "postgresql://me:***@db:5432/optuna"
-    assert _runtime.describe_storage(str(tmp_path / "j.log")) == str(tmp_path / "j.log")
-    assert _runtime.describe_storage(None).endswith("mlruns/optuna/journal.log")
+    assert storages.describe_storage(str(tmp_path / "j.log")) == str(tmp_path / "j.log")
+    assert storages.describe_storage(None).endswith("mlruns/optuna/journal.log")

@@ -21,6 +21,8 @@ from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 
+from stellarexp.tune import naming, search_space, studies
+
 from .config import StellarexpSweeperConf  # noqa: F401  (registers the config schema)
 
 log = logging.getLogger("stellarexp.sweep")
@@ -71,7 +73,6 @@ class StellarexpSweeper(Sweeper):
         """Run the grid or the study selected by ``arguments`` (the task overrides)."""
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from stellarexp import sweeps
 
         opts = self.options
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -81,21 +82,21 @@ class StellarexpSweeper(Sweeper):
         study_key = opts.get("study_key")
         study = opts.get("study") or (self.config.get(study_key) if study_key else None)
         extra_space = dict(opts.get("params") or {})
-        continuous = any(sweeps.is_search_override(o) for o in swept)
+        continuous = any(search_space.is_search_override(o) for o in swept)
         mode = str(opts.get("mode") or "auto")
         if mode not in ("auto", "grid", "optuna"):
-            raise sweeps.SweepError(f"hydra.sweeper.mode must be auto, grid or optuna, got {mode!r}")
+            raise studies.SweepError(f"hydra.sweeper.mode must be auto, grid or optuna, got {mode!r}")
 
         if mode == "grid" or (mode == "auto" and swept and not (study or continuous or extra_space)):
             return self._grid(arguments)
         if not (study or continuous or extra_space or swept):
             probe = self._compose(fixed)
-            study = sweeps.default_study(probe, self._studies_dir())
+            study = studies.default_study(probe, self._studies_dir())
             if study is None:
                 if mode == "optuna":
-                    raise sweeps.SweepError(
+                    raise studies.SweepError(
                         f"no sweep=<study> given and no default study for this stage in "
-                        f"{self._studies_dir()}; available: {', '.join(sweeps.available_studies(self._studies_dir()))}")
+                        f"{self._studies_dir()}; available: {', '.join(studies.available_studies(self._studies_dir()))}")
                 log.warning("-m without a grid, a sweep=<study> or a default study for this "
                             "stage: running the single job")
                 return self._grid(arguments)
@@ -113,9 +114,8 @@ class StellarexpSweeper(Sweeper):
         return grid.sweep(arguments)
 
     def _studies_dir(self) -> Path:
-        from stellarexp import sweeps
 
-        return Path(self.options.get("studies_dir") or sweeps.studies_dir())
+        return Path(self.options.get("studies_dir") or studies.studies_dir())
 
     def _compose(self, overrides: list[str]):
         """The job config ``overrides`` compose to (what a trial sees, before its parameters)."""
@@ -126,71 +126,68 @@ class StellarexpSweeper(Sweeper):
         """The optimised metric's name and the override that makes the jobs return it."""
         from omegaconf import OmegaConf
 
-        from stellarexp import sweeps
 
         key = self.options.get("metric_key")
         line = [f"{key}={metric}"] if metric and key and _has_key(probe, key) else []
         if metric is None and key and _has_key(probe, key):
             metric = OmegaConf.select(probe, key, default=None) or _default_metric(probe)
         if metric and str(metric).startswith("test/"):
-            raise sweeps.SweepError(f"metric {metric!r}: sweeps optimise a validation metric; the "
+            raise studies.SweepError(f"metric {metric!r}: sweeps optimise a validation metric; the "
                                     f"test subset is for the final report only")
         return metric, line
 
     def _optuna(self, study: str | None, fixed: list[str], swept: list, extra_space: dict) -> Any:
         from hydra.core.plugins import Plugins
 
-        from stellarexp import sweeps
-
-        from . import _runtime
+        from stellarexp.tune import loop, samplers  # imports Optuna: only when a study runs
 
         opts = self.options
-        spec = sweeps.load_study(study, self._studies_dir()) if study else sweeps.StudyFile(name="")
-        cli_keys = {sweeps.parse_override(line).key_or_group: line for line in fixed}
+        spec = studies.load_study(study, self._studies_dir()) if study else studies.StudyFile(name="")
+        cli_keys = {search_space.parse_override(line).key_or_group: line for line in fixed}
         base = list(fixed)
         for line in spec.overrides:  # the study's fixed overrides; the command line may not contradict them
-            key = sweeps.parse_override(line).key_or_group
+            key = search_space.parse_override(line).key_or_group
             if key in cli_keys and _value(cli_keys[key]) != _value(line):
-                raise sweeps.SweepError(f"study {spec.name} sets {line!r} but the command line "
+                raise studies.SweepError(f"study {spec.name} sets {line!r} but the command line "
                                         f"says {cli_keys[key]!r}")
             if key not in cli_keys:
                 base.append(line)
-        space, space_fixed = sweeps.parse_search_space({**spec.params, **extra_space})
+        space, space_fixed = search_space.parse_search_space({**spec.params, **extra_space})
         for override in swept:  # command-line sweeps add or replace parameters
             if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
-                raise sweeps.SweepError(f"{override.input_line!r}: glob() works for a grid only")
-            param = sweeps.to_param(override)
+                raise studies.SweepError(f"{override.input_line!r}: glob() works for a grid only")
+            param = search_space.to_param(override)
             space[param.key] = param
         for key in list(space):  # a key fixed on the command line is not searched
             if key in cli_keys:
                 log.info("%s fixed by the command line (%s): not searched", key, cli_keys[key])
                 del space[key]
         if not space:
-            raise sweeps.SweepError("the search space is empty")
-        base += [line for line in space_fixed if sweeps.parse_override(line).key_or_group not in cli_keys]
+            raise studies.SweepError("the search space is empty")
+        base += [line for line in space_fixed if search_space.parse_override(line).key_or_group not in cli_keys]
 
         settings = {**_BUILTIN, **spec.settings,
                     **{k: opts[k] for k in _BUILTIN if opts.get(k) is not None}}
         probe = self._compose(base)
         metric, metric_line = self._metric(settings["metric"], probe)
         if opts.get("target_key"):
-            sweeps.check_single_target(probe, opts["target_key"])
+            naming.check_single_target(probe, opts["target_key"])
         _add_prefixes(space, probe, spec.path)
         if settings["sampler"] == "grid" and opts.get("n_trials") is None and "n_trials" not in spec.settings:
-            settings["n_trials"] = _grid_size(sweeps.grid_values(space))
+            settings["n_trials"] = _grid_size(search_space.grid_values(space))
 
         # the name: study id, target, split, data fingerprint, hash of other objective overrides
-        data = sweeps.data_identity(probe, prepare=bool(opts.get("prepare_data", True)))
+        data = naming.data_identity(probe, prepare=bool(opts.get("prepare_data", True)))
         exact = [opts.get("study_key"), opts.get("target_key"),
-                 *(sweeps.parse_override(line).key_or_group for line in spec.overrides)]
+                 *(search_space.parse_override(line).key_or_group for line in spec.overrides)]
         identity = base + (metric_line if opts.get("metric") is not None else [])
-        variant = sweeps.overrides_signature(identity, opts.get("identity_ignore") or (),
+        variant = naming.overrides_signature(identity, opts.get("identity_ignore") or (),
                                              [k for k in exact if k])
-        name = opts.get("study_name") or sweeps.study_name(
+        name = opts.get("study_name") or naming.study_name(
             spec.name or _cli_study_id(probe, space), probe, data, variant)
         base += metric_line
-        results = sweeps.results_file(opts.get("results_dir") or sweeps.results_dir(), name)
-        plan = _runtime.Plan(
+        results = studies.results_file(opts.get("results_dir") or studies.results_dir(), name)
+        plan = loop.Plan(
             study_name=name, storage=opts.get("storage"), space=space, base_overrides=base,
             sampler=str(settings["sampler"]).lower(), seed=settings["seed"],
             direction=str(settings["direction"]).lower(), metric=metric,
@@ -198,18 +195,18 @@ class StellarexpSweeper(Sweeper):
             pruner=settings["pruner"], max_consecutive_failures=int(opts.get("max_consecutive_failures") or 0),
             heartbeat_interval=float(opts.get("heartbeat_interval") or 30.0),
             grace_period=float(opts.get("grace_period") or 300.0),
-            first_trial=sweeps.first_trial_params(spec.first_trial, probe, space),
+            first_trial=search_space.first_trial_params(spec.first_trial, probe, space),
             results_path=results, mlflow=str(opts.get("mlflow", "auto")).lower() not in ("false", "0", "none"),
             attrs={"study_file": str(spec.path or ""), "overrides": base},
         )
-        _runtime.make_sampler(plan.sampler, plan.seed, space)  # fail early on a bad sampler
+        samplers.make_sampler(plan.sampler, plan.seed, space)  # fail early on a bad sampler
         sweep_dir = Path(self.config.hydra.sweep.dir)  # as Hydra's own sweeper does
         sweep_dir.mkdir(parents=True, exist_ok=True)
         # the sweep's record, as Hydra's own sweeper writes it, with secrets masked
         _save_redacted(self.config, sweep_dir / "multirun.yaml")
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
-        return _runtime.run(plan, self, probe)
+        return loop.run(plan, self, probe)
 
 
 def _save_redacted(config, path: Path) -> None:
@@ -233,7 +230,6 @@ def _add_prefixes(space: dict, probe, source=None) -> None:
 
     from omegaconf import OmegaConf
 
-    from stellarexp import sweeps
 
     where = f"{source}: " if source else ""
     for key, param in space.items():
@@ -242,14 +238,14 @@ def _add_prefixes(space: dict, probe, source=None) -> None:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(probe, parent, default=None) if parent else None
         if not OmegaConf.is_dict(node):
-            raise sweeps.SweepError(f"{where}search parameter {key!r} is not a key of the job "
+            raise studies.SweepError(f"{where}search parameter {key!r} is not a key of the job "
                                     f"config (and {parent or 'its parent'!r} is no mapping in it)")
         # names used anywhere in the config (model.params is empty; model.hparams.<t> is not)
         names = {k.rpartition(".")[2] for k in _leaf_keys(OmegaConf.to_container(probe, resolve=False))}
         close = [] if leaf in names else difflib.get_close_matches(leaf, sorted(names), n=1,
                                                                    cutoff=0.8)
         if close:
-            raise sweeps.SweepError(
+            raise studies.SweepError(
                 f"{where}search parameter {key!r} is not a key of the job config; did you mean "
                 f"{close[0]!r}? Fix the name, or write '++{key}' to add a new key on purpose")
         param.prefix = "++"
@@ -298,8 +294,7 @@ def _cli_study_id(cfg, space) -> str:
     """Name of a study given only on the command line: stage/model/features + space hash."""
     from omegaconf import OmegaConf
 
-    from stellarexp import sweeps
 
     parts = [str(OmegaConf.select(cfg, k, default=None)) for k in ("stage.name", "model.name", "features.name")]
     parts = [p for p in parts if p != "None"]
-    return "_".join([*parts, "cli"]) + "-" + sweeps.space_signature(space)
+    return "_".join([*parts, "cli"]) + "-" + search_space.space_signature(space)

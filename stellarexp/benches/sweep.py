@@ -114,15 +114,14 @@ def _instrument() -> None:
     """Time the parts of each trial's job: composition, Hydra's job, the entry point's task.
 
     Wraps the launcher's ``launch`` (to know the trial) and its module's ``run_job``, the
-    ``load_sweep_config`` of the sweeper's config loader (``CachedSweepLoader``, else Hydra's)
-    and ``stellarexp.train.run``; each wrapper reads the wall and CPU clocks twice, and the
+    ``load_sweep_config`` of the config loader the launcher is given (the sweeper's
+    ``CachedSweepLoader``, found on the instance, so no private module is imported) and
+    ``stellarexp.train.run``; each wrapper reads the wall and CPU clocks twice, and the
     launcher's also stamps the CPU clock when it returns. Hydra loads its launcher from a module
-    copy made by its plugin scan, so the launcher is patched once instantiated. These are Hydra
-    internals: when they do not look as expected, nothing is patched and the breakdown is
-    simply missing.
+    copy made by its plugin scan, so the launcher is patched once instantiated. When Hydra's
+    objects do not look as expected, nothing is patched and the breakdown is simply missing.
     """
     try:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
         from hydra.core.plugins import Plugins
 
         from stellarexp import train
@@ -157,6 +156,11 @@ def _instrument() -> None:
 
     def instantiate_wrapper(self, *args, **kwargs):
         launcher = instantiate(self, *args, **kwargs)
+        # the trials' outermost composition call (it may call Hydra's own loader)
+        loader_cls = type(getattr(kwargs.get("hydra_context"), "config_loader", None))
+        compose = getattr(loader_cls, "load_sweep_config", None)
+        if callable(compose) and not getattr(compose, "bench_timed", False):
+            loader_cls.load_sweep_config = timed("compose", compose)
         module_globals = getattr(type(launcher).launch, "__globals__", {})
         run_job = module_globals.get("run_job")
         if callable(run_job):
@@ -166,11 +170,6 @@ def _instrument() -> None:
         return launcher
 
     Plugins.instantiate_launcher = instantiate_wrapper
-    try:  # the sweeper's loader is the outermost composition call (it may call Hydra's)
-        from hydra_plugins.stellarexp_sweeper._compose import CachedSweepLoader as loader_cls
-    except ImportError:
-        loader_cls = ConfigLoaderImpl
-    loader_cls.load_sweep_config = timed("compose", loader_cls.load_sweep_config)
     train.run = timed("task", train.run)
 
 

@@ -193,7 +193,7 @@ class Predictor:
     """
 
     def __init__(self, folder):
-        from stellarexp.stages.image_common import read_backbone_artifact
+        from stellarexp.models.backbone_artifact import read_backbone_artifact
 
         self.folder = Path(folder)
         path = self.folder / "package.json"
@@ -289,7 +289,7 @@ class Predictor:
         import torch
 
         from stellarexp.models.bayes import summarize
-        from stellarexp.stages.logg import combine
+        from stellarexp.models.two_stage import combine
 
         arr = self.check_images(images)
         n = int(n_samples or self.n_samples)

@@ -253,7 +253,7 @@ class Reproduce:
     def data_step(self, step: Step, dry: bool) -> StepResult:
         """Simulate (synthetic) and build the dataset file when absent or stale."""
         from stellarexp.data import pipeline
-        from stellarexp.stages.report import data_fingerprint
+        from stellarexp.data.fingerprint import data_fingerprint
 
         t0 = time.time()
         data_cfg = jobs.compose_job(step.overrides).data

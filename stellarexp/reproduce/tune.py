@@ -55,25 +55,25 @@ def study_plan(job_cfg, overrides: list[str], n_trials: int | None) -> list[dict
     n_trials : int, optional
         Trials per study (``None``: the study file's ``n_trials``, else 20).
     """
-    from stellarexp import sweeps
     from stellarexp.stages import targets_of
+    from stellarexp.tune import naming, studies
 
     from .jobs import compose_job
 
     study = f"{job_cfg.model.name}_{job_cfg.features.name}"
-    if study not in sweeps.available_studies():
+    if study not in studies.available_studies():
         raise ReproduceError(f"tune=true: no study file stellarexp/studies/{study}.yaml for this baseline")
-    wanted = int(n_trials or sweeps.load_study(study).settings.get("n_trials") or 20)
+    wanted = int(n_trials or studies.load_study(study).settings.get("n_trials") or 20)
     out = []
     for target in targets_of(job_cfg.get("target")):
         args = _study_overrides(overrides, study, target)
         cfg_t = compose_job([o for o in overrides if not o.startswith("target=")]
                             + [f"target={target}"])
-        name = sweeps.study_name(study, cfg_t, sweeps.data_identity(cfg_t, prepare=False))
+        name = naming.study_name(study, cfg_t, naming.data_identity(cfg_t, prepare=False))
         command = [sys.executable, "-m", "stellarexp.train", "-m", *args,
                    f"hydra.sweeper.n_trials={wanted}"]
         out.append({"target": target, "study": study, "name": name, "n_trials": wanted,
-                    "results": sweeps.results_file(sweeps.results_dir(), name),
+                    "results": studies.results_file(studies.results_dir(), name),
                     "command": command})
     return out
 

@@ -16,6 +16,8 @@ import logging
 import time
 from pathlib import Path
 
+from stellarexp.models import backbone_artifact
+
 log = logging.getLogger(__name__)
 
 
@@ -191,10 +193,10 @@ def run(cfg, run) -> dict[str, float]:
     # ---- artifacts
     info = {"plan": plan.to_dict(), "batchnorm": bn_mode, "best_epoch": best_epoch,
             "history": hist}
-    folder = ic.write_backbone_artifact(
-        run.output_dir / ic.ARTIFACT_DIR, model, arch, targets, dm.scaler, dm.label_scaler,
+    folder = backbone_artifact.write_backbone_artifact(
+        run.output_dir / backbone_artifact.ARTIFACT_DIR, model, arch, targets, dm.scaler, dm.label_scaler,
         {"averaging.json": info})
-    run.log_artifact(folder, ic.ARTIFACT_DIR)
+    run.log_artifact(folder, backbone_artifact.ARTIFACT_DIR)
     run.set_tags({"averaged_epochs": json.dumps(plan.used)[:500],
                   "averaging_note": plan.note or "full window"})
     if st.get("figures", True):

@@ -12,17 +12,14 @@ Imports torch lazily: only the functions that build models or tensors load it.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from stellarexp.io_utils import atomic_path, write_text_atomic
+from stellarexp.models.backbone_artifact import ARTIFACT_DIR, Backbone, read_backbone_artifact
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_DIR = "backbone"
 
 
 def set_threads(cfg) -> None:
@@ -67,58 +64,6 @@ def trainer_kwargs(cfg, stage_cfg) -> dict:
 def targets_tag(targets) -> str:
     """Value of the ``targets`` tag: the labels joined by commas."""
     return ",".join(targets)
-
-
-# --------------------------------------------------------------------------- backbone artifacts
-
-
-@dataclass
-class Backbone:
-    """A logged backbone loaded back: model (eval mode), scalers and provenance."""
-
-    model: object
-    band_scaler: object
-    label_scaler: object
-    targets: tuple[str, ...]
-    run_id: str
-    info: dict
-
-
-def write_backbone_artifact(folder: Path, model, arch: dict, targets, band_scaler, label_scaler,
-                            extra: dict | None = None) -> Path:
-    """Write the backbone artifact files into ``folder`` (then logged as ``backbone/``)."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "weights.pt") as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    write_text_atomic(folder / "model.json", json.dumps(
-        {"name": "convit", "arch": arch, "targets": list(targets)}, indent=2))
-    write_text_atomic(folder / "scalers.json", json.dumps(
-        {"band_scaler": band_scaler.to_dict(),
-         "label_scaler": label_scaler.to_dict() if label_scaler is not None else None}, indent=2))
-    for name, content in (extra or {}).items():
-        write_text_atomic(folder / name, json.dumps(content, indent=2, default=float))
-    return folder
-
-
-def read_backbone_artifact(folder: Path, run_id: str = "") -> Backbone:
-    """Load a backbone from a downloaded ``backbone/`` folder."""
-    import torch
-
-    from stellarexp.data.torchdata import BandScaler, LabelScaler
-    from stellarexp.models.convit import ConvitRegressor
-
-    folder = Path(folder)
-    meta = json.loads((folder / "model.json").read_text())
-    scalers = json.loads((folder / "scalers.json").read_text())
-    model = ConvitRegressor(meta["targets"], **meta["arch"])
-    model.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu", weights_only=True))
-    model.eval()
-    ls = scalers.get("label_scaler")
-    return Backbone(model, BandScaler.from_dict(scalers["band_scaler"]),
-                    LabelScaler.from_dict(ls) if ls else None, tuple(meta["targets"]), run_id,
-                    meta)
 
 
 def find_backbone_run(client, *, run_id: str | None = None, fingerprint: str | None = None,

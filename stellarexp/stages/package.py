@@ -131,9 +131,9 @@ def _training_stars(head_run, cfg, split: str):
 def run(cfg, run) -> dict[str, float]:
     """Assemble, log and register the package; see the module docstring."""
 
+    from stellarexp.data.fingerprint import data_fingerprint
     from stellarexp.models import packaged
     from stellarexp.stages import targets_of
-    from stellarexp.stages.report import data_fingerprint
 
     st = cfg.stage
     client = run.client

@@ -1,6 +1,6 @@
 """Optuna pruning for the image stages: report the per-epoch validation metric, stop bad trials.
 
-Inside an Optuna sweep (:func:`stellarexp.sweeps.current_trial` returns the job's trial), the
+Inside an Optuna sweep (:func:`stellarexp.in_job.current_trial` returns the job's trial), the
 stages add :class:`OptunaPruning` to their Lightning trainer. After every validation epoch it
 reports the study's metric (the job's ``optimized_metric``, e.g. ``val/sigma_teff``) to the
 trial and raises ``optuna.TrialPruned`` when the study's pruner (``pruner:`` in the study file,
@@ -84,7 +84,7 @@ def monitor_names(cfg) -> list[str]:
 
 def callbacks(cfg, step_offset: int = 0) -> list:
     """``[OptunaPruning]`` inside an Optuna sweep job, else ``[]``."""
-    from stellarexp.sweeps import current_trial
+    from stellarexp.tune.in_job import current_trial
 
     trial = current_trial()
     if trial is None:

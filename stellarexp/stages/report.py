@@ -13,32 +13,10 @@ import json
 import logging
 from pathlib import Path
 
+from stellarexp.data.fingerprint import data_fingerprint
 from stellarexp.io_utils import write_csv_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
-
-
-def data_fingerprint(data_cfg) -> str | None:
-    """Fingerprint of the data config's dataset (``None`` when it does not exist yet)."""
-    from omegaconf import OmegaConf
-
-    from stellarexp.data.dataset import DatasetError, read_attrs
-    from stellarexp.data.table import read_table
-
-    try:
-        if "columns" in data_cfg:
-            if OmegaConf.is_missing(data_cfg, "path"):
-                return None
-            cols = OmegaConf.to_container(data_cfg.columns, resolve=True)
-            return read_table(data_cfg.path, cols, fmt=data_cfg.get("format", "auto"),
-                              hdu=data_cfg.get("hdu", 1)).fingerprint
-        path = Path(str(data_cfg.dataset_path))
-        if not path.is_file():
-            return None
-        return str(read_attrs(path).get("fingerprint")) or None
-    except (DatasetError, OSError) as exc:
-        log.warning("cannot read the data config's dataset (%s)", exc)
-        return None
 
 
 def figure_links(client, runs) -> dict[str, list[tuple[str, str]]]:

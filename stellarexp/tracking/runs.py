@@ -279,7 +279,7 @@ def job_config_hash(cfg: Mapping) -> str:
         with contextlib.suppress(Exception):  # no dataset yet: the hash says so (None)
             from omegaconf import OmegaConf
 
-            from stellarexp.stages.report import data_fingerprint
+            from stellarexp.data.fingerprint import data_fingerprint
 
             fingerprint = data_fingerprint(OmegaConf.create(dict(cfg["data"])))
     params = home_relative(flatten(redact.redact(dict(cfg))))

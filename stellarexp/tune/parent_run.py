@@ -3,7 +3,7 @@
 The jobs open their own runs (stellarexp's ``tracked_run``); the sweeper makes them children by
 passing ``tracking.parent_run_id`` and tags ``optuna_study`` / ``optuna_trial`` as overrides. Used
 only when the job config has a ``tracking`` node with ``parent_run_id``; any MLflow problem is
-logged and the sweep goes on without it. Private module (imports mlflow when used).
+logged and the sweep goes on without it. Imports mlflow when used.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+
+from stellarexp.tune.search_space import quote
+from stellarexp.tune.storages import describe_storage
 
 log = logging.getLogger("stellarexp.sweep")
 
@@ -39,7 +42,6 @@ class ParentRun:
             from stellarexp.tracking import store
             from stellarexp.tracking.redact import redact
 
-            from ._runtime import describe_storage
 
             client = store.connect(tracking.get("uri"))
             artifact_root = tracking.get("artifact_root") if store.is_local(client.tracking_uri) else None
@@ -83,8 +85,6 @@ class ParentRun:
         The child run gets no config artifacts: its params hold the config, its ``overrides``
         tag the job's command line, and this run the study's overrides and search space.
         """
-        from stellarexp.sweeps import quote
-
         return [f"tracking.parent_run_id={self.run_id}",
                 f"++tracking.tags.{STUDY_TAG}={quote(self.study_name)}",
                 f"++tracking.tags.{TRIAL_TAG}={number}",
