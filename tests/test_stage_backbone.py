@@ -54,7 +54,7 @@ def _artifacts(client, run_id, path=None) -> set[str]:
 def test_backbone_run_logs_curves_and_an_averaged_artifact(home, tmp_path, image_dataset):
     import mlflow
 
-    from stellarexp.data.torchdata import StarDataModule
+    from stellarexp.data.datamodule import StarDataModule
     from stellarexp.models.image_module import residual_sigma
     from stellarexp.stages.image_common import find_backbone_run, load_backbone
 

@@ -9,19 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from stellarexp.data.augmentation import dihedral, dihedral_batch, dihedral_views, rotate
+from stellarexp.data.datamodule import StarDataModule
 from stellarexp.data.dataset import DatasetContent, write_dataset
-from stellarexp.data.torchdata import (
-    BandScaler,
-    EmptySubsetError,
-    LabelScaler,
-    StarDataModule,
-    StarImageDataset,
-    dihedral,
-    dihedral_batch,
-    dihedral_views,
-    fit_band_scales,
-    rotate,
-)
+from stellarexp.data.scalers import BandScaler, LabelScaler, fit_band_scales
+from stellarexp.data.star_dataset import EmptySubsetError, StarImageDataset
 
 NOISE = np.array([0.05, 0.01, 0.015, 0.03, 0.12])  # per-band pixel noise, nanomaggies
 N_STARS = 40

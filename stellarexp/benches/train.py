@@ -6,7 +6,7 @@ batch size, threads and device:
 
 - **loader**: what ``stage=backbone`` runs: Lightning's ``Trainer`` fitting a
   :class:`~stellarexp.models.image_module.BackboneModule` on a
-  :class:`~stellarexp.data.torchdata.StarDataModule` (the real loader: its ``num_workers``,
+  :class:`~stellarexp.data.datamodule.StarDataModule` (the real loader: its ``num_workers``,
   ``in_memory`` and augmentation settings from the stage config). Validation is switched off
   and every batch is full (``drop_last``), like the bare batch.
 - **bare**: the same network's training step on one in-memory tensor batch: forward, smooth L1,
@@ -309,7 +309,7 @@ def bench_train(argv: list[str]) -> dict:
     import lightning as L
     import torch
 
-    from stellarexp.data.torchdata import StarDataModule
+    from stellarexp.data.datamodule import StarDataModule
     from stellarexp.models.convit import arch_kwargs
     from stellarexp.models.image_module import BackboneModule
     from stellarexp.stages import image_common as ic

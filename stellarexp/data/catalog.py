@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from stellarexp import sdss
+from stellarexp.constants import LABELS
 from stellarexp.data.units import PLAUSIBLE, PLAUSIBLE_PHOTOMETRY, implausible_rows
 
-LABELS = ("teff", "logg", "fe_h")
 # Typical APOGEE DR17 label errors; used to put the three errors on one scale when ranking
 # duplicated entries without an SNR column.
 TYPICAL_LABEL_ERR = {"teff": 100.0, "logg": 0.1, "fe_h": 0.05}

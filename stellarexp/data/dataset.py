@@ -22,7 +22,6 @@ import pandas as pd
 from stellarexp.io_utils import atomic_path
 from stellarexp.sdss import BANDS
 
-LABELS: tuple[str, ...] = ("teff", "logg", "fe_h")
 N_FOLDS = 10
 
 # split name -> {subset: folds}
@@ -168,7 +167,9 @@ def _save(path: Path, data: memoryview) -> None:
             "Free space, or set STELLAREXP_HOME to a folder on a larger disk, and run again") from None
 
 
-def _open(path):
+def open_dataset(path):
+    """Open a dataset file read-only (h5py ``File``), with a clear :class:`DatasetError` when it
+    is missing or not an HDF5 file."""
     import h5py
 
     path = Path(path)
@@ -195,13 +196,13 @@ def _decode(arr: np.ndarray) -> np.ndarray:
 
 def read_stars(path) -> pd.DataFrame:
     """Read the star table (no images) of a dataset file as a DataFrame."""
-    with _open(path) as h5:
+    with open_dataset(path) as h5:
         return pd.DataFrame({k: _decode(h5["stars"][k][()]) for k in h5["stars"]})
 
 
 def read_rejects(path) -> pd.DataFrame:
     """Read the rejects table (star_id, reason, detail) of a dataset file."""
-    with _open(path) as h5:
+    with open_dataset(path) as h5:
         if "rejects" not in h5:
             return pd.DataFrame(columns=["star_id", "reason", "detail"])
         return pd.DataFrame({k: _decode(h5["rejects"][k][()]) for k in h5["rejects"]})
@@ -209,7 +210,7 @@ def read_rejects(path) -> pd.DataFrame:
 
 def read_attrs(path) -> dict:
     """Read the file attributes (fingerprint, funnel decoded from JSON, name, ...)."""
-    with _open(path) as h5:
+    with open_dataset(path) as h5:
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in h5.attrs.items()}
     attrs["funnel"] = json.loads(attrs.get("funnel", "[]"))
     return attrs
@@ -217,7 +218,7 @@ def read_attrs(path) -> dict:
 
 def read_images(path, index=None) -> np.ndarray:
     """Read images ``[N, 5, 48, 48]`` (all, or those at sorted integer ``index``)."""
-    with _open(path) as h5:
+    with open_dataset(path) as h5:
         if index is None:
             return h5["images"][()]
         index = np.asarray(index)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.data.dataset import LABELS, DatasetError, fold_of, split_mask
+from stellarexp.constants import LABELS
+from stellarexp.data.dataset import DatasetError, fold_of, split_mask
 from stellarexp.data.features import COLOR_FEATURES
 from stellarexp.sdss import BANDS, LABEL_SENTINEL
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAD_TO_SIGMA = 1.4826
+from stellarexp.constants import LOGG_THRESHOLD, MAD_TO_SIGMA
+
 """Scale turning a median absolute deviation into a Gaussian sigma."""
 
 METRICS: tuple[str, ...] = ("sigma", "robust_sigma", "mae", "bias", "rmse")
@@ -150,7 +151,6 @@ def as_metrics(estimates: dict[str, Estimate], subset: str, target: str) -> dict
 
 # --------------------------------------------------------------------------- logg subsets
 
-LOGG_THRESHOLD = 4.0
 """The paper's split of dwarfs (``logg > 4``) and giants (section 4.1)."""
 
 

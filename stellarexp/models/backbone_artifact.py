@@ -50,7 +50,7 @@ def read_backbone_artifact(folder: Path, run_id: str = "") -> Backbone:
     """Load a backbone from a downloaded ``backbone/`` folder."""
     import torch
 
-    from stellarexp.data.torchdata import BandScaler, LabelScaler
+    from stellarexp.data.scalers import BandScaler, LabelScaler
     from stellarexp.models.convit import ConvitRegressor
 
     folder = Path(folder)

@@ -38,6 +38,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import LOGG_THRESHOLD
 from stellarexp.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def assemble(folder, parts: Mapping[str, str | Path], info: dict) -> Path:
 def _load_head(folder: Path):
     import torch
 
-    from stellarexp.data.torchdata import LabelScaler
+    from stellarexp.data.scalers import LabelScaler
     from stellarexp.models.image_module import HeadModule
 
     meta = json.loads((folder / "model.json").read_text())
@@ -210,7 +211,7 @@ class Predictor:
         self.recalibration = self._recalibration(self.folder / "head" / "recalibration.json")
         self.logg_recalibration = self._recalibration(self.folder / "logg_recalibration.json")
         self.classifier = self.dwarf = self.giant = None
-        self.threshold = float(self.info.get("threshold", 4.0))
+        self.threshold = float(self.info.get("threshold", LOGG_THRESHOLD))
         if (self.folder / "classifier").is_dir():
             self.classifier, _, clf_meta = _load_head(self.folder / "classifier")
             self.threshold = float(clf_meta.get("threshold", self.threshold))

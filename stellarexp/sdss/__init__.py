@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z")
+from stellarexp.constants import BANDS
+
 """Band order used everywhere (arrays of shape [..., 5, ...] follow it)."""
 
 REFERENCE_BAND = "r"

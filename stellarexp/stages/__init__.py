@@ -47,7 +47,7 @@ def resolve(name: str) -> Callable:
 def targets_of(target) -> list[str]:
     """Labels selected by the ``target`` key: ``all``, one label, or a list of labels."""
     from stellarexp.config import ConfigError
-    from stellarexp.data.dataset import LABELS
+    from stellarexp.constants import LABELS
 
     if target is None or target == "all":
         return list(LABELS)

@@ -92,9 +92,9 @@ def run(cfg, run) -> dict[str, float]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    from stellarexp.data.datamodule import StarDataModule
     from stellarexp.data.dataset import SPLITS
     from stellarexp.data.pipeline import ensure_dataset
-    from stellarexp.data.torchdata import StarDataModule
     from stellarexp.models import averaging
     from stellarexp.models.convit import arch_kwargs, build_convit
     from stellarexp.models.image_module import BackboneModule

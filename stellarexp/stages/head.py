@@ -170,7 +170,7 @@ def run(cfg, run) -> dict[str, float]:
     """Train the Bayesian head for ``target`` on the frozen backbone; see the module docstring."""
     import torch
 
-    from stellarexp.data.torchdata import LabelScaler
+    from stellarexp.data.scalers import LabelScaler
     from stellarexp.stages import image_common as ic
     from stellarexp.stages import targets_of
 

@@ -139,12 +139,12 @@ def view_features(backbone: Backbone, dataset, *, batch_size: int = 256, device=
     Returns
     -------
     torch.Tensor ``[8, N, D]``
-        View ``k`` is :func:`stellarexp.data.torchdata.dihedral` ``(image, k)``.
+        View ``k`` is :func:`stellarexp.data.augmentation.dihedral` ``(image, k)``.
     """
     import torch
     from torch.utils.data import DataLoader
 
-    from stellarexp.data.torchdata import dihedral_views
+    from stellarexp.data.augmentation import dihedral_views
 
     model = backbone.model.to(device).eval()
     parts = []
@@ -165,7 +165,7 @@ def cached_view_features(backbone: Backbone, path, split: str, subset: str, targ
     """
     import torch
 
-    from stellarexp.data.torchdata import StarImageDataset
+    from stellarexp.data.star_dataset import StarImageDataset
 
     ds = StarImageDataset(path, split, subset, tuple(targets), augment=False,
                           scaler=backbone.band_scaler)

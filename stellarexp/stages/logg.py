@@ -107,7 +107,7 @@ def run_heads(cfg, run) -> dict[str, float]:
     """``stage=logg_heads``; see the module docstring."""
     import torch
 
-    from stellarexp.data.torchdata import LabelScaler
+    from stellarexp.data.scalers import LabelScaler
     from stellarexp.evaluate.metrics import metric_name
     from stellarexp.models.image_module import residual_sigma
     from stellarexp.stages import image_common as ic

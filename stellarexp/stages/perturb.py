@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from stellarexp.constants import BANDS
 from stellarexp.io_utils import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
-BANDS = "ugriz"
 
 
 def find_head_run(client, *, run_id=None, fingerprint=None, split=None, targets=()):
@@ -232,7 +232,8 @@ def run(cfg, run) -> dict[str, float]:
 
     from stellarexp.data.dataset import read_attrs
     from stellarexp.data.pipeline import ensure_dataset
-    from stellarexp.data.torchdata import LabelScaler, StarImageDataset
+    from stellarexp.data.scalers import LabelScaler
+    from stellarexp.data.star_dataset import StarImageDataset
     from stellarexp.evaluate import figures as fg
     from stellarexp.evaluate.predictive import _safe
     from stellarexp.stages import image_common as ic

@@ -115,7 +115,7 @@ def prepare_input(cfg) -> Path:
     if name.endswith(DATASET_SUFFIXES):
         try:
             attrs = ds.read_attrs(path)
-            with ds._open(path) as h5:
+            with ds.open_dataset(path) as h5:
                 shape = tuple(h5["images"].shape)
         except ds.DatasetError as exc:
             raise _user_error(str(exc)) from None

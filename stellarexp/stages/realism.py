@@ -14,10 +14,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import LABELS, LOGG_THRESHOLD
+
 log = logging.getLogger(__name__)
 
 COLOUR_BASELINES: tuple[str, ...] = ("xgboost", "lightgbm", "catboost", "random_forest")
-LABELS: tuple[str, ...] = ("teff", "logg", "fe_h")
 
 
 def simulated_colours(stars: pd.DataFrame) -> pd.DataFrame:
@@ -238,7 +239,7 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cf
     apogee = load_apogee_labels()
     paths.append(label_plane(apogee["teff"], apogee["logg"], apogee["fe_h"], fig_dir / "label_plane_apogee.png",
                              title=f"APOGEE DR17 labels ({len(apogee)} stars; the paper's Fig. 3 population)"))
-    share = float((stars["logg"] > 4.0).mean())
+    share = float((stars["logg"] > LOGG_THRESHOLD).mean())
     paths.append(label_plane(stars["teff"], stars["logg"], stars["fe_h"], fig_dir / "label_plane_survey.png",
                              title=f"{sample}: labels of {len(stars)} dataset stars (logg > 4: {share:.0%})"))
     if cfg_data is not None and "dwarf_share" in cfg_data:
@@ -246,7 +247,7 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cf
 
         bare = draw_survey_stars(len(stars), int(cfg_data.seed), dwarf_share=0.0, r_range=tuple(cfg_data.r_range),
                                  binary_fraction=dict(cfg_data.get("binary_fraction", {})) or None)
-        bare_share = float((bare["logg"] > 4.0).mean())
+        bare_share = float((bare["logg"] > LOGG_THRESHOLD).mean())
         paths.append(label_plane(bare["teff"], bare["logg"], bare["fe_h"],
                                  fig_dir / "label_plane_without_cool_dwarfs.png",
                                  title=f"the population draw without K/M dwarfs, before the image cuts "

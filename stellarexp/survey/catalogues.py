@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp import sdss
+from stellarexp.constants import LOGG_THRESHOLD
 from stellarexp.io_utils import atomic_path
 from stellarexp.survey.labels import observed_labels
 
@@ -118,7 +119,7 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
         "sentinel_labels": int((labels[["TEFF", "LOGG", "FE_H"]] == sdss.LABEL_SENTINEL).any(axis=1).sum()),
         "label_stats": {c: {"mean": float(truth[f"{c}_true"].mean()), "std": float(truth[f"{c}_true"].std())}
                         for c in ("teff", "logg", "fe_h")},
-        "dwarf_fraction": float((truth["logg_true"] > 4.0).mean()),
+        "dwarf_fraction": float((truth["logg_true"] > LOGG_THRESHOLD).mean()),
         "disk_mb": round(disk_usage(root) / 1e6, 1),
     }
 

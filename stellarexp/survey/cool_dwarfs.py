@@ -26,6 +26,7 @@ import functools
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import LOGG_THRESHOLD
 from stellarexp.survey import dwarf_sequence
 
 CHABRIER_LOG_MC = np.log10(0.22)  # Chabrier (2003), system mass function, m < 1 Msun
@@ -35,7 +36,7 @@ CHABRIER_SIGMA = 0.57
 MAX_MASS = 0.94
 POOL_SIZE = 20_000
 POOL_SEED = 2003
-DWARF_LOGG = 4.0  # the paper's split between its two logg groups
+DWARF_LOGG = LOGG_THRESHOLD  # the paper's split between its two logg groups
 
 
 def cool_dwarf_labels(n: int, rng, fe_h_pool) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import LABELS
 from stellarexp.io_utils import atomic_path
 from stellarexp.survey import dwarf_sequence
 from stellarexp.survey.arguments import check_n, check_nonneg
@@ -20,7 +21,7 @@ from stellarexp.survey.colours import GR_TEFF_VALID, dwarf_teff_from_gr
 
 RESOURCE_PACKAGE = "stellarexp.resources"
 APOGEE_RESOURCE = "apogee_dr17_labels.npz"
-LABEL_COLUMNS: tuple[str, ...] = ("teff", "logg", "fe_h")
+LABEL_COLUMNS = LABELS
 
 
 def _radec_from_apogee_id(ids) -> tuple[np.ndarray, np.ndarray]:

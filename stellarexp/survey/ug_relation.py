@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stellarexp.constants import MAD_TO_SIGMA
+
 # Domain of the fit: where the SSPP half holds >= ~15 stars per 0.1 mag x 0.5 dex cell.
 GR_DOMAIN: tuple[float, float] = (0.15, 1.2)
 FEH_DOMAIN: tuple[float, float] = (-2.5, 0.5)
@@ -118,7 +120,7 @@ def fit_ug_relation(sspp) -> UgRelation:
     model = HuberRegressor(epsilon=HUBER_EPSILON, alpha=0.0, max_iter=5000, fit_intercept=False)
     model.fit(design, rows["ug"].to_numpy(float))
     resid = rows["ug"].to_numpy(float) - model.predict(design)
-    mad = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    mad = MAD_TO_SIGMA * float(np.median(np.abs(resid - np.median(resid))))
     powers = tuple((int(i), int(j)) for i, j in poly.powers_)
     return UgRelation(tuple(float(c) for c in model.coef_), powers, red_slope, int(ok.sum()), mad)
 

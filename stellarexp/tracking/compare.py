@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from stellarexp.constants import LABELS
 from stellarexp.evaluate.metrics import metric_name
 
-TARGETS: tuple[str, ...] = ("teff", "logg", "fe_h")
+TARGETS = LABELS
 HEADERS = {"teff": "Teff (K)", "logg": "logg (dex)", "fe_h": "[Fe/H] (dex)"}
 DIGITS = {"teff": 1, "logg": 3, "fe_h": 3}
 

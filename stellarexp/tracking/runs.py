@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stellarexp import home as _home
+from stellarexp.constants import BANDS
 
 # MLflow's limits (mlflow.utils.validation); fixed here so --help never imports mlflow.
 MAX_PARAM_VALUE = 6000
@@ -108,7 +109,6 @@ def _param_value(value) -> str:
 # as one param each (below), a run's params stay under MLflow's 100 per request and the runs
 # table shows what defines the run.
 PARAM_SKIP_PREFIXES: tuple[str, ...] = ("data.sizes.",)
-_BANDS = ("u", "g", "r", "i", "z")
 
 
 def run_params(cfg: Mapping) -> dict[str, str]:
@@ -117,9 +117,9 @@ def run_params(cfg: Mapping) -> dict[str, str]:
     flat = {k: v for k, v in flatten(cfg).items() if not k.startswith(PARAM_SKIP_PREFIXES)}
     stems = {k.rsplit(".", 1)[0] for k in flat if "." in k}
     for stem in sorted(stems):
-        keys = [f"{stem}.{b}" for b in _BANDS]
+        keys = [f"{stem}.{b}" for b in BANDS]
         if all(k in flat for k in keys) and not any(k.startswith(f"{stem}.") and k not in keys for k in flat):
-            flat[stem] = json.dumps({b: _json_number(flat.pop(f"{stem}.{b}")) for b in _BANDS})
+            flat[stem] = json.dumps({b: _json_number(flat.pop(f"{stem}.{b}")) for b in BANDS})
     return flat
 
 

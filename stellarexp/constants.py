@@ -1,0 +1,21 @@
+"""Facts every layer shares, defined once: the labels, the bands, the paper's dwarf/giant split
+and the normal-consistent MAD factor.
+
+The SDSS instrument facts (gains, flags, file names, ...) live in :mod:`stellarexp.sdss`, which
+re-exports :data:`BANDS`.
+"""
+
+from __future__ import annotations
+
+LABELS: tuple[str, ...] = ("teff", "logg", "fe_h")
+"""The three stellar labels, in the order of every table and model output."""
+
+BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z")
+"""SDSS's five bands, in wavelength order (the order of image channels and catalogue columns)."""
+
+LOGG_THRESHOLD = 4.0
+"""dex: the paper's split between its two logg groups (dwarfs above, giants below; Eq. 20)."""
+
+MAD_TO_SIGMA = 1.4826
+"""The median absolute deviation of a normal sample times this is its sigma: the conventional
+four digits of 1 / Phi^-1(3/4) = 1.482602... (every robust sigma of the project uses it)."""
