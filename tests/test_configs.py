@@ -217,3 +217,19 @@ def test_jobs_started_together_get_their_own_output_folders(tmp_path):
         dirs.append(tuple(lines[:2]))  # run.dir, sweep.dir
         assert len(lines) >= 2 and all(str(tmp_path) in d for d in lines[:2]), out[-2000:]
     assert dirs[0][0] != dirs[1][0] and dirs[0][1] != dirs[1][1]
+
+
+def test_split_folds_come_from_the_split_configs(tmp_path):
+    """conf/split/*.yaml is the one source of the folds; a malformed file is named."""
+    from stellarexp import home
+    from stellarexp.data.dataset import SPLITS, read_splits, split_mask
+
+    assert SPLITS == read_splits(home.conf_dir() / "split")
+    assert SPLITS["paper"] == {"train": tuple(range(8)), "val": (8, 9), "test": ()}
+    assert split_mask([0, 7, 8, 9], "holdout", "test").tolist() == [False, False, True, True]
+    (tmp_path / "odd.yaml").write_text("name: odd\nfolds: {train: [0, 1], val: [1], test: []}\n")
+    with pytest.raises(ValueError, match="odd.yaml"):
+        read_splits(tmp_path)
+    (tmp_path / "odd.yaml").write_text("name: odd\nfolds: {train: [0, 1], val: [2]}\n")
+    with pytest.raises(ValueError, match="train, val and test"):
+        read_splits(tmp_path)

@@ -18,21 +18,54 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from stellarexp.home import conf_dir
 from stellarexp.io_utils import atomic_path
 from stellarexp.sdss import BANDS
 
 N_FOLDS = 10
-
-# split name -> {subset: folds}
-SPLITS: dict[str, dict[str, tuple[int, ...]]] = {
-    "paper": {"train": tuple(range(8)), "val": (8, 9), "test": ()},
-    "holdout": {"train": tuple(range(7)), "val": (7,), "test": (8, 9)},
-}
+SUBSET_NAMES = ("train", "val", "test")
 
 
 class DatasetError(ValueError):
     """A dataset file is missing, corrupt or does not follow the schema."""
+
+
+def read_splits(folder: Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """The folds of each split config (``<folder>/<split>.yaml``: ``name`` and ``folds``).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The ``split`` config group (``stellarexp/conf/split``).
+
+    Returns
+    -------
+    dict
+        Split name -> {``train``, ``val``, ``test``: folds}.
+
+    Raises
+    ------
+    ValueError
+        A file without ``folds`` for every subset, a fold outside 0..9 or in two subsets.
+    """
+    splits = {}
+    for path in sorted(folder.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text()) or {}
+        folds = spec.get("folds") or {}
+        if set(folds) != set(SUBSET_NAMES):
+            raise ValueError(f"{path}: 'folds' must list train, val and test (got {sorted(folds)})")
+        subsets = {k: tuple(int(f) for f in folds[k] or ()) for k in SUBSET_NAMES}
+        every = [f for v in subsets.values() for f in v]
+        if len(set(every)) != len(every) or not all(0 <= f < N_FOLDS for f in every):
+            raise ValueError(f"{path}: folds must lie in 0..{N_FOLDS - 1}, each in one subset at most")
+        splits[str(spec.get("name", path.stem))] = subsets
+    return splits
+
+
+# split name -> {subset: folds}, from the split config group: one source for the folds
+SPLITS: dict[str, dict[str, tuple[int, ...]]] = read_splits(conf_dir() / "split")
 
 
 def fold_of(star_ids) -> np.ndarray:
@@ -54,7 +87,7 @@ def split_mask(folds, split: str, subset: str) -> np.ndarray:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLITS)}")
     if subset not in SPLITS[split]:
-        raise ValueError(f"unknown subset {subset!r}; choose train, val or test")
+        raise ValueError(f"unknown subset {subset!r}; choose {', '.join(SUBSET_NAMES)}")
     return np.isin(np.asarray(folds), SPLITS[split][subset])
 
 
