@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from stellarexp.benches.sweep import (
+from stellarexp.benches.sweep_support.inputs import fixed_params
+from stellarexp.benches.sweep_support.trial_times import (
     TrialTimes,
-    fixed_params,
     overhead_stats,
     read_times,
     trials_per_minute,

@@ -23,7 +23,11 @@ storage (each trial's ask and tell), so process start-up and imports never count
    the command line, so every trial costs about the same and the comparison measures the workers
    rather than the sampler's draws. Trials per minute: each worker's completions after its
    first (warm-up) trial over the time from its first completion to its last, summed over the
-   workers (:func:`trials_per_minute`).
+   workers (:func:`~stellarexp.benches.sweep_support.trial_times.trials_per_minute`).
+
+This module holds the two sides of the run: the instrumented program each sweep subprocess runs
+(:func:`app_main`) and the driver that starts them and summarises (:func:`bench_sweep`); the
+inputs and the statistics live in :mod:`stellarexp.benches.sweep_support`.
 
 See ``docs/benchmarks.md``.
 """
@@ -31,39 +35,28 @@ See ``docs/benchmarks.md``.
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from stellarexp.bench import REPO_ROOT, register
-from stellarexp.io_utils import write_csv_atomic
+from stellarexp.benches.sweep_support.inputs import fixed_params, write_star_table
+from stellarexp.benches.sweep_support.trial_times import (
+    overhead_stats,
+    read_times,
+    read_trials,
+    trials_per_minute,
+)
 
 NOOP_STAGE = "bench_noop"
 TIMES_ENV = "STELLAREXP_BENCH_TIMES"
 OBJECTIVE_S_ENV = "STELLAREXP_BENCH_OBJECTIVE_S"
 TARGET_OVERHEAD_S = 0.3
-
-# hyperparameters fixed per model family so that every trial of a study costs about the same
-FIXED_BY_MODEL = {
-    "random_forest": ["+model.params.n_estimators={n}", "+model.params.max_depth=8",
-                      "+model.params.max_features=0.5"],
-    "xgboost": ["+model.params.n_estimators={n}", "+model.params.max_depth=6",
-                "+model.params.colsample_bytree=0.5", "+model.params.colsample_bynode=0.5",
-                "+model.params.subsample=0.8"],
-    "lightgbm": ["+model.params.n_estimators={n}", "+model.params.max_depth=6",
-                 "+model.params.num_leaves=31"],
-    "catboost": ["+model.params.n_estimators={n}", "+model.params.depth=6",
-                 "+model.params.border_count=128"],
-}
 
 # the subprocesses' program: the real entry point with the trivial stage registered
 _APP = "import sys; from stellarexp.benches.sweep import app_main; app_main(sys.argv[1:])"
@@ -85,6 +78,18 @@ def noop_stage(cfg, run) -> dict[str, float]:
     Sleeps ``$STELLAREXP_BENCH_OBJECTIVE_S`` seconds first when set (to check that the overhead
     does not depend on the objective's length). Appends ``<trial> objective <seconds>`` to the
     file ``$STELLAREXP_BENCH_TIMES``.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The trial's composed config; ``cfg.stage.x`` is the swept value (0 when absent).
+    run : object
+        The trial's tracking run (unused: the stage logs nothing).
+
+    Returns
+    -------
+    dict
+        ``{"val/sigma_teff": (x - 1)^2}``, the metric the sweep minimises.
     """
     t0, c0, children0 = time.perf_counter(), time.process_time(), _children_cpu()
     delay = float(os.environ.get(OBJECTIVE_S_ENV) or 0.0)
@@ -175,7 +180,13 @@ def _instrument() -> None:
 
 def app_main(argv: Sequence[str]) -> None:
     """``python -m stellarexp.train <argv>`` with stage ``bench_noop`` registered (and, when
-    ``$STELLAREXP_BENCH_TIMES`` is set, the parts of each trial timed)."""
+    ``$STELLAREXP_BENCH_TIMES`` is set, the parts of each trial timed).
+
+    Parameters
+    ----------
+    argv : sequence of str
+        The entry point's arguments (``-m`` and Hydra overrides).
+    """
     from stellarexp import stages, train
 
     stages.register(NOOP_STAGE, f"{__name__}:noop_stage")
@@ -183,206 +194,6 @@ def app_main(argv: Sequence[str]) -> None:
         _instrument()
     sys.argv = ["stellarexp.train", *argv]
     train.main()
-
-
-# ------------------------------------------------------------------------- inputs
-
-
-def write_star_table(path: Path, n: int, seed: int = 0) -> Path:
-    """A CSV of ``n`` stars for ``data=table``: magnitudes whose colours follow the labels."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    teff = rng.uniform(3800.0, 7000.0, n)
-    logg = rng.uniform(0.5, 5.0, n)
-    fe_h = rng.normal(-0.3, 0.4, n)
-    r = rng.uniform(14.0, 18.0, n)
-    cols = {}
-    for i, band in enumerate("ugriz"):
-        # bluer bands fainter for cooler stars; u also feels metallicity, a little logg in g
-        colour = (2 - i) * (5800.0 - teff) / 2200.0 + (0.25 * fe_h if band == "u" else 0.0) \
-            + (0.03 * (logg - 3.0) if band == "g" else 0.0)
-        ext = rng.uniform(0.01, 0.08, n) * (5 - i)
-        cols[f"psfmag_{band}"] = r + colour + ext + rng.normal(0.0, 0.02, n)
-        cols[f"extinction_{band}"] = ext
-    frame = pd.DataFrame({**cols, "teff": teff + rng.normal(0, 50, n),
-                          "logg": logg + rng.normal(0, 0.1, n), "fe_h": fe_h + rng.normal(0, 0.05, n)})
-    write_csv_atomic(frame, path, index=False)
-    return path
-
-
-def fixed_params(study: str, n_estimators: int) -> list[str]:
-    """The cost-fixing overrides of a baseline study (by its model family)."""
-    for family, lines in FIXED_BY_MODEL.items():
-        if study.startswith(family):
-            return [line.format(n=n_estimators) for line in lines]
-    return []
-
-
-# ------------------------------------------------------------------------- trial times
-
-
-@dataclass(frozen=True)
-class TrialTimes:
-    """Ask and tell times (epoch seconds) of one trial, as the Optuna storage recorded them."""
-
-    number: int
-    start: float
-    complete: float | None
-    state: str
-    worker: str = ""
-
-
-def read_trials(journal: Path) -> list[TrialTimes]:
-    """Every trial of the single study in the journal file ``journal``."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    names = optuna.get_all_study_names(storage)
-    if len(names) != 1:
-        raise RuntimeError(f"{journal}: expected one study, found {names}")
-    study = optuna.load_study(study_name=names[0], storage=storage)
-    return [TrialTimes(t.number, t.datetime_start.timestamp(),
-                       t.datetime_complete.timestamp() if t.datetime_complete else None,
-                       t.state.name, str(t.user_attrs.get("worker_pid", "")))
-            for t in study.get_trials(deepcopy=False)]
-
-
-def read_times(path: Path) -> dict[str, dict[int, float]]:
-    """Kind (objective, compose, job, task, their ``_cpu`` twins, ``*_at`` clock stamps) ->
-    trial number -> seconds, from the times file."""
-    out: dict[str, dict[int, float]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            number, kind, seconds = line.split()
-            # a part called twice for one trial (never expected) counts in full; a stamp is
-            # a clock reading, the last one is kept
-            bucket = out.setdefault(kind, {})
-            before = 0.0 if kind.endswith("_at") else bucket.get(int(number), 0.0)
-            bucket[int(number)] = before + float(seconds)
-    return out
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def overhead_stats(trials: Iterable[TrialTimes], times: dict[str, dict[int, float]]) -> dict:
-    """Per-trial overhead of a one-worker study (see the module docstring).
-
-    Parameters
-    ----------
-    trials : iterable of TrialTimes
-        All trials of the study; every one must be COMPLETE.
-    times : dict
-        :func:`read_times`: ``objective`` (required) and, when instrumented, ``compose``,
-        ``job`` and ``task`` seconds per trial (wall clock; ``<kind>_cpu``: CPU seconds).
-
-    Returns
-    -------
-    dict
-        ``n`` (trials measured, the first one excluded), ``median``, ``p90``, ``max`` of the
-        overhead, the medians of its ``in_trial`` and ``between`` parts and of ``objective``,
-        and ``parts`` (medians of ``compose``, ``hydra_job``, ``train_run`` and
-        ``sweeper_storage``; empty without the instrumentation). Medians of parts need not add
-        up to the median of the whole. With the objective's CPU stamps (``cpu_at``,
-        ``children_cpu_at``, ``objective_cpu``) also ``cpu``, the median CPU seconds of the
-        sweeping process per cycle (its objective's CPU left out), and ``children_cpu``, those
-        of the child processes it waited for (``None`` without the stamps); ``parts_cpu``, the
-        parts in CPU seconds (with the ``<part>_cpu`` times and ``launched_cpu_at`` stamps).
-    """
-    trials = list(trials)
-    bad = [t.number for t in trials if t.state != "COMPLETE"]
-    if bad:
-        raise RuntimeError(f"trials {bad} of the trivial objective did not complete")
-    done = sorted(trials, key=lambda t: t.complete)
-    if len(done) < 2:
-        raise RuntimeError("need at least two completed trials to measure a cycle")
-    objective_s = times.get("objective", {})
-    overhead, inside, between, objective = [], [], [], []
-    parts: dict[str, list[float]] = {"compose": [], "hydra_job": [], "train_run": [],
-                                     "sweeper_storage": []}
-    instrumented = all(k in times for k in ("compose", "job", "task"))
-    cpu_at, children_at = times.get("cpu_at", {}), times.get("children_cpu_at", {})
-    objective_cpu = times.get("objective_cpu", {})
-    cpu, children_cpu = [], []
-    parts_cpu: dict[str, list[float]] = {k: [] for k in parts}
-    launched_at = times.get("launched_cpu_at", {})
-    cpu_parts = all(f"{k}_cpu" in times for k in ("compose", "job", "task"))
-    for prev, cur in itertools.pairwise(done):
-        if cur.number not in objective_s:
-            raise RuntimeError(f"trial {cur.number}: the objective recorded no time")
-        obj = objective_s[cur.number]
-        cycle = cur.complete - prev.complete
-        overhead.append(cycle - obj)
-        inside.append(cur.complete - cur.start - obj)
-        between.append(cur.start - prev.complete)
-        objective.append(obj)
-        if all(n in d for n in (prev.number, cur.number) for d in (cpu_at, children_at)):
-            # stamps at the start of consecutive objectives: one whole cycle, which holds the
-            # previous trial's objective
-            cpu.append(cpu_at[cur.number] - cpu_at[prev.number]
-                       - objective_cpu.get(prev.number, 0.0))
-            children_cpu.append(children_at[cur.number] - children_at[prev.number])
-        if instrumented and all(cur.number in times[k] for k in ("compose", "job", "task")):
-            compose, job, task = (times[k][cur.number] for k in ("compose", "job", "task"))
-            parts["compose"].append(compose)         # the job's config from the overrides
-            parts["hydra_job"].append(job - task)    # output dir, .hydra files, logging
-            parts["train_run"].append(task - obj)    # config resolution + the MLflow run
-            parts["sweeper_storage"].append(cycle - compose - job)  # lock, ask, tell, sampler
-        if cpu_parts and all(n in launched_at for n in (prev.number, cur.number)) \
-                and all(cur.number in times[f"{k}_cpu"] for k in ("compose", "job", "task")):
-            # the same split in CPU seconds, over the cycle from one launch's end to the next
-            compose, job, task = (times[f"{k}_cpu"][cur.number] for k in ("compose", "job", "task"))
-            parts_cpu["compose"].append(compose)
-            parts_cpu["hydra_job"].append(job - task)
-            parts_cpu["train_run"].append(task - objective_cpu.get(cur.number, 0.0))
-            parts_cpu["sweeper_storage"].append(
-                launched_at[cur.number] - launched_at[prev.number] - compose - job)
-    return {"n": len(overhead), "median": statistics.median(overhead),
-            "p90": _quantile(overhead, 0.9), "max": max(overhead),
-            "in_trial": statistics.median(inside), "between": statistics.median(between),
-            "objective": statistics.median(objective),
-            "cpu": statistics.median(cpu) if cpu else None,
-            "children_cpu": statistics.median(children_cpu) if children_cpu else None,
-            "parts": {k: statistics.median(v) for k, v in parts.items() if v},
-            "parts_cpu": {k: statistics.median(v) for k, v in parts_cpu.items() if v}}
-
-
-def trials_per_minute(trials: Iterable[TrialTimes]) -> float:
-    """Steady throughput of a study: completions per minute once every worker has warmed up.
-
-    Each worker's first completion carries its warm-up (imports, first composition), so the
-    window opens at the LAST of the workers' first completions and closes at the final
-    completion; the rate is the completions inside it (after its opening) per minute. Workers
-    run side by side, so this adds their rates without needing each worker to finish two
-    trials (under load one worker may start late and get a single trial). NaN when nothing
-    completes after the window opens.
-    """
-    firsts: dict[str, float] = {}
-    ends: list[float] = []
-    for t in trials:
-        if t.state == "COMPLETE" and t.complete is not None:
-            ends.append(t.complete)
-            firsts[t.worker] = min(firsts.get(t.worker, math.inf), t.complete)
-    if not firsts:
-        return math.nan
-    opened = max(firsts.values())
-    after = [e for e in ends if e > opened]
-    if not after:
-        return math.nan
-    return 60.0 * len(after) / (max(after) - opened)
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 # ------------------------------------------------------------------------- subprocesses
@@ -426,6 +237,11 @@ def _wait(started: list[tuple[subprocess.Popen, object]], logs: list[Path], time
 # ------------------------------------------------------------------------- the benchmark
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    """``round``, passing ``None`` (a figure the run could not measure) through."""
+    return None if value is None else round(value, digits)
+
+
 @register("sweep")
 def bench_sweep(argv: list[str]) -> dict:
     """Median per-trial overhead of a sweep, and trials per minute of 2 workers vs 1.
@@ -437,6 +253,16 @@ def bench_sweep(argv: list[str]) -> dict:
     trial), ``--fix OVERRIDE`` (replace the cost-fixing overrides; repeatable),
     ``--skip-throughput``, ``--keep`` (keep the temporary folder with the subprocesses' logs;
     its path is in the result), ``--timeout 600`` (seconds per phase).
+
+    Parameters
+    ----------
+    argv : list of str
+        The options above.
+
+    Returns
+    -------
+    dict
+        The figures printed as one JSON line (``docs/benchmarks.md`` lists them).
     """
     ap = argparse.ArgumentParser(prog="python -m stellarexp.bench sweep")
     ap.add_argument("--trials", type=int, default=20)
