@@ -70,7 +70,9 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
     return recal
 
 
-def _safe(what: str, fn, *args, **kwargs):
+def optional_figure(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or ``None`` with a warning naming ``what`` when it fails: a
+    figure must never fail the run that draws it."""
     try:
         return fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001  (a figure must never fail the run)
@@ -162,10 +164,10 @@ def draw_figures(cfg, run, targets, outputs: dict, recal, *, dataset_path=None,
     folder = run.output_dir / "figures"
     what = f"{prefix}, {subset} subset of split={cfg.split.name}"
     paths = []
-    paths.append(_safe("pred_vs_true", fg.pred_vs_true,
+    paths.append(optional_figure("pred_vs_true", fg.pred_vs_true,
                        {t: (true[:, j], pred["mean"][:, j]) for j, t in enumerate(targets)},
                        folder / f"{prefix}_pred_vs_true.png", title=what))
-    paths.append(_safe("uncertainty_vs_label", fg.uncertainty_vs_label,
+    paths.append(optional_figure("uncertainty_vs_label", fg.uncertainty_vs_label,
                        {t: {"raw": (true[:, j], pred["std"][:, j]),
                             f"recalibrated ({recal.method})": (true[:, j], cal_std[:, j])}
                         for j, t in enumerate(targets)},
@@ -183,9 +185,9 @@ def draw_figures(cfg, run, targets, outputs: dict, recal, *, dataset_path=None,
                           true[:, j], pred["mean"][:, j], cal_std[:, j], interval=interval)}
         return out
 
-    c = _safe("calibration curve", curves)
+    c = optional_figure("calibration curve", curves)
     if c is not None:
-        paths.append(_safe("calibration", fg.calibration_figure, c, CALIBRATION_LEVELS,
+        paths.append(optional_figure("calibration", fg.calibration_figure, c, CALIBRATION_LEVELS,
                            folder / f"{prefix}_calibration.png", title=what))
 
     def histories():
@@ -199,9 +201,9 @@ def draw_figures(cfg, run, targets, outputs: dict, recal, *, dataset_path=None,
                                                      [f"val/sigma_{t}" for t in targets])
         return {k: v for k, v in out.items() if v}
 
-    h = _safe("learning curves", histories)
+    h = optional_figure("learning curves", histories)
     if h:
-        paths.append(_safe("learning curves", fg.learning_curves, h,
+        paths.append(optional_figure("learning curves", fg.learning_curves, h,
                            folder / f"{prefix}_learning_curves.png"))
     if dataset_path is not None:
         def plane():
@@ -211,7 +213,7 @@ def draw_figures(cfg, run, targets, outputs: dict, recal, *, dataset_path=None,
             return fg.label_plane(stars["teff"], stars["logg"], stars["fe_h"],
                                   folder / "label_plane.png")
 
-        paths.append(_safe("label plane", plane))
+        paths.append(optional_figure("label plane", plane))
     paths = [p for p in paths if p is not None]
     for p in paths:
         run.log_figure(p)

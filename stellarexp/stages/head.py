@@ -174,9 +174,7 @@ def run(cfg, run) -> dict[str, float]:
     from stellarexp.stages import image_common as ic
     from stellarexp.stages import targets_of
 
-    ic.require_convit(cfg)
-    ic.set_threads(cfg)
-    torch.manual_seed(int(cfg.seed))
+    ic.begin_image_stage(cfg)
     targets = targets_of(cfg.target)
     inputs = load_inputs(cfg, run, targets)
     subsets = inputs["subsets"]

@@ -30,6 +30,16 @@ def set_threads(cfg) -> None:
     torch.set_num_threads(max(n, 1))
 
 
+def begin_image_stage(cfg) -> None:
+    """What every image stage does first: check ``model=convit``, limit torch's threads to
+    ``trainer.n_jobs`` and seed torch with ``cfg.seed``."""
+    import torch
+
+    require_convit(cfg)
+    set_threads(cfg)
+    torch.manual_seed(int(cfg.seed))
+
+
 def require_convit(cfg) -> None:
     """Raise a clear error when an image stage is composed with a tree model."""
     if str(cfg.model.name) != "convit":

@@ -49,9 +49,7 @@ def run_classifier(cfg, run) -> dict[str, float]:
     from stellarexp.stages import image_common as ic
     from stellarexp.stages.head import fit_head, load_inputs, save_head
 
-    ic.require_convit(cfg)
-    ic.set_threads(cfg)
-    torch.manual_seed(int(cfg.seed))
+    ic.begin_image_stage(cfg)
     thr = float(cfg.stage.threshold)
     inputs = load_inputs(cfg, run, ["logg"])
     subsets = inputs["subsets"]
@@ -113,9 +111,7 @@ def run_heads(cfg, run) -> dict[str, float]:
     from stellarexp.stages import image_common as ic
     from stellarexp.stages.head import fit_head, load_inputs, save_head
 
-    ic.require_convit(cfg)
-    ic.set_threads(cfg)
-    torch.manual_seed(int(cfg.seed))
+    ic.begin_image_stage(cfg)
     st = cfg.stage
     thr = float(st.threshold)
     split = str(cfg.split.name)

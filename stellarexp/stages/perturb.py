@@ -235,13 +235,11 @@ def run(cfg, run) -> dict[str, float]:
     from stellarexp.data.scalers import LabelScaler
     from stellarexp.data.star_dataset import StarImageDataset
     from stellarexp.evaluate import figures as fg
-    from stellarexp.evaluate.predictive import _safe
+    from stellarexp.evaluate.predictive import optional_figure
     from stellarexp.stages import image_common as ic
     from stellarexp.stages import targets_of
 
-    ic.require_convit(cfg)
-    ic.set_threads(cfg)
-    torch.manual_seed(int(cfg.seed))
+    ic.begin_image_stage(cfg)
     st = cfg.stage
     split = str(cfg.split.name)
     wanted = targets_of(cfg.target)
@@ -304,8 +302,8 @@ def run(cfg, run) -> dict[str, float]:
         metrics[f"perturb/rotation_coverage95_cal_{t}"] = float(part["coverage95_cal"].mean())
     run.log_artifact(out, "perturb")
 
-    paths = [_safe("noise example", fg.noise_figure, example, figs / "noise_example.png"),
-             _safe("noise shift", fg.shift_figure, per_eps, figs / "noise_shift.png",
+    paths = [optional_figure("noise example", fg.noise_figure, example, figs / "noise_example.png"),
+             optional_figure("noise shift", fg.shift_figure, per_eps, figs / "noise_shift.png",
                    title=f"{n} {st.subset} stars, noise on {','.join(st.noise.bands)}")]
     n_ex = min(int(st.rotation.get("examples", 3)), n)
     for j, t in enumerate(targets):
@@ -314,7 +312,7 @@ def run(cfg, run) -> dict[str, float]:
                  for i in range(n_ex)]
         for s in stars:
             s["std"] = s.pop("std_cal")
-        paths.append(_safe(f"rotation {t}", fg.rotation_figure, angles, stars,
+        paths.append(optional_figure(f"rotation {t}", fg.rotation_figure, angles, stars,
                            figs / f"rotation_{t}.png",
                            title="recalibrated 95% interval" if recal else "95% percentiles"))
     n_att = min(int(st.get("attention", {}).get("examples", 3)), n)
@@ -330,7 +328,7 @@ def run(cfg, run) -> dict[str, float]:
                                        block_names=names,
                                        titles=[f"row {int(i)}" for i in idx[:n_att]])
 
-        paths.append(_safe("attention", attention))
+        paths.append(optional_figure("attention", attention))
     for p in paths:
         if p is not None:
             run.log_figure(p)
