@@ -14,13 +14,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from stellarexp.data import download as dl
-from stellarexp.data.download import (
+from stellarexp.data import frame_fetch
+from stellarexp.data.download import FramesMissingError, download_frames, ensure_frames
+from stellarexp.data.frame_cache import (
     FrameIntegrityError,
-    FramesMissingError,
     check_frame,
-    download_frames,
-    ensure_frames,
     frame_cache_path,
     frame_url,
 )
@@ -279,7 +277,7 @@ def test_slow_server_times_out(server, tmp_path):
 
 def test_retry_backoff_is_exponential(monkeypatch, server, tmp_path):
     sleeps = []
-    monkeypatch.setattr(dl.time, "sleep", sleeps.append)
+    monkeypatch.setattr(frame_fetch.time, "sleep", sleeps.append)
     server.routes[server.path_of("g", 9, 1, 1)] = lambda h, n: h.send_error(502)
     download_frames(
         [(9, 1, 1)],

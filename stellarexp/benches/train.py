@@ -77,7 +77,7 @@ def write_random_dataset(path: Path, n: int, seed: int = 0) -> Path:
 def _device(cfg):
     import torch
 
-    accel = str(cfg.trainer.get("accelerator", "cpu")).lower()
+    accel = str(cfg.trainer.accelerator).lower()
     if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
@@ -105,7 +105,7 @@ def _bare_step(arch: dict, targets, cfg, device, batch_size: int):
     size, chans = int(arch.get("img_size", 48)), int(arch.get("in_chans", 5))
     x = torch.randn(batch_size, chans, size, size, device=device)
     y = torch.randn(batch_size, len(targets), device=device)
-    precision = str(cfg.trainer.get("precision", "32-true"))
+    precision = str(cfg.trainer.precision)
     half = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
     scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
 
@@ -316,7 +316,7 @@ def bench_train(argv: list[str]) -> dict:
     from stellarexp.stages import targets_of
 
     ic.require_convit(cfg)
-    threads = int(args.threads or cfg.trainer.get("n_jobs", 2) or 1)
+    threads = int(args.threads or cfg.trainer.n_jobs or 1)
     torch.set_num_threads(threads)
     st = cfg.stage
     targets = targets_of(cfg.target)
@@ -361,9 +361,9 @@ def bench_train(argv: list[str]) -> dict:
         fetch, clock = _make_interleaver(bare_step, batch_size=batch_size, warmup=args.warmup,
                                          steps=args.steps, settle=settle, cuda=cuda)
         total = args.warmup + args.rounds * (settle + args.steps)
-        trainer = L.Trainer(accelerator=str(cfg.trainer.get("accelerator", "cpu")),
-                            devices=cfg.trainer.get("devices", 1),
-                            precision=str(cfg.trainer.get("precision", "32-true")),
+        trainer = L.Trainer(accelerator=str(cfg.trainer.accelerator),
+                            devices=cfg.trainer.devices,
+                            precision=str(cfg.trainer.precision),
                             max_steps=total, max_epochs=-1, limit_val_batches=0,
                             num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False,
@@ -377,7 +377,7 @@ def bench_train(argv: list[str]) -> dict:
         return {
             "bench": "train", "arch": str(cfg.model.get("arch", "")), "params_m": round(params / 1e6, 3),
             "targets_predicted": list(targets), "batch_size": batch_size, "threads": threads,
-            "device": str(device), "precision": str(cfg.trainer.get("precision", "32-true")),
+            "device": str(device), "precision": str(cfg.trainer.precision),
             "num_workers": num_workers, "prefetch_factor": prefetch if num_workers else None,
             "pin_memory": dm.pins_memory, "in_memory": bool(st.in_memory), "augment": bool(st.augment),
             "dataset": str(path) if not generated else "generated",

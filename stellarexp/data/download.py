@@ -1,48 +1,39 @@
-"""Fetch SDSS corrected frames into a local cache laid out like the SAS.
+"""Fill the frame cache for a set of fields, and report or raise on what is still missing.
 
-A frame is addressed by ``(band, run, camcol, field)``. Its URL is
-``{base_url}/frames/301/{run}/{camcol}/frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2``
-and its cached copy lives at the same relative path under the cache directory, so a cache can
-be filled by this module, by ``wget -r``/``rsync`` from a mirror, or by hand.
+:func:`download_frames` fetches every frame not yet in the cache (in worker threads, giving up
+early when the server cannot be reached at all) and reports what it fetched, found and missed;
+:func:`ensure_frames` is the pipeline's entry: it checks the cache, downloads only when allowed,
+and raises one :class:`FramesMissingError` that says how to provide what is missing. Where a
+frame lives and what makes it usable is :mod:`stellarexp.data.frame_cache`; one HTTP download
+is :mod:`stellarexp.data.frame_fetch`.
 
-Every file that lands in the cache has passed :func:`check_frame` (the bz2 stream is complete
-and astropy reads a 2-D image from HDU0); a download is written to a temporary ``.partial``
-file and renamed only after that check, so a crash or a truncated response never leaves a
-half-written frame at the final path.
-
-This module imports neither torch nor lightning; it is cheap to import.
+This module imports neither torch nor lightning.
 """
 
 from __future__ import annotations
 
-import bz2
-import io
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from tqdm.auto import tqdm
 
-from stellarexp.io_utils import atomic_path
-from stellarexp.sdss import BANDS, SAS_BASE_URL, frame_relpath
+from stellarexp.data.frame_cache import (
+    FrameIntegrityError,
+    check_frame,
+    frame_cache_path,
+    frame_url,
+    requested_frames,
+    resolve_base_url,
+)
+from stellarexp.data.frame_fetch import ServerUnreachableError, fetch_frame
+from stellarexp.sdss import BANDS, SAS_BASE_URL
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BASE_URL = SAS_BASE_URL
-"""Default root of the ``frames/301/...`` tree: the DR17 SAS (``data.base_url`` overrides it)."""
-
-# Status codes worth retrying: the server or a proxy is busy or failed transiently.
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_CHUNK = 1 << 16
-_MAX_RETRY_AFTER_S = 120.0
-
-
-class FrameIntegrityError(ValueError):
-    """A frame file is truncated, not bz2, or not a FITS file with a 2-D image in HDU0."""
 
 
 class FramesMissingError(FileNotFoundError):
@@ -106,210 +97,6 @@ class DownloadReport:
         return f"{n_fetched} fetched, {n_present} already present, {n_failed} failed"
 
 
-def _base_url(base_url: str | None) -> str:
-    """Validated base URL; ``None`` or empty means the DR17 SAS."""
-    if not base_url:
-        return DEFAULT_BASE_URL
-    base_url = str(base_url)
-    if not base_url.startswith(("http://", "https://")):
-        raise ValueError(f"base URL must start with http:// or https://, got {base_url!r}")
-    return base_url.rstrip("/")
-
-
-def frame_url(
-    band: str, run: int, camcol: int, field: int, base_url: str | None = SAS_BASE_URL
-) -> str:
-    """URL of a frame under ``base_url`` (SAS layout).
-
-    Parameters
-    ----------
-    band : str
-        One of ``u g r i z``.
-    run, camcol, field : int
-        SDSS field address.
-    base_url : str, optional
-        Root holding ``frames/301/...``; default (or ``None``): the DR17 SAS ``eboss/photoObj``
-        directory.
-
-    Returns
-    -------
-    str
-    """
-    return f"{_base_url(base_url)}/{frame_relpath(band, run, camcol, field)}"
-
-
-def frame_cache_path(cache_dir, band: str, run: int, camcol: int, field: int) -> Path:
-    """Path of a frame in a cache laid out like the SAS (``<cache>/frames/301/{run}/{camcol}/...``).
-
-    Parameters
-    ----------
-    cache_dir : path-like
-        Cache root (the ``frame_root`` of a data config).
-    band : str
-    run, camcol, field : int
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    return Path(cache_dir) / frame_relpath(band, run, camcol, field)
-
-
-def check_frame(path, *, label: str | None = None) -> tuple[int, ...]:
-    """Check that ``path`` is a complete bz2-compressed FITS frame with a 2-D image in HDU0.
-
-    The whole bz2 stream is decompressed (a truncated stream raises), then astropy parses the
-    primary header and the image; the image bytes must lie inside the decompressed file.
-
-    Parameters
-    ----------
-    path : path-like
-        A ``frame-*.fits.bz2`` file.
-    label : str, optional
-        Name used in error messages (default: the file name).
-
-    Returns
-    -------
-    tuple of int
-        Shape of the HDU0 image (rows, columns).
-
-    Raises
-    ------
-    FrameIntegrityError
-        If any of the above fails; the message says what.
-    """
-    from astropy.io import fits
-
-    path = Path(path)
-    name = label or path.name
-    try:
-        with bz2.open(path, "rb") as fh:
-            raw = fh.read()
-    except EOFError as exc:
-        raise FrameIntegrityError(f"{name}: bz2 stream is truncated ({exc})") from exc
-    except OSError as exc:
-        raise FrameIntegrityError(f"{name}: not a valid bz2 file ({exc})") from exc
-    if not raw:
-        raise FrameIntegrityError(f"{name}: bz2 stream decompresses to nothing")
-    try:
-        with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=True) as hdul:
-            hdu = hdul[0]
-            if not hdu.is_image:
-                raise FrameIntegrityError(f"{name}: HDU0 is not an image")
-            naxis = int(hdu.header.get("NAXIS", 0))
-            shape = tuple(int(hdu.header.get(f"NAXIS{k}", 0)) for k in range(naxis, 0, -1))
-            if naxis != 2 or min(shape) <= 0:
-                raise FrameIntegrityError(f"{name}: HDU0 image has shape {shape}, expected 2 dims")
-            # The decompressed file must hold the whole data block, not just the header.
-            nbytes = abs(int(hdu.header["BITPIX"])) // 8 * shape[0] * shape[1]
-            data_start = hdul.fileinfo(0)["datLoc"]
-            if data_start + nbytes > len(raw):
-                raise FrameIntegrityError(
-                    f"{name}: FITS data block is cut short "
-                    f"({len(raw) - data_start} of {nbytes} bytes)"
-                )
-    except FrameIntegrityError:
-        raise
-    except Exception as exc:  # astropy raises OSError, ValueError, KeyError ... on garbage
-        raise FrameIntegrityError(f"{name}: not a readable FITS file ({exc})") from exc
-    return shape
-
-
-def _requested(fields, bands) -> list[tuple[str, int, int, int]]:
-    """Expand (run, camcol, field) triples into unique (band, run, camcol, field) keys, in order."""
-    bands = tuple(bands)
-    for b in bands:
-        if b not in BANDS:
-            raise ValueError(f"band must be one of {BANDS}, got {b!r}")
-    keys: dict[tuple[str, int, int, int], None] = {}
-    for item in fields:
-        run, camcol, fld = (int(v) for v in item)
-        for b in bands:
-            keys[(b, run, camcol, fld)] = None
-    return list(keys)
-
-
-class _Unreachable(Exception):
-    """Internal: every attempt failed to connect at all."""
-
-
-def _retry_after(resp: requests.Response) -> float | None:
-    value = resp.headers.get("Retry-After", "")
-    try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
-    except ValueError:
-        return None
-
-
-def _fetch(
-    url: str, dest: Path, session: requests.Session, *, timeout: float, retries: int, backoff: float
-) -> tuple[str | None, int]:
-    """Download ``url`` to ``dest`` with retries; return (failure reason or None, attempts)."""
-    reason = "not attempted"
-    wait = 0.0
-    only_connect_errors = True
-    for attempt in range(retries + 1):
-        if attempt:
-            # Exponential backoff; a server's Retry-After wins when it asks for longer.
-            time.sleep(max(wait, backoff * 2 ** (attempt - 1)))
-        wait = 0.0
-        responded = False
-        try:
-            with session.get(url, stream=True, timeout=timeout) as resp:
-                responded = True
-                code = resp.status_code
-                if code != 200:
-                    reason = f"HTTP {code} {resp.reason or ''}".strip()
-                    only_connect_errors = False
-                    if code in RETRY_STATUS or code >= 500:
-                        wait = _retry_after(resp) or 0.0
-                        continue
-                    # 404 and other client errors will not change on retry.
-                    return f"{reason} ({url})", attempt + 1
-                expected = resp.headers.get("Content-Length")
-                encoded = resp.headers.get("Content-Encoding", "identity") not in ("", "identity")
-                with atomic_path(dest) as tmp:
-                    written = 0
-                    with open(tmp, "wb") as out:
-                        for chunk in resp.iter_content(_CHUNK):
-                            out.write(chunk)
-                            written += len(chunk)
-                    if expected is not None and not encoded and written != int(expected):
-                        raise FrameIntegrityError(
-                            f"response ended after {written} of {expected} bytes"
-                        )
-                    check_frame(tmp, label=dest.name)
-                return None, attempt + 1
-        except FrameIntegrityError as exc:
-            only_connect_errors = False
-            reason = f"corrupt download: {exc}"
-        except requests.exceptions.ConnectionError as exc:
-            # Connect timeouts, refused connections, DNS failures; or a stream dropped mid-body,
-            # which proves the server is reachable.
-            only_connect_errors = only_connect_errors and not responded
-            reason = f"connection failed: {_short(exc)}"
-        except requests.exceptions.Timeout as exc:
-            only_connect_errors = False
-            reason = f"timed out after {timeout:g} s: {_short(exc)}"
-        except requests.exceptions.RequestException as exc:
-            # e.g. ChunkedEncodingError when the body is shorter than Content-Length.
-            only_connect_errors = False
-            reason = f"incomplete response: {_short(exc)}"
-        log.debug("attempt %d of %s failed: %s", attempt + 1, url, reason)
-    if only_connect_errors:
-        raise _Unreachable(reason)
-    return f"{reason} (after {retries + 1} attempts)", retries + 1
-
-
-def _short(exc: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, which says what actually happened."""
-    inner = exc
-    while inner.__context__ is not None and inner.__context__ is not inner:
-        inner = inner.__context__
-    text = str(inner) or type(inner).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def download_frames(
     fields: Iterable[tuple[int, int, int]],
     cache_dir,
@@ -335,7 +122,8 @@ def download_frames(
     bands : iterable of str
         Bands to fetch (default all five).
     base_url : str, optional
-        Root of a SAS-like tree, http(s) (default or ``None``: :data:`DEFAULT_BASE_URL`, DR17).
+        Root of a SAS-like tree, http(s) (default or ``None``:
+        :data:`~stellarexp.data.frame_cache.DEFAULT_BASE_URL`, DR17).
     timeout : float
         Seconds to wait to connect and between received bytes (``requests`` semantics).
     retries : int
@@ -365,10 +153,8 @@ def download_frames(
     files are not tried and are reported as failed with that reason, instead of waiting through
     the full backoff for each of them.
     """
-    from tqdm.auto import tqdm
-
-    base_url = _base_url(base_url)
-    keys = _requested(fields, bands)
+    base_url = resolve_base_url(base_url)
+    keys = requested_frames(fields, bands)
     report = DownloadReport()
     unreachable = threading.Event()
     unreachable_reason: list[str] = []
@@ -396,10 +182,10 @@ def download_frames(
         if unreachable.is_set():
             return "failed", dest, f"not attempted: {unreachable_reason[0]}", url, 0
         try:
-            reason, attempts = _fetch(
+            reason, attempts = fetch_frame(
                 url, dest, get_session(), timeout=timeout, retries=retries, backoff=backoff
             )
-        except _Unreachable as exc:
+        except ServerUnreachableError as exc:
             if not unreachable.is_set():
                 unreachable_reason.append(f"{base_url} unreachable ({exc})")
                 unreachable.set()
@@ -515,7 +301,7 @@ def ensure_frames(
         Listing every file still missing or unusable, why, and how to provide it.
     """
     fields = list(fields)
-    base_url = _base_url(base_url)
+    base_url = resolve_base_url(base_url)
     if download:
         report = download_frames(
             fields,
@@ -527,7 +313,7 @@ def ensure_frames(
         )
     else:
         report = DownloadReport()
-        for key in _requested(fields, bands):
+        for key in requested_frames(fields, bands):
             dest = frame_cache_path(cache_dir, *key)
             url = frame_url(*key, base_url=base_url)
             if not dest.is_file():

@@ -115,7 +115,7 @@ def run(cfg, run) -> dict[str, float]:
     avg_cfg = st.averaging
     ckpt_dir = Path(st.checkpoint_dir) if st.get("checkpoint_dir") else run.output_dir / "checkpoints"
     resume_from, ckpt_dir = _resume_path(st, ckpt_dir)
-    if resume_from is None and not st.get("checkpoint_dir") and str(st.get("resume", "auto")) == "auto":
+    if resume_from is None and not st.get("checkpoint_dir") and str(st.resume) == "auto":
         # the same job killed earlier (kill -9: its run was ended KILLED): continue its checkpoint
         from stellarexp.tracking.stale import resumable_checkpoint
 
@@ -199,7 +199,7 @@ def run(cfg, run) -> dict[str, float]:
     run.log_artifact(folder, backbone_artifact.ARTIFACT_DIR)
     run.set_tags({"averaged_epochs": json.dumps(plan.used)[:500],
                   "averaging_note": plan.note or "full window"})
-    if st.get("figures", True):
+    if st.figures:
         _log_learning_curves(run, hist, plan, targets)
     # final values one step after the last epoch, so they are the runs' latest values
     run.log_metrics(metrics, step=int(hist["epoch"][-1]) + 1)

@@ -112,18 +112,18 @@ def run(cfg, run) -> dict[str, float]:
         sel = masks[report_subset] & usable
         panels[target] = (y[sel], pred[sel])
 
-        if cfg.stage.get("save_models", True):
+        if cfg.stage.save_models:
             path = baselines.save_model(model, model_name, out_dir / "models" / target)
             run.log_artifact(path, "models")
             run.log_text(json.dumps({"model": model_name, "features": list(X.columns),
                                      "target": target, "params": params}, indent=2),
                          f"models/{target}.json")
 
-    if cfg.stage.get("predictions", True):
+    if cfg.stage.predictions:
         path = out_dir / "predictions.csv"
         write_csv_atomic(preds, path, index=False)
         run.log_artifact(path)
-    if cfg.stage.get("figure", True):
+    if cfg.stage.figure:
         from stellarexp.evaluate.figures import pred_vs_true
 
         fig = pred_vs_true(panels, out_dir / "figures" / "pred_vs_true.png",

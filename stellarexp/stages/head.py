@@ -64,7 +64,7 @@ def load_inputs(cfg, run, targets):
                   "arch": bb_run.data.tags.get("arch", "")})
     subsets = ["train", "val"] + (["test"] if SPLITS[split]["test"] else [])
     feats = {s: ic.cached_view_features(backbone, path, split, s, targets, fingerprint,
-                                        use_cache=bool(cfg.stage.get("cache", True)))
+                                        use_cache=bool(cfg.stage.cache))
              for s in subsets}
     return {"backbone": backbone, "path": path, "fingerprint": fingerprint, "subsets": feats}
 
@@ -88,7 +88,7 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
     from stellarexp.stages import pruning
 
     st = cfg.stage
-    noise = st.get("noise", "learn")
+    noise = st.noise
     module = HeadModule(
         int(feats_train.shape[-1]), targets, n_train=int(feats_train.shape[1]),
         hidden=list(st.hidden), prior=ic.plain(st.prior), activation=str(st.activation),

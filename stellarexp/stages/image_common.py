@@ -26,7 +26,7 @@ def set_threads(cfg) -> None:
     """Limit torch's CPU threads to ``trainer.n_jobs`` (shared machines)."""
     import torch
 
-    n = int(cfg.trainer.get("n_jobs", 2) or 2)
+    n = int(cfg.trainer.n_jobs or 2)
     torch.set_num_threads(max(n, 1))
 
 
@@ -56,9 +56,9 @@ def plain(node):
 
 def trainer_kwargs(cfg, stage_cfg) -> dict:
     """Lightning ``Trainer`` arguments common to the image stages."""
-    kw = {"accelerator": str(cfg.trainer.get("accelerator", "cpu")),
-              "devices": cfg.trainer.get("devices", 1),
-              "precision": str(cfg.trainer.get("precision", "32-true")),
+    kw = {"accelerator": str(cfg.trainer.accelerator),
+              "devices": cfg.trainer.devices,
+              "precision": str(cfg.trainer.precision),
               "max_epochs": int(stage_cfg.max_epochs), "logger": False,
               "enable_progress_bar": bool(stage_cfg.get("progress_bar", True)),
               "enable_model_summary": False, "num_sanity_val_steps": 0}

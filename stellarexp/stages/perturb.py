@@ -179,7 +179,7 @@ def noise_experiment(predict, images, y, targets, st, seed: int):
     ex_rows = [{"eps": 0.0, **{f"{t}_{k}": float(clean[k][0, j]) for j, t in enumerate(targets)
                                for k in ("mean", "std", "std_cal")}}]
     for eps in [float(e) for e in st.noise.eps]:
-        for d in range(int(st.noise.get("draws", 1))):
+        for d in range(int(st.noise.draws)):
             noisy = add_noise(images, scatter, eps, bands, gen)
             pred = predict(noisy)
             rows += _summary(pred, clean, y, targets, eps=eps, draw=d)
@@ -269,7 +269,7 @@ def run(cfg, run) -> dict[str, float]:
     ds.close()
     log.info("perturbing %d %s stars of head run %s", n, st.subset, head_run.info.run_id)
     predict = Predictor(backbone, module, LabelScaler.from_dict(meta["label_scaler"]), recal,
-                        int(st.n_samples), int(st.get("batch_size", 256)), int(cfg.seed))
+                        int(st.n_samples), int(st.batch_size), int(cfg.seed))
 
     out = run.output_dir / "perturb"
     figs = run.output_dir / "figures"
@@ -305,7 +305,7 @@ def run(cfg, run) -> dict[str, float]:
     paths = [optional_figure("noise example", fg.noise_figure, example, figs / "noise_example.png"),
              optional_figure("noise shift", fg.shift_figure, per_eps, figs / "noise_shift.png",
                    title=f"{n} {st.subset} stars, noise on {','.join(st.noise.bands)}")]
-    n_ex = min(int(st.rotation.get("examples", 3)), n)
+    n_ex = min(int(st.rotation.examples), n)
     for j, t in enumerate(targets):
         stars = [{"target": t, "label": float(y[i, j]), "name": f"star row {int(idx[i])}",
                   **{k: stacked[k][:, i, j] for k in ("mean", "lo", "hi", "std_cal")}}
@@ -315,7 +315,7 @@ def run(cfg, run) -> dict[str, float]:
         paths.append(optional_figure(f"rotation {t}", fg.rotation_figure, angles, stars,
                            figs / f"rotation_{t}.png",
                            title="recalibrated 95% interval" if recal else "95% percentiles"))
-    n_att = min(int(st.get("attention", {}).get("examples", 3)), n)
+    n_att = min(int(st.attention.examples), n)
     if n_att:
         def attention():
             from stellarexp.evaluate.attention import attention_maps

@@ -145,7 +145,7 @@ def anchor_twin(cfg, cal: pd.DataFrame) -> pd.DataFrame | None:
     for an anchor without condition columns, or with ``stage.twin=false``."""
     from stellarexp.survey.realism import twin
 
-    if not cfg.stage.get("twin", True) or str(cfg.data.get("name")) != "synthetic":
+    if not cfg.stage.twin or str(cfg.data.get("name")) != "synthetic":
         return None
     from stellarexp.survey.simulate import spec_from_config
 
@@ -188,9 +188,9 @@ def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
         locus.locus_width(sim_mags, cal_mags, sample=sample),
         noise.label_noise(stars[val], sample=f"{sample} (validation, split=paper)", seed=int(cfg.seed)),
     ]
-    if scfg.get("difficulty", True):
+    if scfg.difficulty:
         checks.append(difficulty(stars, sample=sample, tolerance=float(scfg.difficulty_tolerance),
-                                 seed=int(cfg.seed), n_jobs=int(cfg.trainer.get("n_jobs", 2)),
+                                 seed=int(cfg.seed), n_jobs=int(cfg.trainer.n_jobs),
                                  judged=str(cfg.data.get("size")) == "full"))
     return checks, {"sspp": sspp, "sspp_scored": score_half, "cal": cal, "sim": sim, "seg": seg,
                     "sim_mags": sim_mags, "cal_mags": cal_mags, "twin": twin_cat}
@@ -198,7 +198,7 @@ def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
 
 def to_markdown(checks, *, title: str) -> str:
     """The realism table: check, sample, value, target, verdict, detail."""
-    from stellarexp.tracking.compare import markdown_table
+    from stellarexp.tracking.table_format import markdown_table
 
     def cell(text: str) -> str:  # a pipe inside a cell would end it
         return str(text).replace("|", "\\|")
@@ -281,7 +281,7 @@ def run(cfg, run) -> dict:
             with atomic_path(out / "tables" / f"{c.name}-{c.sample.split(' ')[0]}.csv") as tmp:
                 c.table.to_csv(tmp, index=False)
     run.log_artifact(out, "realism")
-    if cfg.stage.get("figures", True):
+    if cfg.stage.figures:
         data_cfg = cfg.data if str(cfg.data.get("name")) == "synthetic" else None
         for p in _figures(checks, inputs, run.output_dir, sample, stars, data_cfg):
             run.log_figure(p)

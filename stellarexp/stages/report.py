@@ -53,20 +53,20 @@ def realism_section(client, run) -> str:
 def run(cfg, run) -> dict:
     """Build, print and log the comparison table; see the module docstring."""
     from stellarexp.data.dataset import eval_subset
-    from stellarexp.tracking import compare, goals, perturb_report
+    from stellarexp.tracking import compare, goals, perturb_report, row_sources, table_format
 
     scfg = cfg.stage
     split = str(cfg.split.name)
     subset = eval_subset(split)
-    names = list(scfg.sources) if scfg.get("sources") else list(compare.ROW_SOURCES)
-    unknown = [n for n in names if n not in compare.ROW_SOURCES]
+    names = list(scfg.sources) if scfg.get("sources") else list(row_sources.ROW_SOURCES)
+    unknown = [n for n in names if n not in row_sources.ROW_SOURCES]
     if unknown:
-        raise ValueError(f"unknown row sources {unknown}; registered: {list(compare.ROW_SOURCES)}")
+        raise ValueError(f"unknown row sources {unknown}; registered: {list(row_sources.ROW_SOURCES)}")
     client = run.client
     run_ids = [str(r) for r in (scfg.get("run_ids") or [])]
     if run_ids:
         runs = sorted((client.get_run(r) for r in run_ids), key=lambda r: -r.info.start_time)
-        stages = {compare.ROW_SOURCES[n].stage: n for n in names}
+        stages = {row_sources.ROW_SOURCES[n].stage: n for n in names}
         by_source = {n: [r for r in runs if stages.get(r.data.tags.get("stage")) == n] for n in names}
         fps = {r.data.tags.get("data_fingerprint") for r in runs}
         fingerprint = next(iter(fps)) if len(fps) == 1 else None
@@ -77,41 +77,42 @@ def run(cfg, run) -> dict:
         fingerprint = scfg.get("fingerprint") or data_fingerprint(cfg.data)
         if fingerprint is None:
             newest = [r for n in names for r in compare.search_finished(
-                client, stage=compare.ROW_SOURCES[n].stage, fingerprint=None, split=split,
+                client, stage=row_sources.ROW_SOURCES[n].stage, fingerprint=None, split=split,
                 experiments=experiments)[:1]]
             if newest:
                 newest.sort(key=lambda r: -r.info.start_time)
                 fingerprint = newest[0].data.tags.get("data_fingerprint")
                 log.info("no dataset file for the data config: using the newest run's data "
                          "fingerprint %s", fingerprint)
-        by_source = {n: compare.search_finished(client, stage=compare.ROW_SOURCES[n].stage,
+        by_source = {n: compare.search_finished(client, stage=row_sources.ROW_SOURCES[n].stage,
                                                 fingerprint=fingerprint, split=split,
                                                 experiments=experiments) for n in names}
     comp = compare.build(by_source, split=split, subset=subset, fingerprint=fingerprint,
-                         paper=bool(scfg.get("paper", True)))
+                         paper=bool(scfg.paper))
 
     linked = _linked_runs(client, comp, run_ids, fingerprint, split)
-    figures = figure_links(client, linked) if scfg.get("figures", True) else {}
+    figures = figure_links(client, linked) if scfg.figures else {}
     sections, goal_metrics = [], {}
     if scfg.get("goals") is not None:
         checked = goals.check(comp, goals.Goals.from_config(scfg.goals))
         if checked is not None:
             sections.append(goals.to_markdown(checked))
             goal_metrics = checked.metrics()
-    if scfg.get("perturbation", True):
+    if scfg.perturbation:
         sections += [perturb_report.section(client, r) for r in linked
                      if r.data.tags.get("stage") == "perturb"]
-    if scfg.get("realism", True):
+    if scfg.realism:
         sections += [realism_section(client, r) for r in linked if r.data.tags.get("stage") == "realism"]
-    markdown = compare.to_markdown(comp, paper=bool(scfg.get("paper", True)), figures=figures,
-                                   sections=sections)
+    markdown = table_format.to_markdown(comp, paper=bool(scfg.paper),
+                                        figures=figures, sections=sections)
     print(markdown, flush=True)
     out = run.output_dir / "comparison"
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "comparison.md", markdown)
-    write_csv_atomic(compare.to_frame(comp, paper=bool(scfg.get("paper", True)), text=False),
+    write_csv_atomic(table_format.to_frame(comp, paper=bool(scfg.paper), text=False),
                      out / "comparison.csv", index=False)
-    write_text_atomic(out / "comparison.html", compare.to_html(comp, paper=bool(scfg.get("paper", True))))
+    write_text_atomic(out / "comparison.html",
+                      table_format.to_html(comp, paper=bool(scfg.paper)))
     write_text_atomic(out / "selection.json", json.dumps(
         {"fingerprint": fingerprint, "split": split, "subset": subset, "run_ids": comp.run_ids},
         indent=2))
