@@ -352,7 +352,8 @@ def test_a_run_the_full_database_cannot_end_is_ended_failed_with_its_cause_by_th
     from mlflow.tracking import MlflowClient
 
     from stellarexp.tracking import stale, store
-    from stellarexp.tracking.runs import TrackedRun, tracked_run
+    from stellarexp.tracking.run_handle import TrackedRun
+    from stellarexp.tracking.runs import tracked_run
 
     full = MlflowException("(sqlite3.OperationalError) database or disk is full")
 

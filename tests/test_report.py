@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from stellarexp.tracking import compare
+from stellarexp.tracking import compare, row_sources, table_format
 from tests.test_train_fixtures import run_cli, run_job, write_tiny_dataset
 
 pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
@@ -128,9 +128,9 @@ def _fake_run(run_id, start, tags, metrics):
 
 
 def test_image_model_rows_come_from_a_registered_source(monkeypatch):
-    monkeypatch.setattr(compare, "ROW_SOURCES", dict(compare.ROW_SOURCES))
-    compare.register_row_source(compare.RowSource(name="head", stage="head", key="convit_{model}",
-                                                  paper_key="ours"))
+    monkeypatch.setattr(row_sources, "ROW_SOURCES", dict(row_sources.ROW_SOURCES))
+    row_sources.register_row_source(row_sources.RowSource(name="head", stage="head",
+                                                          key="convit_{model}", paper_key="ours"))
     base = _fake_run("b", 1, {"model": "catboost", "features": "mag"}, {"val/sigma_teff": 250.0})
     head = _fake_run("h", 2, {"model": "convit"}, {"val/sigma_teff": 170.0, "val/sigma_teff_lo": 165.0,
                                                    "val/sigma_teff_hi": 175.0, "val/sigma_logg": 0.4})
@@ -139,7 +139,7 @@ def test_image_model_rows_come_from_a_registered_source(monkeypatch):
     assert [r.key for r in comp.rows] == ["catboost_mag", "convit_convit"]
     row = comp.rows[1]
     assert row.paper["teff"] == 172.37 and row.cells["teff"].value == 170.0
-    md = compare.to_markdown(comp)
+    md = table_format.to_markdown(comp)
     assert "170.0 [165.0, 175.0]" in md and "| CatBoost_mag | 250.0 |" in md
     assert "label noise floor" not in md  # no truth, no floor row
 

@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from stellarexp.tracking import compare
+from stellarexp.tracking import compare, row_sources, table_format
 from tests.test_train_fixtures import migrated_db, run_job
 
 pytest_plugins = ["tests.test_train_fixtures"]
@@ -190,12 +190,12 @@ def test_holdout_and_explicit_run_ids(image_home, runs, tmp_path):
 
 
 def test_row_specs_scale_and_paper_digits():
-    assert compare._paper_text(0.052) == "0.052" and compare._paper_text(265.10) == "265.10"
-    assert compare._paper_text(98.29) == "98.29" and compare._paper_text(None) == ""
+    assert table_format.paper_text(0.052) == "0.052" and table_format.paper_text(265.10) == "265.10"
+    assert table_format.paper_text(98.29) == "98.29" and table_format.paper_text(None) == ""
     with pytest.raises(ValueError, match="key template or rows"):
-        compare.register_row_source(compare.RowSource(name="empty", stage="x"))
+        row_sources.register_row_source(row_sources.RowSource(name="empty", stage="x"))
     # every image row has its paper row
     rows = compare.paper_table()["rows"]
     for name in ("head", "logg_heads", "logg_classifier"):
-        for spec in compare.ROW_SOURCES[name].specs():
+        for spec in row_sources.ROW_SOURCES[name].specs():
             assert spec.key in rows

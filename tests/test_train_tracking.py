@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from stellarexp import stages
-from stellarexp.tracking import runs as R
-from stellarexp.tracking import store, ui
+from stellarexp.tracking import job_identity, params, run_handle, store, ui
 from tests.test_train_fixtures import isolated_env, run_job
 
 pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
@@ -40,11 +39,11 @@ def test_experiment_gets_an_absolute_artifact_location(home, tmp_path):
 
 
 def test_flatten_dotted_keys_lists_and_limits():
-    flat = R.flatten({"a": {"b": 1, "c": {"d": None}}, "l": [1, "x"], "e": {}, "bad{key}": 2,
+    flat = params.flatten({"a": {"b": 1, "c": {"d": None}}, "l": [1, "x"], "e": {}, "bad{key}": 2,
                       "long": "x" * 7000})
     assert flat["a.b"] == "1" and flat["a.c.d"] == "null" and flat["l"] == '[1, "x"]'
     assert "e" not in flat and flat["bad_key_"] == "2"
-    assert len(flat["long"]) == R.MAX_PARAM_VALUE and flat["long"].endswith("...")
+    assert len(flat["long"]) == params.MAX_PARAM_VALUE and flat["long"].endswith("...")
 
 
 def _spied_run(tmp_path, monkeypatch):
@@ -55,7 +54,7 @@ def _spied_run(tmp_path, monkeypatch):
     calls = []
     original = client.log_batch
     monkeypatch.setattr(client, "log_batch", lambda *a, **k: (calls.append(k), original(*a, **k)))
-    return client, run, R.TrackedRun(client, run.info.run_id, tmp_path), calls
+    return client, run, run_handle.TrackedRun(client, run.info.run_id, tmp_path), calls
 
 
 def test_many_params_and_metrics_are_logged_in_batches(home, tmp_path, monkeypatch):
@@ -182,7 +181,7 @@ def test_experiment_deleted_between_jobs_is_restored(home, tmp_path, monkeypatch
 
 
 def test_git_commit_tag_is_a_sha_or_unknown():
-    sha = R.git_commit()
+    sha = job_identity.git_commit()
     assert sha == "unknown" or len(sha.split("-")[0]) == 40
 
 
@@ -225,7 +224,7 @@ def test_ui_serves_the_store(tmp_path):
 
 def test_ddp_worker_processes_log_nothing(tmp_path, monkeypatch):
     """Rank > 0 of a DDP launch gets a handle that writes nothing: one run per job, not per GPU."""
-    from stellarexp.tracking import runs, store
+    from stellarexp.tracking import run_handle, runs, store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = {"stage": {"name": "baseline"}, "target": "teff",
@@ -233,9 +232,9 @@ def test_ddp_worker_processes_log_nothing(tmp_path, monkeypatch):
     with runs.tracked_run(cfg, tmp_path / "out") as rank0:
         rank0.log_metrics({"val/sigma_teff": 1.0})
         monkeypatch.setenv("LOCAL_RANK", "1")
-        assert runs.process_rank() == 1
+        assert run_handle.process_rank() == 1
         with runs.tracked_run(cfg, tmp_path / "out") as worker:
-            assert isinstance(worker, runs.WorkerRun)
+            assert isinstance(worker, run_handle.WorkerRun)
             assert worker.run_id == rank0.run_id
             worker.log_metrics({"val/sigma_teff": 99.0})
             worker.log_text("x", "worker.txt")
@@ -251,7 +250,7 @@ def test_ddp_worker_processes_log_nothing(tmp_path, monkeypatch):
 def test_run_params_leave_out_the_size_table_and_group_per_band_settings():
     import json
 
-    from stellarexp.tracking.runs import run_params
+    from stellarexp.tracking.params import run_params
 
     params = run_params({"data": {"size": "tiny", "sizes": {"tiny": {"n_fields": 2}},
                                   "zp": {"u": 0.02, "g": 0.01, "r": 0.01, "i": 0.01, "z": 0.02},

@@ -39,7 +39,7 @@ def resolved(cfg) -> dict:
 
 def config_hash(cfg) -> str:
     """The ``config_hash`` tag the job's run will carry (config + data fingerprint)."""
-    from stellarexp.tracking.runs import job_config_hash
+    from stellarexp.tracking.job_identity import job_config_hash
 
     return job_config_hash(resolved(cfg))
 

@@ -1,35 +1,33 @@
 """Run a plan under one MLflow parent run, reusing every step that already finished.
 
-Each train step is composed, hashed (:func:`stellarexp.tracking.runs.job_config_hash`: the
-config without volatile keys plus the data fingerprint) and looked up: a FINISHED run with the
+Each train step is composed, hashed (:func:`stellarexp.tracking.job_identity.job_config_hash`:
+the config without volatile keys plus the data fingerprint) and looked up: a FINISHED run with the
 same ``config_hash`` tag is reused, otherwise the job runs in this process as a child of the
 parent run. Inputs of later steps are pinned to the runs of earlier ones (``refs``), so their
 hashes change when an earlier step is re-run. A reproduce that stopped (error, Ctrl-C, kill) and
 is started again reopens its parent run and continues with the first step that has no finished
-run.
+run. The parent run's records are kept by :mod:`~stellarexp.reproduce.parent_run`, a step job's
+overrides built by :mod:`~stellarexp.reproduce.step_overrides`, the printed tables by
+:mod:`~stellarexp.reproduce.summary`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stellarexp.reproduce import jobs, plan
+from stellarexp.data import pipeline
+from stellarexp.data.fingerprint import data_fingerprint
+from stellarexp.home import mlruns_dir, outputs_dir
+from stellarexp.reproduce import jobs, parent_run, plan, step_overrides, summary
 from stellarexp.reproduce.plan import ReproduceError, Step
-from stellarexp.tracking.redact import redact, redact_text
+from stellarexp.reproduce.summary import StepResult
+from stellarexp.reproduce.tune import study_plan, tuned_overrides
+from stellarexp.tracking import store
 
 log = logging.getLogger("stellarexp.reproduce")
-
-PARENT_STAGE = "reproduce"
-NOTE_LIMIT = 8000  # MLflow's longest tag value: the parent run's description must fit
-PLAN_TAG = "reproduce_plan"
 
 
 def _last_active_run():
@@ -47,49 +45,6 @@ def _last_active_run():
         return None
 
 
-@dataclass
-class StepResult:
-    """What happened to one step: ``ran``, ``reused``, ``failed``, ``planned`` (dry run)."""
-
-    step: str
-    stage: str
-    status: str
-    run_id: str | None = None
-    config_hash: str | None = None
-    seconds: float = 0.0
-    note: str = ""
-
-
-def plan_hash(cfg) -> str:
-    """Hash of what the experiment computes (not of dry_run/rerun/tracking/progress)."""
-    import hashlib
-
-    from omegaconf import OmegaConf
-
-    keep = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
-            else cfg[k] for k in ("experiment", "tune", "tune_trials") if k in cfg}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def _quiet_downloads():
-    """No MLflow download progress bar in the middle of the printed summary."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    saved = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = saved
-
-
-def _quote(value: str) -> str:
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 class Reproduce:
     """One reproduce of ``cfg`` (the composed ``stellarexp/conf/reproduce.yaml``).
 
@@ -101,8 +56,6 @@ class Reproduce:
     """
 
     def __init__(self, cfg, output_dir):
-        from stellarexp.home import outputs_dir
-
         self.cfg = cfg
         self.name = str(cfg.experiment.name)
         self.output_dir = Path(output_dir)
@@ -127,20 +80,13 @@ class Reproduce:
 
     @property
     def tracking_overrides(self) -> list[str]:
-        tcfg = self.cfg.get("tracking") or {}
-        out = []
-        if tcfg.get("uri"):
-            out.append(f"tracking.uri={_quote(tcfg.uri)}")
-        if tcfg.get("experiment"):
-            out.append(f"tracking.experiment={_quote(tcfg.experiment)}")
-        return out
+        """The overrides that send the steps' jobs to this reproduce's store and experiment."""
+        return step_overrides.tracking_overrides(self.cfg)
 
     @property
     def client(self):
         if self._client is None:
             import mlflow
-
-            from stellarexp.tracking import store
 
             tcfg = self.cfg.get("tracking") or {}
             self._client = store.connect(tcfg.get("uri"))
@@ -161,100 +107,31 @@ class Reproduce:
 
     def open_parent(self) -> bool:
         """Create the parent run, or reopen the unfinished one of this plan; True if reopened."""
-        from stellarexp.tracking import stale
-
-        client = self.client
-        digest = plan_hash(self.cfg)
-        query = f"tags.stage = '{PARENT_STAGE}' and tags.{PLAN_TAG} = '{digest}'"
-        old = client.search_runs([self.experiment_id], query, max_results=1,
-                                 order_by=["attributes.start_time DESC"])
-        tags = {"stage": PARENT_STAGE, PLAN_TAG: digest, "reproduce.experiment": self.name,
-                "trainer": self.trainer, "tune": str(bool(self.cfg.get("tune"))),
-                **stale.process_tags()}
-        if old and old[0].info.status != "FINISHED":
-            run = old[0]
-            pid = run.data.tags.get(stale.PID_TAG)
-            if (run.info.status == "RUNNING" and pid and run.data.tags.get(stale.HOST_TAG)
-                    == tags[stale.HOST_TAG] and stale.process_alive(pid, run.data.tags.get(
-                        stale.START_TAG))):
-                raise ReproduceError(f"this experiment is already running in process {pid} "
-                                     f"(MLflow run {run.info.run_id}); wait for it or stop it")
-            self.parent_id = run.info.run_id
-            client.update_run(self.parent_id, status="RUNNING")
-            for key, value in tags.items():
-                client.set_tag(self.parent_id, key, value)
-            log.info("resuming reproduce run %s (was %s)", self.parent_id, run.info.status)
-            return True
-        run = client.create_run(self.experiment_id, run_name=f"reproduce-{self.name}", tags=tags)
-        self.parent_id = run.info.run_id
-        import yaml
-        from omegaconf import OmegaConf
-
-        client.log_text(self.parent_id, yaml.safe_dump(
-            redact(OmegaConf.to_container(self.cfg, resolve=True)), sort_keys=False),
-            "config/reproduce.yaml")
-        return False
+        client = self.client  # looks up the experiment first
+        self.parent_id, resumed = parent_run.open_parent(client, self.experiment_id, self.cfg,
+                                                         self.name, self.trainer)
+        return resumed
 
     def _record(self, result: StepResult) -> None:
         self.results[result.step] = result
         if self.parent_id is None:
             return
-        client = self.client
-        if result.run_id:
-            client.set_tag(self.parent_id, f"step.{result.step}", result.run_id)
-        client.log_text(self.parent_id, redact_text(self.steps_markdown()), "reproduce/steps.md")
-        client.log_text(self.parent_id, json.dumps(redact([asdict(r) for r in self.results.values()]),
-                                                   indent=2), "reproduce/steps.json")
+        parent_run.record_step(self.client, self.parent_id, result, self.results)
 
     def _end_parent(self, status: str, error: str | None = None) -> None:
         if self.parent_id is None:
             return
-        client = self.client
-        total = sum(r.seconds for r in self.results.values())
-        ran = sum(r.status == "ran" for r in self.results.values())
-        reused = sum(r.status == "reused" for r in self.results.values())
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        client.log_batch(self.parent_id, metrics=[
-            Metric("reproduce/step_seconds", total, now, 0),
-            Metric("reproduce/steps_ran", ran, now, 0),
-            Metric("reproduce/steps_reused", reused, now, 0)])
-        if error:
-            client.set_tag(self.parent_id, "error", redact_text(error)[:1000])
-        client.set_terminated(self.parent_id, status)
+        parent_run.end_parent(self.client, self.parent_id, self.results, status, error)
 
     # ---------------------------------------------------------------- steps
 
     def _job_overrides(self, step: Step, dry: bool) -> tuple[list[str], list[str]]:
         """(overrides of the step's job, names of earlier steps it waits for without a run)."""
-        extra, waiting = [], []
-        for key, target in step.refs.items():
-            run_id = self.results[target].run_id if target in self.results else None
-            if run_id is None:
-                if not dry:
-                    raise ReproduceError(f"step '{step.name}' needs the run of step '{target}', "
-                                         "which has none")
-                waiting.append(target)
-                run_id = f"<run of {target}>"
-            extra.append(f"++{key}={_quote(run_id)}")
-        if step.collect:
-            ids = [r.run_id or f"<run of {r.step}>" for r in self.results.values()
-                   if r.stage != plan.DATA_STAGE]
-            waiting += [r.step for r in self.results.values()
-                        if r.stage != plan.DATA_STAGE and not r.run_id]
-            extra.append("stage.run_ids=[" + ",".join(_quote(i) for i in ids) + "]")
-        tags = [f"++tracking.tags.reproduce_step={_quote(step.name)}",
-                f"++tracking.tags.reproduce_experiment={_quote(self.name)}"]
-        if self.parent_id:
-            tags.append(f"tracking.parent_run_id={self.parent_id}")
-        return [*step.overrides, *self.tracking_overrides, *extra, *tags], waiting
+        return step_overrides.job_overrides(step, self.results, self.name, self.parent_id,
+                                            self.tracking_overrides, dry)
 
     def data_step(self, step: Step, dry: bool) -> StepResult:
         """Simulate (synthetic) and build the dataset file when absent or stale."""
-        from stellarexp.data import pipeline
-        from stellarexp.data.fingerprint import data_fingerprint
-
         t0 = time.time()
         data_cfg = jobs.compose_job(step.overrides).data
         if dry:
@@ -280,22 +157,17 @@ class Reproduce:
 
     def train_step(self, step: Step, dry: bool) -> StepResult:
         """Reuse the step's finished run, or run its job (tuning a baseline first)."""
-
-        overrides, waiting = self._job_overrides(step, dry)
-        job_cfg = jobs.compose_job(overrides)
+        job_args, waiting = self._job_overrides(step, dry)
+        job_cfg = jobs.compose_job(job_args)
         if self.cfg.get("tune") and step.stage == "baseline":
             if dry:
-                from stellarexp.reproduce.tune import study_plan
-
                 studies = ", ".join(f"{e['name']} ({e['n_trials']} trials)" for e in study_plan(
                     job_cfg, step.overrides, self.cfg.get("tune_trials")))
                 return StepResult(step.name, step.stage, "planned", note=f"tune {studies}")
-            from stellarexp.reproduce.tune import tuned_overrides
-
-            overrides = overrides + tuned_overrides(job_cfg, step.overrides,
-                                                    self.cfg.get("tune_trials"), self.client,
-                                                    self.parent_id)
-            job_cfg = jobs.compose_job(overrides)
+            job_args = job_args + tuned_overrides(job_cfg, step.overrides,
+                                                  self.cfg.get("tune_trials"), self.client,
+                                                  self.parent_id)
+            job_cfg = jobs.compose_job(job_args)
         if dry and (waiting or self.fingerprint is None or not self._lookup):
             after = f" after {', '.join(dict.fromkeys(waiting))}" if waiting else ""
             return StepResult(step.name, step.stage, "planned", note=f"would run{after}")
@@ -330,9 +202,6 @@ class Reproduce:
 
     def dry_run(self) -> list[StepResult]:
         """Compose every step and say what would run and what would be reused; run nothing."""
-        from stellarexp.home import mlruns_dir
-        from stellarexp.tracking import store
-
         missing = {s.name for s in plan.unregistered(self.steps)}
         local = store.is_local(store.resolve_uri((self.cfg.get("tracking") or {}).get("uri")))
         # an absent local store holds no run to reuse: do not create it for a dry run
@@ -395,58 +264,21 @@ class Reproduce:
         report = self.report_step()
         if report is None or self.parent_id is None:
             return None
-        client = self.client
-        client.set_tag(self.parent_id, "report_run_id", report.run_id)
-        try:
-            with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
-                path = client.download_artifacts(report.run_id, "comparison/comparison.md", tmp)
-                text = Path(path).read_text()
-        except Exception as exc:  # noqa: BLE001 - the report run itself is still linked
-            log.warning("could not read the report of run %s: %s", report.run_id, exc)
-            return None
-        client.log_text(self.parent_id, redact_text(text), "report/comparison.md")
-        client.set_tag(self.parent_id, "mlflow.note.content",
-                       redact_text(self.description(report.run_id, text)))
-        self.report_text = text
+        text = parent_run.link_report(self.client, self.parent_id, report.run_id,
+                                      lambda table: self.description(report.run_id, table))
+        if text is not None:
+            self.report_text = text
         return text
 
-    def description(self, report_run_id: str, text: str, limit: int = NOTE_LIMIT) -> str:
-        """The parent run's description: the report, then the steps, within MLflow's tag limit.
-
-        A report too long for it loses its figure links first (they stay in the artifact
-        ``report/comparison.md``), then its end.
-        """
-        head = f"Report: MLflow run {report_run_id} (artifacts comparison/).\n\n"
-        steps = f"\n\nSteps:\n\n{self.steps_markdown()}"
-        if len(head) + len(text) + len(steps) > limit and "\nFigures\n" in text:
-            text = (text[:text.index("\nFigures\n")]
-                    + "\nFigures: links in the artifact report/comparison.md\n")
-        room = limit - len(head) - len(steps)
-        if len(text) > room:
-            cut = "\n... (cut; the whole report is the artifact report/comparison.md)"
-            text = text[:max(room - len(cut), 0)] + cut
-        return (head + text + steps)[:limit]
+    def description(self, report_run_id: str, text: str, limit: int = summary.NOTE_LIMIT) -> str:
+        """The parent run's description (:func:`stellarexp.reproduce.summary.parent_description`)."""
+        return summary.parent_description(report_run_id, text, self.steps_markdown(), limit)
 
     def steps_markdown(self) -> str:
         """The step table (status, run, seconds) as Markdown."""
-        lines = ["| step | stage | status | run | seconds | note |", "|---|---|---|---|---|---|"]
-        for r in self.results.values():
-            lines.append(f"| {r.step} | {r.stage} | {r.status} | {r.run_id or ''} | "
-                         f"{r.seconds:g} | {r.note} |")
-        return "\n".join(lines)
+        return summary.steps_markdown(self.results.values())
 
     def plan_text(self) -> str:
         """The plan as printed by a dry run: each step's stage, overrides and status."""
-        tune = ", tune=true" if self.cfg.get("tune") else ""
-        lines = [f"experiment {self.name} (trainer={self.trainer}{tune}): {len(self.steps)} steps"]
-        for i, step in enumerate(self.steps, 1):
-            r = self.results.get(step.name)
-            status = (r.note or r.status) if r else ""
-            lines.append(f"{i:2d}. {step.name:<24s} stage={step.stage:<16s} {status}")
-            own = [o for o in step.overrides if not o.startswith(("trainer=", "stage="))]
-            lines.append(f"      overrides: {' '.join(own)}")
-            for key, target in step.refs.items():
-                lines.append(f"      {key} <- run of step '{target}'")
-            if step.collect:
-                lines.append("      stage.run_ids <- the runs of every earlier step")
-        return "\n".join(lines)
+        return summary.plan_text(self.name, self.trainer, bool(self.cfg.get("tune")), self.steps,
+                                 self.results)

@@ -17,13 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from stellarexp.tracking.compare import (
-    HEADERS,
-    TARGETS,
-    Comparison,
-    format_value,
-    markdown_table,
-)
+from stellarexp.tracking.compare import Comparison
+from stellarexp.tracking.row_sources import TARGETS
+from stellarexp.tracking.table_format import HEADERS, format_value, markdown_table
 
 
 @dataclass(frozen=True)

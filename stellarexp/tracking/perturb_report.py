@@ -13,7 +13,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from stellarexp.tracking.compare import HEADERS, TARGETS, format_value, markdown_table
+from stellarexp.tracking.row_sources import TARGETS
+from stellarexp.tracking.table_format import HEADERS, format_value, markdown_table
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,102 @@
+"""Which runs make which rows of the comparison table: the registry of row sources (baselines,
+image head, two-stage logg, logg classifier) and the target columns they fill."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from stellarexp.constants import LABELS
+
+TARGETS = LABELS  # the table's target columns, in order
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row that a source makes from each of its runs.
+
+    Attributes
+    ----------
+    key : str
+        Row key template over the run's tags (a plain string for a fixed row).
+    metrics : mapping
+        Target column -> metric kind: the cell is ``<subset>/<kind>_<target>`` (with its
+        ``_lo``/``_hi`` interval when logged), e.g. ``{"logg": "sigma_dwarf"}``.
+    paper_key : str or None
+        Template of the key of the paper's row shown beside it (default: ``key``).
+    scale : float
+        Factor applied to the metric and its interval (100 shows an accuracy in percent).
+    uncertainty : bool
+        The row's cells also take the
+        :data:`~stellarexp.tracking.compare.UNCERTAINTY_KINDS` of their run.
+    """
+
+    key: str
+    metrics: Mapping[str, str]
+    paper_key: str | None = None
+    scale: float = 1.0
+    uncertainty: bool = False
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """How the runs of one stage become rows.
+
+    Attributes
+    ----------
+    name : str
+        Source name (``stage.sources`` selects by it).
+    stage : str
+        Value of the runs' ``stage`` tag.
+    key : str
+        Row key template over the run's tags, e.g. ``"{model}_{features}"``: one row whose
+        columns are ``<subset>/sigma_<target>``. Unused when ``rows`` is given.
+    paper_key : str or None
+        Template of the key of the paper's row to show beside it (default: ``key``).
+    rows : tuple of RowSpec
+        Several rows per run, each with its own metrics (replaces ``key``/``paper_key``).
+    """
+
+    name: str
+    stage: str
+    key: str = ""
+    paper_key: str | None = None
+    rows: tuple[RowSpec, ...] = ()
+
+    def specs(self) -> tuple[RowSpec, ...]:
+        """The rows of this source (``key`` alone means sigma in every target column)."""
+        if self.rows:
+            return self.rows
+        return (RowSpec(self.key, {t: "sigma" for t in TARGETS}, self.paper_key,
+                        uncertainty=True),)
+
+
+ROW_SOURCES: dict[str, RowSource] = {}
+
+
+def register_row_source(source: RowSource) -> None:
+    """Add (or replace) a row source; rows appear in registration order of their sources.
+
+    One source per stage: the report sorts explicitly selected runs to sources by stage.
+    """
+    if not (source.key or source.rows):
+        raise ValueError(f"row source {source.name!r} needs a key template or rows")
+    ROW_SOURCES[source.name] = source
+
+
+register_row_source(RowSource(name="baseline", stage="baseline", key="{model}_{features}"))
+
+# The image model (docs/image_model.md; the paper's section 4.1 and Table 2). The head's row
+# carries logg from the one-stage head, so the paper's one-stage logg stands beside it; the
+# two-stage figures come from the logg_heads runs, which log them under these kinds.
+register_row_source(RowSource(name="head", stage="head", key="ours_head"))
+register_row_source(RowSource(name="logg_heads", stage="logg_heads", rows=(
+    RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}, uncertainty=True),  # Eq. 20, hard
+    RowSpec("ours_logg_two_stage_soft", {"logg": "sigma_soft"}),  # mixture by the class probability
+    RowSpec("ours_logg_above_4", {"logg": "sigma_dwarf"}),      # head h1 on logg > threshold
+    RowSpec("ours_logg_below_4", {"logg": "sigma_giant"}),      # head h2 on logg <= threshold
+    RowSpec("ours_logg_perfect", {"logg": "sigma_perfect"}),    # true classes in Eq. 20
+)))
+register_row_source(RowSource(name="logg_classifier", stage="logg_classifier", rows=(
+    RowSpec("ours_logg_accuracy", {"logg": "accuracy"}, scale=100.0),
+)))
