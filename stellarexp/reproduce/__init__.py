@@ -10,7 +10,9 @@ See docs/reproduce.md.
 
 Modules: :mod:`~stellarexp.reproduce.plan` (steps from the config),
 :mod:`~stellarexp.reproduce.jobs` (one step's train job),
-:mod:`~stellarexp.reproduce.runner` (parent run, reuse, resume, report link),
+:mod:`~stellarexp.reproduce.runner` (reuse, resume), :mod:`~stellarexp.reproduce.parent_run`
+(the parent run, report link), :mod:`~stellarexp.reproduce.step_overrides` (a step's overrides),
+:mod:`~stellarexp.reproduce.summary` (what it did, as text),
 :mod:`~stellarexp.reproduce.tune` (``tune=true``).
 """
 
@@ -50,7 +52,7 @@ def run(cfg, output_dir=None):
 
     Returns
     -------
-    list of stellarexp.reproduce.runner.StepResult
+    list of stellarexp.reproduce.summary.StepResult
     """
     from stellarexp.reproduce.runner import Reproduce
 

@@ -1,7 +1,7 @@
 """Stage registry: ``stage=<name>`` -> one function ``run(cfg, run) -> dict | None``.
 
 A stage receives the job's config (an OmegaConf ``DictConfig``) and the
-:class:`~stellarexp.tracking.runs.TrackedRun` of its MLflow run; it logs its artifacts through
+:class:`~stellarexp.tracking.run_handle.TrackedRun` of its MLflow run; it logs its artifacts through
 that handle and returns its final metrics (``{"val/sigma_teff": ...}``), which the entry point
 logs in one batch and from which it returns ``optimized_metric`` to Hydra.
 
