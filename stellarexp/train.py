@@ -87,7 +87,7 @@ def run(cfg) -> float | None:
 def _user_error(exc: BaseException) -> bool:
     """True for the project's "bad input" errors, whose message says what to fix."""
     from stellarexp.config import ConfigError
-    from stellarexp.data.catalog import CatalogError
+    from stellarexp.data.catalog_files import CatalogError
     from stellarexp.data.dataset import DatasetError
     from stellarexp.data.pipeline import UserInputError
     from stellarexp.sdss.frames import FrameError

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from stellarexp import sdss
-from stellarexp.data import catalog
+from stellarexp.data import catalog, catalog_files
 
 BANDS = sdss.BANDS
 
@@ -145,14 +145,14 @@ def test_missing_column_names_file_and_suggests(tables, tmp_path):
     cross, labels = tables
     p = tmp_path / "casjobs.csv"
     cross.rename(columns={"psfMag_r": "psfMagr"}).drop(columns=["camcol"]).to_csv(p, index=False)
-    with pytest.raises(catalog.CatalogError) as err:
+    with pytest.raises(catalog_files.CatalogError) as err:
         catalog.select_stars(p, labels)
     msg = str(err.value)
     assert str(p) in msg and "camcol" in msg and "psfMag_r" in msg
     assert "psfMagr" in msg and "present columns" in msg
     lp = tmp_path / "allstar.csv"
     labels.drop(columns=["FE_H_FLAG"]).to_csv(lp, index=False)
-    with pytest.raises(catalog.CatalogError, match="FE_H_FLAG"):
+    with pytest.raises(catalog_files.CatalogError, match="FE_H_FLAG"):
         catalog.select_stars(cross, lp)
 
 
@@ -160,18 +160,18 @@ def test_empty_selection_is_a_clear_error(tables):
     cross, labels = tables
     for b in BANDS:
         cross[f"flags_{b}"] = sdss.FLAG_SATURATED
-    with pytest.raises(catalog.CatalogError, match="no star survives.*photometric flags clean 0"):
+    with pytest.raises(catalog_files.CatalogError, match="no star survives.*photometric flags clean 0"):
         catalog.select_stars(cross, labels)
 
 
 def test_unreadable_files(tmp_path):
-    with pytest.raises(catalog.CatalogError, match="not found"):
+    with pytest.raises(catalog_files.CatalogError, match="not found"):
         catalog.select_stars(tmp_path / "nope.csv")
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"SIMPLE  = nonsense")
-    with pytest.raises(catalog.CatalogError, match="bad.fits"):
-        catalog.read_crossmatch(bad)
+    with pytest.raises(catalog_files.CatalogError, match="bad.fits"):
+        catalog_files.read_crossmatch(bad)
     other = tmp_path / "table.xlsx"
     other.write_bytes(b"x")
-    with pytest.raises(catalog.CatalogError, match="unknown table type"):
-        catalog.read_crossmatch(other)
+    with pytest.raises(catalog_files.CatalogError, match="unknown table type"):
+        catalog_files.read_crossmatch(other)

@@ -90,7 +90,7 @@ def test_recalibration_scales_std_and_interval(pkg_home, tiny_package):
 
 
 def test_out_of_range_flags_predictions_and_colours():
-    from stellarexp.models.packaged import out_of_range, training_ranges
+    from stellarexp.models.training_ranges import out_of_range, training_ranges
 
     stars = pd.DataFrame({"teff": [4000.0, 5000.0, np.nan], "logg": [1.0, 4.0, 2.0]})
     for i, b in enumerate("ugriz"):
@@ -107,12 +107,12 @@ def test_out_of_range_flags_predictions_and_colours():
 
 
 def test_bad_inputs_give_clear_errors(pkg_home, tiny_package):
-    from stellarexp.models import packaged
+    from stellarexp.models import package_format, packaged
 
     pred = packaged.load(tiny_package["model_uri"])
-    with pytest.raises(packaged.PackageError, match="a band is missing"):
+    with pytest.raises(package_format.PackageError, match="a band is missing"):
         pred.predict(np.zeros((2, 4, 48, 48), np.float32))
-    with pytest.raises(packaged.PackageError, match="cannot load the model"):
+    with pytest.raises(package_format.PackageError, match="cannot load the model"):
         packaged.load("models:/no-such-model/1")
     info = pred.info  # package.json, read when loaded (a downloaded copy is not kept)
     assert set(info["runs"]) == {"head", "backbone", "classifier", "logg_heads"}
@@ -175,16 +175,16 @@ def test_a_tampered_model_copy_runs_no_code(pkg_home, tiny_package, tiny_survey,
 def test_a_package_path_leading_out_of_the_model_is_refused(pkg_home, tiny_package, tmp_path):
     import yaml
 
-    from stellarexp.models import packaged
+    from stellarexp.models import package_format, packaged
 
     copy, _ = _tampered_copy(tiny_package, tmp_path)
     spec = yaml.safe_load((copy / "MLmodel").read_text())
     spec["flavors"]["python_function"]["artifacts"]["package"]["path"] = "../../"
     (copy / "MLmodel").write_text(yaml.safe_dump(spec))
-    with pytest.raises(packaged.PackageError, match="outside the model directory"):
+    with pytest.raises(package_format.PackageError, match="outside the model directory"):
         packaged.load(str(copy))
     (copy / "MLmodel").unlink()
-    with pytest.raises(packaged.PackageError, match="no MLmodel"):
+    with pytest.raises(package_format.PackageError, match="no MLmodel"):
         packaged.load(str(copy))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stellarexp.constants import LABELS
 from stellarexp.data import dataset as ds
 from stellarexp.sdss import BANDS
 
@@ -78,7 +79,7 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     pathlib.Path
         The dataset file.
     """
-    from stellarexp.data import catalog, cutouts
+    from stellarexp.data import catalog, catalog_files, cutouts
 
     out = dataset_path(data_cfg)
     source = source_of(data_cfg)
@@ -103,8 +104,8 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
         from stellarexp.data import download
 
         try:
-            fields = catalog.read_crossmatch(cross)[["run", "camcol", "field"]].drop_duplicates()
-        except catalog.CatalogError as exc:  # e.g. a table without the z-band columns
+            fields = catalog_files.read_crossmatch(cross)[["run", "camcol", "field"]].drop_duplicates()
+        except catalog_files.CatalogError as exc:  # e.g. a table without the z-band columns
             raise UserInputError(str(exc)) from exc
         try:
             download.ensure_frames(fields.itertuples(index=False, name=None), frame_root,
@@ -118,7 +119,7 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     t0 = time.time()
     try:
         selection = catalog.select_stars(cross, labels)
-    except catalog.CatalogError as exc:
+    except catalog_files.CatalogError as exc:
         raise UserInputError(str(exc)) from exc
     ccfg = cutouts.CutoutConfig(**dict(data_cfg.get("cutouts", {}) or {}))
     result = cutouts.build_cutouts(selection.stars, frame_root, ccfg, progress=progress)
@@ -187,14 +188,14 @@ def frames_signature(data_cfg) -> list | None:
     Part of the input fingerprint: replacing a broken frame makes the next build rebuild.
     """
     from stellarexp import sdss
-    from stellarexp.data import catalog
+    from stellarexp.data import catalog_files
 
     cross, root = data_cfg.get("crossmatch"), data_cfg.get("frame_root")
     if cross in (None, "???") or root in (None, "???") or not Path(str(cross)).is_file():
         return None
     try:
-        fields = catalog.read_crossmatch(Path(str(cross)))[["run", "camcol", "field"]].drop_duplicates()
-    except (catalog.CatalogError, ValueError, OSError):
+        fields = catalog_files.read_crossmatch(Path(str(cross)))[["run", "camcol", "field"]].drop_duplicates()
+    except (catalog_files.CatalogError, ValueError, OSError):
         return None  # the build reports the table's problem itself
     out = []
     for run, camcol, fld in sorted(fields.itertuples(index=False, name=None)):
@@ -262,7 +263,7 @@ def describe(path) -> str:
         for reason, count in rejects["reason"].value_counts().items():
             lines.append(f"    {count:>7d}  {reason}")
     lines.append("  labels:")
-    for col in ds.LABELS:
+    for col in LABELS:
         if col in stars and np.isfinite(stars[col].astype(float)).any():
             v = stars[col].astype(float)
             lines.append(f"    {col:<6s} mean {v.mean():9.3f}  std {v.std():8.3f}  min {v.min():9.3f}  max {v.max():9.3f}")

@@ -132,7 +132,7 @@ def run(cfg, run) -> dict[str, float]:
     """Assemble, log and register the package; see the module docstring."""
 
     from stellarexp.data.fingerprint import data_fingerprint
-    from stellarexp.models import packaged
+    from stellarexp.models import package_format, packaged, training_ranges
     from stellarexp.stages import targets_of
 
     st = cfg.stage
@@ -143,14 +143,14 @@ def run(cfg, run) -> dict[str, float]:
                        split=split, targets=targets)
     head = parts["head"]
     split = head.data.tags.get("split", split)
-    logg_mode = choose_logg(str(st.get("logg", "auto")), head, parts["logg_heads"])
+    logg_mode = choose_logg(str(st.logg), head, parts["logg_heads"])
     stars, data_path = _training_stars(head, cfg, split)
     head_targets = head.data.tags["targets"].split(",")
     info = {"targets": head_targets, "split": split, "logg": logg_mode,
             "n_samples": int(st.n_samples),
             "data_fingerprint": head.data.tags.get("data_fingerprint", ""),
             "runs": {k: (r.info.run_id if r is not None else None) for k, r in parts.items()},
-            "ranges": packaged.training_ranges(stars, head_targets)}
+            "ranges": training_ranges.training_ranges(stars, head_targets)}
     if parts["logg_heads"] is not None:
         info["combine"] = parts["logg_heads"].data.params.get("stage.combine", "hard")
     folder = run.output_dir / "package"
@@ -167,7 +167,7 @@ def run(cfg, run) -> dict[str, float]:
                 sub.mkdir(exist_ok=True)
                 downloaded[name] = client.download_artifacts(parts["logg_heads"].info.run_id,
                                                              name, str(sub))
-        packaged.assemble(folder, downloaded, info)
+        package_format.assemble(folder, downloaded, info)
         if parts["logg_heads"] is not None and logg_mode == "two_stage":
             _copy_artifact(client, parts["logg_heads"].info.run_id, "heads/recalibration.json",
                            folder / "logg_recalibration.json")
@@ -188,7 +188,7 @@ def run(cfg, run) -> dict[str, float]:
         log.info("registered models:/%s/%s", name, version)
     run.set_tags(tags)
     metrics = {"package/n_parts": float(len(info["runs"]) - list(info["runs"].values()).count(None))}
-    if bool(st.get("check", True)):
+    if bool(st.check):
         metrics.update(_check(model_info.model_uri, data_path, split))
     return metrics
 

@@ -153,7 +153,7 @@ def run(cfg, run) -> dict[str, float]:
     from tqdm.auto import tqdm
 
     from stellarexp.data import dataset as ds
-    from stellarexp.models import packaged
+    from stellarexp.models import package_format, packaged, training_ranges
     from stellarexp.stages import image_common as ic
 
     st = cfg.stage
@@ -167,7 +167,7 @@ def run(cfg, run) -> dict[str, float]:
     tic = time.perf_counter()
     try:
         predictor = packaged.load(str(cfg.model_uri))
-    except packaged.PackageError as exc:
+    except package_format.PackageError as exc:
         raise _user_error(str(exc)) from None
     path = prepare_input(cfg)
     ic.set_threads(cfg)
@@ -176,11 +176,11 @@ def run(cfg, run) -> dict[str, float]:
     run.set_tags({"model_uri": str(cfg.model_uri), "input": str(cfg.input), "data_path": str(path),
                   "data_fingerprint": str(ds.read_attrs(path).get("fingerprint", "")),
                   "package_head_run_id": predictor.info.get("runs", {}).get("head", "")})
-    colours = packaged.star_colours(stars)
+    colours = training_ranges.star_colours(stars)
     batch = max(int(st.batch_size), 1)
     parts = []
     bar = tqdm(total=len(stars), unit="star", desc="predict",
-               disable=not bool(st.get("progress_bar", True)))
+               disable=not bool(st.progress_bar))
     for i, start in enumerate(range(0, len(stars), batch)):
         rows = np.arange(start, min(start + batch, len(stars)))
         images = ds.read_images(path, rows)

@@ -1,0 +1,236 @@
+"""A loaded package folder (:class:`Predictor`): Teff, logg, [Fe/H] with intervals from cutouts.
+
+:class:`Predictor` runs a package (:mod:`stellarexp.models.package_format`) on raw cutouts
+``[N, 5, 48, 48]`` (nanomaggies): one backbone pass, ``n_samples`` vectorised head draws,
+calibrated intervals when the head has a recalibration, the two-stage logg when the package
+asks for it, and the out-of-range flag (:mod:`stellarexp.models.training_ranges`).
+
+Imports torch when a package is loaded, not at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stellarexp.constants import LOGG_THRESHOLD
+from stellarexp.models.backbone_artifact import read_backbone_artifact
+from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
+from stellarexp.models.training_ranges import out_of_range
+from stellarexp.models.two_stage import combine
+
+try:
+    from stellarexp.evaluate.calibration import Recalibration
+except ImportError:  # the package still predicts, with uncalibrated intervals (warned on load)
+    Recalibration = None
+
+log = logging.getLogger(__name__)
+
+LEVEL = 0.95
+
+
+def load_head(folder: Path):
+    """A head module saved by the head stages, in eval mode, with its label scaler.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        A part folder holding ``model.json`` (hparams, label scaler) and ``weights.pt``.
+
+    Returns
+    -------
+    module : stellarexp.models.image_module.HeadModule
+    scaler : stellarexp.data.scalers.LabelScaler or None
+        ``None`` when the head was trained without one (e.g. the logg classifier).
+    meta : dict
+        The parsed ``model.json``.
+    """
+    # both import torch at module level: kept lazy so that importing this module stays light
+    import torch
+
+    from stellarexp.data.scalers import LabelScaler
+    from stellarexp.models.image_module import HeadModule
+
+    meta = json.loads((folder / "model.json").read_text())
+    module = HeadModule(**meta["hparams"])
+    module.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu",
+                                      weights_only=True))
+    module.eval()
+    scaler = LabelScaler.from_dict(meta["label_scaler"]) if meta.get("label_scaler") else None
+    return module, scaler, meta
+
+
+class Predictor:
+    """A loaded package: predicts Teff, logg, [Fe/H] with uncertainties from raw cutouts.
+
+    Parameters
+    ----------
+    folder : path-like
+        A package folder (:func:`stellarexp.models.package_format.assemble`).
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        path = self.folder / "package.json"
+        if not path.is_file():
+            raise PackageError(f"{self.folder} is not a stellarexp package (no package.json)")
+        self.info = json.loads(path.read_text())
+        if int(self.info.get("format", 0)) > PACKAGE_FORMAT:
+            raise PackageError(f"package format {self.info['format']} is newer than this "
+                               f"stellarexp ({PACKAGE_FORMAT}); upgrade stellarexp")
+        self.backbone = read_backbone_artifact(self.folder / "backbone",
+                                               self.info.get("runs", {}).get("backbone", ""))
+        self.head, self.scaler, head_meta = load_head(self.folder / "head")
+        self.targets = tuple(head_meta["targets"])
+        self.recalibration = self._recalibration(self.folder / "head" / "recalibration.json")
+        self.logg_recalibration = self._recalibration(self.folder / "logg_recalibration.json")
+        self.classifier = self.dwarf = self.giant = None
+        self.threshold = float(self.info.get("threshold", LOGG_THRESHOLD))
+        if (self.folder / "classifier").is_dir():
+            self.classifier, _, clf_meta = load_head(self.folder / "classifier")
+            self.threshold = float(clf_meta.get("threshold", self.threshold))
+        if (self.folder / "head_dwarf").is_dir() and (self.folder / "head_giant").is_dir():
+            self.dwarf = load_head(self.folder / "head_dwarf")
+            self.giant = load_head(self.folder / "head_giant")
+        self.logg_mode = str(self.info.get("logg", "head"))
+        if self.logg_mode == "two_stage" and (self.classifier is None or self.dwarf is None):
+            raise PackageError("package.json asks for the two-stage logg but the classifier or "
+                               "the logg heads are missing")
+        self.combine = str(self.info.get("combine", "hard"))
+        self.n_samples = int(self.info.get("n_samples", 100))
+        self.ranges = self.info.get("ranges") or {}
+
+    @staticmethod
+    def _recalibration(path: Path):
+        if not path.is_file():
+            return None
+        if Recalibration is None:
+            log.warning("%s present but stellarexp.evaluate.calibration is missing: "
+                        "intervals are uncalibrated", path)
+            return None
+        return Recalibration.from_dict(json.loads(path.read_text()))
+
+    @property
+    def columns(self) -> list[str]:
+        """Output columns of :meth:`predict`."""
+        cols = [f"{t}_{s}" for t in self.targets for s in ("mean", "std", "lo", "hi")]
+        return [*cols, "logg_class_prob", "out_of_range", "out_of_range_detail"]
+
+    @staticmethod
+    def check_images(images) -> np.ndarray:
+        """``images`` as float32 ``[N, 5, 48, 48]`` (non-finite pixels set to 0, the sky)."""
+        arr = np.asarray(images, dtype=np.float32)
+        if arr.ndim == 3 and arr.shape == IMAGE_SHAPE:
+            arr = arr[None]
+        if arr.ndim != 4 or arr.shape[1:] != IMAGE_SHAPE:
+            raise PackageError(
+                f"images must be [N, 5, 48, 48] (bands u, g, r, i, z, nanomaggies), got shape "
+                f"{tuple(arr.shape)}" + ("; a band is missing" if arr.ndim == 4 and
+                                         arr.shape[1] < 5 else ""))
+        return np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _draws(self, module, scaler, feats, n):
+        """Head draws in physical units ``[S, B, T]`` (float64)."""
+        z = module.head(feats.expand(n, *feats.shape)).double()
+        return scaler.inverse(z) if scaler is not None else z
+
+    def predict(self, images, colours: pd.DataFrame | None = None, *, n_samples: int | None = None,
+                seed: int = 0, batch_size: int = 256) -> pd.DataFrame:
+        """Predictions for raw cutouts.
+
+        Parameters
+        ----------
+        images : array-like ``[N, 5, 48, 48]``
+            Aligned five-band cutouts in nanomaggies (the dataset file's ``images``).
+        colours : pandas.DataFrame, optional
+            The 10 dereddened colours of the same stars
+            (:func:`stellarexp.models.training_ranges.star_colours`); with them the
+            out-of-range flag also checks the inputs.
+        n_samples : int, optional
+            Head draws per star (default: the package's).
+        seed : int
+            Seed of the head draws (same seed, same numbers).
+        batch_size : int
+            Images per backbone pass.
+
+        Returns
+        -------
+        pandas.DataFrame
+            :attr:`columns`: per target mean, std, ``lo``/``hi`` of the 95% interval (calibrated
+            when the head carries a recalibration), ``logg_class_prob`` (P(logg > threshold);
+            NaN without a classifier), ``out_of_range`` and its ``out_of_range_detail``.
+        """
+        # torch, and bayes that imports it, stay lazy: see load_head
+        import torch
+
+        from stellarexp.models.bayes import summarize
+
+        arr = self.check_images(images)
+        n = int(n_samples or self.n_samples)
+        if n < 2:
+            raise PackageError(f"n_samples must be >= 2 for a spread, got {n}")
+        parts: dict[str, list] = {k: [] for k in ("mean", "std", "lo", "hi", "p")}
+        model = self.backbone.model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            for start in range(0, len(arr), int(batch_size)):
+                x = self.backbone.band_scaler.transform(torch.from_numpy(arr[start:start + batch_size]))
+                feats = model.features(x)
+                pred = summarize(self._draws(self.head, self.scaler, feats, n), level=LEVEL)
+                out = {k: getattr(pred, k).numpy().copy() for k in ("mean", "std", "lo", "hi")}
+                p = np.full(len(feats), np.nan)
+                if self.classifier is not None:
+                    logits = self.classifier.head(feats.expand(n, *feats.shape))
+                    p_t = torch.sigmoid(logits).mean(0)[:, 0].double()
+                    p = p_t.numpy()
+                    if self.logg_mode == "two_stage" and "logg" in self.targets:
+                        j = self.targets.index("logg")
+                        h1 = self._draws(self.dwarf[0], self.dwarf[1], feats, n)[..., 0]
+                        h2 = self._draws(self.giant[0], self.giant[1], feats, n)[..., 0]
+                        c = combine(p_t, h1, h2, self.combine)
+                        for k in ("mean", "std", "lo", "hi"):
+                            out[k][:, j] = c[k].numpy()
+                for k, v in out.items():
+                    parts[k].append(v)
+                parts["p"].append(p)
+        res = {k: np.concatenate(v) if v else np.zeros((0, len(self.targets)))
+               for k, v in parts.items()}
+        self._calibrate(res)
+        frame = pd.DataFrame({f"{t}_{s}": res[s][:, j] for j, t in enumerate(self.targets)
+                              for s in ("mean", "std", "lo", "hi")})
+        frame["logg_class_prob"] = res["p"] if len(arr) else np.zeros(0)
+        means = {t: res["mean"][:, j] for j, t in enumerate(self.targets)}
+        flag, detail = out_of_range(means, self.ranges, colours) if len(arr) else (
+            np.zeros(0, bool), [])
+        frame["out_of_range"] = flag
+        frame["out_of_range_detail"] = detail
+        return frame[self.columns]
+
+    def _calibrate(self, res: dict) -> None:
+        """Replace std and interval by their recalibrated values (the head's targets, and the
+        two-stage logg with its own recalibration)."""
+        two = self.logg_mode == "two_stage"
+        self._apply(res, self.recalibration, lambda t: not (t == "logg" and two))
+        if two:
+            self._apply(res, self.logg_recalibration, lambda t: t == "logg")
+
+    def _apply(self, res: dict, rec, select) -> None:
+        if rec is None or not len(res["mean"]):
+            return
+        cols = [j for j, t in enumerate(self.targets) if t in rec.targets and select(t)]
+        if not cols:
+            return
+        order = [rec.targets.index(self.targets[j]) for j in cols]
+        mean = np.zeros((len(res["mean"]), len(rec.targets)))
+        std = np.ones_like(mean)
+        mean[:, order] = res["mean"][:, cols]
+        std[:, order] = res["std"][:, cols]
+        cal_std = rec.std(std)
+        lo, hi = rec.interval(mean, std, level=LEVEL)
+        res["std"][:, cols] = cal_std[:, order]
+        res["lo"][:, cols] = lo[:, order]
+        res["hi"][:, cols] = hi[:, order]
