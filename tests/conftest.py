@@ -1,15 +1,19 @@
-"""Shared fixtures: a tiny synthetic survey and its dataset, built once per test session.
-
-With pytest-xdist the workers share one copy through a file lock in the common base temp dir.
+"""Shared fixtures: the tiny synthetic survey and its dataset (built once per test session; with
+pytest-xdist the workers share one copy through a file lock in the common base temp dir), a
+temporary STELLAREXP_HOME with its own MLflow store, and a tiny trained, packaged image model.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.support import packaged
+from tests.support.train import migrated_db, run_job
 
 TESTS_DATA = Path(__file__).parent / "data"
 
@@ -114,3 +118,70 @@ def tiny_home(tmp_path_factory) -> Path:
 def tiny_survey(tiny_home) -> dict:
     """Summary of the tiny survey plus the dataset path (keys: summary, dataset)."""
     return json.loads((tiny_home / "ready.json").read_text())
+
+
+# --- a temporary STELLAREXP_HOME with its own MLflow store (tests/support/train.py)
+@pytest.fixture(scope="session")
+def store_home(tmp_path_factory) -> Path:
+    """One STELLAREXP_HOME per test process, its MLflow database copied from :func:`migrated_db`."""
+    path = tmp_path_factory.mktemp("stellarexp-home")
+    (path / "mlruns").mkdir()
+    shutil.copyfile(migrated_db(), path / "mlruns" / "mlflow.db")
+    return path
+
+
+@pytest.fixture
+def home(store_home, monkeypatch) -> Path:
+    """Point STELLAREXP_HOME at the shared temporary home and clear MLflow's environment."""
+    monkeypatch.setenv("STELLAREXP_HOME", str(store_home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return store_home
+
+
+# --- a tiny trained image model, packaged and registered (tests/support/packaged.py)
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> dict:
+    """``{"home", "dataset", "model_uri", "run": <package run>, "runs": {stage: run}}``."""
+    import torch
+
+    from tests.test_stage_backbone import write_image_dataset
+
+    home = tmp_path_factory.mktemp("pkg-home")
+    (home / "mlruns").mkdir()
+    shutil.copyfile(migrated_db(), home / "mlruns" / "mlflow.db")
+    path = home / "img.h5"
+    write_image_dataset(path, n=96, seed=5)
+    data = f"data.dataset_path={path}"
+    torch.set_num_threads(1)
+    runs = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STELLAREXP_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        jobs = home / "jobs"
+        _, runs["backbone"] = run_job([*packaged.TINY_BACKBONE, "target=all", "stage.max_epochs=1", data],
+                                      jobs / "bb")
+        _, runs["head"] = run_job(["stage=head", *packaged.TINY_HEAD, "target=all", data], jobs / "head")
+        _, runs["logg_classifier"] = run_job(["stage=logg_classifier", *packaged.TINY_HEAD, "target=logg",
+                                              data], jobs / "clf")
+        _, runs["logg_heads"] = run_job(["stage=logg_heads", *packaged.TINY_HEAD, "target=logg", data],
+                                        jobs / "heads")
+        _, pkg = run_job(["stage=package", f"stage.model_name={packaged.MODEL_NAME}", "stage.n_samples=40",
+                          data], jobs / "package")
+    for name, r in {**runs, "package": pkg}.items():
+        assert r.info.status == "FINISHED", (name, r.data.tags.get("error"))
+    return {"home": home, "dataset": path, "model_uri": f"models:/{packaged.MODEL_NAME}/1", "run": pkg,
+            "runs": runs}
+
+
+@pytest.fixture
+def pkg_home(tiny_package, monkeypatch):
+    """Point STELLAREXP_HOME (and so the MLflow store) at the tiny package's home."""
+    monkeypatch.setenv("STELLAREXP_HOME", str(tiny_package["home"]))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    from stellarexp.tracking import store
+
+    store.connect()
+    return tiny_package["home"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_train_fixtures import isolated_env, make_stars, migrated_db
+from tests.support.train import isolated_env, make_stars, migrated_db
 
 BAD = Path(__file__).resolve().parent / "bad_inputs"
 

@@ -11,7 +11,7 @@ import pytest
 from stellarexp.data import features as F
 from stellarexp.evaluate import metrics as M
 from stellarexp.models import baselines as B
-from tests.test_train_fixtures import make_stars
+from tests.support.train import make_stars
 
 
 def test_colour_order_is_the_papers():

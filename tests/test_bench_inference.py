@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.test_train_fixtures import REPO
+from tests.support.train import REPO
 
 pytest.importorskip("torch")
 

@@ -17,9 +17,7 @@ from omegaconf import OmegaConf
 
 from stellarexp.config import register_resolvers
 from stellarexp.home import conf_dir
-from tests.test_train_fixtures import run_cli
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import run_cli
 
 GROUPS = ("data", "model", "features", "stage", "split", "trainer", "tracking")
 TREES = ("catboost", "lightgbm", "random_forest", "xgboost")
@@ -94,7 +92,7 @@ def test_every_group_pair_composes_with_every_stage(home):
 
 
 def test_tracking_configs_resolve(home, monkeypatch):
-    from tests.test_train_fixtures import compose
+    from tests.support.train import compose
 
     local = compose(["tracking=local"])
     assert local.tracking.uri is None
@@ -123,7 +121,7 @@ PAPER_CELLS = [
 
 @pytest.mark.parametrize("model,features,target,param,value", PAPER_CELLS)
 def test_paper_hyperparameters_are_the_defaults(home, model, features, target, param, value):
-    from tests.test_train_fixtures import compose
+    from tests.support.train import compose
 
     cfg = compose([f"model={model}", f"features={features}"])
     assert cfg.model.hparams[target][param] == value
@@ -135,7 +133,7 @@ def test_paper_hyperparameters_are_understood_by_the_library(home, model, featur
     """Every paper parameter name reaches the library without an 'unknown/ignored' warning."""
     from stellarexp.models.baselines import make_regressor
     from stellarexp.stages.baseline import hyperparameters
-    from tests.test_train_fixtures import compose
+    from tests.support.train import compose
 
     cfg = compose([f"model={model}", f"features={features}", "+model.params.n_estimators=3"])
     rng = np.random.default_rng(0)

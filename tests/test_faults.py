@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_fixtures import isolated_env, make_stars, migrated_db
+from tests.support.train import isolated_env, make_stars, migrated_db
 
 REPO = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
 
 
 def _env(home: Path) -> dict:
@@ -394,7 +393,7 @@ def test_full_disk_while_writing_a_dataset_is_one_clear_error(tmp_path, monkeypa
     import io
 
     from stellarexp.data import dataset
-    from tests.test_train_fixtures import write_tiny_dataset
+    from tests.support.train import write_tiny_dataset
 
     class Full(io.FileIO):
         def write(self, b):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.test_train_fixtures import make_stars
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import make_stars
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,7 +68,7 @@ def test_credentials_never_reach_params_tags_or_artifacts(home, tmp_path):
     """A job given a password (key and URL) through its config: nothing of it in MLflow."""
     import mlflow
 
-    from tests.test_train_fixtures import run_job
+    from tests.support.train import run_job
 
     make_stars(80).to_csv(tmp_path / "stars.csv", index=False)
     secret, url_secret = "Pa55-w0rd-XYZ", "urlpw-QRS"

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.train import compose, run_cli, run_job
 from tests.test_stage_backbone import TINY, write_image_dataset
-from tests.test_train_fixtures import compose, run_cli, run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]
 
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")

@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_train_fixtures import isolated_env
-
-pytest_plugins = ["tests.test_packaged_fixtures"]
+from tests.support.train import isolated_env
 
 torch = pytest.importorskip("torch")
 
@@ -153,7 +151,7 @@ def _tampered_copy(tiny_package, tmp_path):
 
 def test_a_tampered_model_copy_runs_no_code(pkg_home, tiny_package, tiny_survey, tmp_path):
     from stellarexp.models import packaged
-    from tests.test_train_fixtures import run_job
+    from tests.support.train import run_job
 
     copy, markers = _tampered_copy(tiny_package, tmp_path)
     rng = np.random.default_rng(1)

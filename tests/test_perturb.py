@@ -13,11 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.train import run_job
 from tests.test_stage_backbone import TINY, _artifacts, write_image_dataset
 from tests.test_stage_head import HEAD
-from tests.test_train_fixtures import run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]
 
 torch = pytest.importorskip("torch")
 

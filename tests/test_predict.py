@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_train_fixtures import run_job
-
-pytest_plugins = ["tests.test_packaged_fixtures"]
+from tests.support.train import run_job
 
 torch = pytest.importorskip("torch")
 

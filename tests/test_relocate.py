@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.test_train_fixtures import migrated_db
+from tests.support.train import migrated_db
 
 
 def _home_with_a_run(home, monkeypatch):

@@ -11,9 +11,7 @@ import pandas as pd
 import pytest
 
 from stellarexp.tracking import compare, row_sources, table_format
-from tests.test_train_fixtures import run_cli, run_job, write_tiny_dataset
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import run_cli, run_job, write_tiny_dataset
 
 FAST = ["+model.params.n_estimators=10", "evaluate.bootstrap=30"]
 

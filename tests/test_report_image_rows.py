@@ -16,9 +16,7 @@ import pandas as pd
 import pytest
 
 from stellarexp.tracking import compare, row_sources, table_format
-from tests.test_train_fixtures import migrated_db, run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]
+from tests.support.train import migrated_db, run_job
 
 FP = "e1" * 32  # data fingerprint of the fake runs
 EXP = "image-rows-test"

@@ -8,6 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from tests.support.train import run_job
 from tests.test_report_image_rows import (
     EXP,
     FP,
@@ -17,9 +18,6 @@ from tests.test_report_image_rows import (
     _regression,
     image_home,  # noqa: F401  (fixture)
 )
-from tests.test_train_fixtures import run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]
 
 
 def _uncertainty(subset: str, target: str, k: float) -> dict[str, float]:

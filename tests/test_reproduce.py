@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_fixtures import migrated_db, run_cli
+from tests.support.train import migrated_db, run_cli
 
 FLAG = "STELLAREXP_TEST_FAIL_ONCE"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.train import isolated_env
 from tests.test_reproduce import repro_home, reproduce, unregistered_steps  # noqa: F401
-from tests.test_train_fixtures import isolated_env
 
 pytest.importorskip("torch")
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_train_fixtures import make_stars, run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import make_stars, run_job
 
 torch = pytest.importorskip("torch")
 

@@ -6,10 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.train import run_job
 from tests.test_stage_backbone import TINY, write_image_dataset
-from tests.test_train_fixtures import run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
 
 torch = pytest.importorskip("torch")
 

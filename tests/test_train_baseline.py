@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 from stellarexp.models.baselines import SUFFIX, load_model
-from tests.test_train_fixtures import run_cli, run_job, write_tiny_dataset
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import run_cli, run_job, write_tiny_dataset
 
 FAST = ["+model.params.n_estimators=15", "evaluate.bootstrap=50"]
 TAGS = {"stage", "model", "data", "data_fingerprint", "features", "target", "split", "git_commit",

@@ -9,9 +9,7 @@ import pytest
 from stellarexp.data.dataset import DatasetError
 from stellarexp.data.features import COLOR_FEATURES
 from stellarexp.data.table import read_table
-from tests.test_train_fixtures import make_stars, run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import make_stars, run_job
 
 BANDS = "ugriz"
 

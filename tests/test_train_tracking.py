@@ -14,9 +14,7 @@ import pytest
 
 from stellarexp import stages
 from stellarexp.tracking import job_identity, params, run_handle, store, ui
-from tests.test_train_fixtures import isolated_env, run_job
-
-pytest_plugins = ["tests.test_train_fixtures"]  # home, store_home fixtures
+from tests.support.train import isolated_env, run_job
 
 
 def test_default_store_is_under_home(home, monkeypatch):

@@ -1,5 +1,6 @@
-"""Shared helpers of the training/tracking tests: tiny star tables and dataset files, a temporary
-STELLAREXP_HOME with its own MLflow store, and in-process Hydra jobs.
+"""Helpers of the training/tracking tests: tiny star tables and dataset files, a temporary
+STELLAREXP_HOME with its own MLflow store, and in-process Hydra jobs (the fixtures built on
+them, ``store_home`` and ``home``, are in tests/conftest.py).
 
 Nothing here needs ../shared or the network.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BANDS = "ugriz"
@@ -103,23 +103,6 @@ def run_cli(args: list[str], home: Path, cwd: Path | None = None, timeout: int =
     return subprocess.run([sys.executable, *args], cwd=cwd or home, env=isolated_env(home),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
-
-@pytest.fixture(scope="session")
-def store_home(tmp_path_factory) -> Path:
-    """One STELLAREXP_HOME per test process, its MLflow database copied from :func:`migrated_db`."""
-    path = tmp_path_factory.mktemp("stellarexp-home")
-    (path / "mlruns").mkdir()
-    shutil.copyfile(migrated_db(), path / "mlruns" / "mlflow.db")
-    return path
-
-
-@pytest.fixture
-def home(store_home, monkeypatch) -> Path:
-    """Point STELLAREXP_HOME at the shared temporary home and clear MLflow's environment."""
-    monkeypatch.setenv("STELLAREXP_HOME", str(store_home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return store_home
 
 
 def compose(overrides: list[str]):
