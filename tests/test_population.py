@@ -419,7 +419,7 @@ def test_bad_field_settings(kwargs, name):
 def test_frozen_colour_fits_match_a_refit_of_the_packaged_stars(tmp_path):
     # the simulator reads frozen coefficients (byte-identical surveys on any machine); a refit of
     # the packaged real stars reproduces them up to the fit's floating-point noise
-    from stellarexp.survey import colour_fits, iz_relation, ug_relation
+    from stellarexp.survey import colour_fits, iz_relation, ri_relation, ug_relation
 
     colour_fits.write_colour_fits(tmp_path / "fits.json")
     import json
@@ -434,3 +434,18 @@ def test_frozen_colour_fits_match_a_refit_of_the_packaged_stars(tmp_path):
     ri = np.linspace(-0.1, 1.7, 19)
     iz_again = iz_relation.IzRelation(tuple(refit["iz"]["coef"]), refit["iz"]["n_stars"], refit["iz"]["robust_scatter"])
     np.testing.assert_allclose(iz_again(ri), iz_relation.packaged_iz_relation()(ri), atol=2e-3)
+    ri_again = ri_relation.RiOffset(tuple(refit["ri"]["coef"]), tuple(tuple(p) for p in refit["ri"]["powers"]),
+                                    refit["ri"]["n_stars"], refit["ri"]["robust_scatter"])
+    np.testing.assert_allclose(ri_again(gr, feh), ri_relation.packaged_ri_offset()(gr, feh), atol=1e-3)
+
+
+def test_fit_ri_offset_names_what_is_missing():
+    import pandas as pd
+
+    from stellarexp.survey.ri_relation import fit_ri_offset
+
+    with pytest.raises(ValueError, match="lacks column"):
+        fit_ri_offset(pd.DataFrame({"gr": [0.5], "ri": [0.2], "feh": [0.0]}))
+    few = pd.DataFrame({"ug": [1.2] * 5, "gr": [0.5] * 5, "ri": [0.2] * 5, "feh": [0.0] * 5})
+    with pytest.raises(ValueError, match="need >= 100"):
+        fit_ri_offset(few)

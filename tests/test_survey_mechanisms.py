@@ -219,21 +219,40 @@ def test_teff_colour_scatter_moves_colours_along_the_locus_at_huang_spread():
         tcs.check_scatter({"dwarf": 0.5, "giant": 0.01})
 
 
-def test_dwarf_locus_moves_with_metallicity_at_fixed_g_i():
-    """Yuan et al. (2015): 1 dex lower [Fe/H] makes a dwarf's g-r 0.02 bluer and r-i, i-z 0.02
-    redder at fixed g-i; held below -1 dex; giants unchanged."""
-    from stellarexp.survey.colours import intrinsic_colours
+def test_dwarf_locus_moves_with_metallicity_as_real_sspp_dwarfs_do():
+    """g-r moves 0.02 mag per dex at fixed Teff (Yuan et al. 2015, held beyond -1 dex); r-i at
+    that g-r lies off the Juric locus as the packaged SSPP dwarfs' median does in every dense cell;
+    i-z follows r-i; giants and the M4V anchor unchanged."""
+    from stellarexp.survey import colours
+    from stellarexp.survey.realism.anchors import load_sspp
 
     teff = np.full(4, 5800.0)
-    dwarf = intrinsic_colours(teff, np.full(4, 4.5), np.array([0.0, -1.0, -2.0, 0.5]))
+    dwarf = colours.intrinsic_colours(teff, np.full(4, 4.5), np.array([0.0, -1.0, -2.0, 0.5]))
     assert dwarf["g_r"][1] - dwarf["g_r"][0] == pytest.approx(-0.02)
-    assert dwarf["r_i"][1] - dwarf["r_i"][0] == pytest.approx(0.02)
-    assert dwarf["i_z"][1] - dwarf["i_z"][0] == pytest.approx(0.02)
-    g_i = dwarf["g_r"] + dwarf["r_i"]
-    assert np.allclose(g_i, g_i[0])
-    assert dwarf["r_i"][2] == pytest.approx(dwarf["r_i"][1])  # held beyond -1 dex
-    giant = intrinsic_colours(np.full(2, 4800.0), np.full(2, 2.5), np.array([0.0, -1.0]))
+    assert dwarf["g_r"][2] == pytest.approx(dwarf["g_r"][1])  # held beyond -1 dex
+    np.testing.assert_allclose(dwarf["i_z"], colours.iz_from_ri(dwarf["r_i"]))
+    sspp = load_sspp()
+    checked = 0
+    for gr_lo in np.arange(0.2, 0.9, 0.1):
+        for feh_lo in (-1.5, -1.0, -0.5, 0.0):
+            cell = sspp[sspp["gr"].between(gr_lo, gr_lo + 0.1) & sspp["feh"].between(feh_lo, feh_lo + 0.5)]
+            if len(cell) < 100:
+                continue
+            real = np.median(cell["ri"] - colours.ri_from_gr(cell["gr"].to_numpy()))
+            t = colours.dwarf_teff_from_gr(cell["gr"].to_numpy(), cell["feh"].to_numpy())
+            sim = colours.intrinsic_colours(t, 4.5, cell["feh"].to_numpy())
+            model = np.median(sim["r_i"] - colours.ri_from_gr(sim["g_r"]))
+            assert model == pytest.approx(real, abs=0.01), (gr_lo, feh_lo)
+            checked += 1
+    assert checked >= 12
+    metal_rich = colours.intrinsic_colours([5500.0], [4.5], [0.3])
+    metal_poor = colours.intrinsic_colours([5500.0], [4.5], [-1.0])
+    # at one Teff the metal-rich dwarf is bluer in r-i by about the SSPP slope (~0.03 mag/dex)
+    assert 0.03 < float(metal_poor["r_i"][0] - metal_rich["r_i"][0]) < 0.07
+    giant = colours.intrinsic_colours(np.full(2, 4800.0), np.full(2, 2.5), np.array([0.0, -1.0]))
     assert giant["r_i"][1] == pytest.approx(giant["r_i"][0])
+    m4 = colours.intrinsic_colours([colours.RI_COOL_ANCHOR[0]] * 2, [4.9] * 2, [0.3, -1.0])
+    np.testing.assert_allclose(m4["r_i"], colours.RI_COOL_ANCHOR[1])
 
 
 def test_a_drawn_population_is_measured_as_the_catalogue_would_be():

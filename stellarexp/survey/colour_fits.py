@@ -1,6 +1,7 @@
 """The colour relations fitted to real stars, frozen as package data.
 
-:func:`~stellarexp.survey.ug_relation.fit_ug_relation` (SSPP stars) and
+:func:`~stellarexp.survey.ug_relation.fit_ug_relation`,
+:func:`~stellarexp.survey.ri_relation.fit_ri_offset` (SSPP stars) and
 :func:`~stellarexp.survey.iz_relation.fit_iz_relation` (calibObj stars) are iterative fits whose
 last digits depend on the machine's floating-point threading; the simulator reads their
 coefficients from ``stellarexp/resources/colour_fits.json`` instead, so a survey is the same
@@ -18,16 +19,19 @@ RESOURCE = "colour_fits.json"
 
 
 def write_colour_fits(path) -> dict:
-    """Fit both relations to the packaged real stars and write them to ``path`` (JSON)."""
+    """Fit the three relations to the packaged real stars and write them to ``path`` (JSON)."""
     from dataclasses import asdict
 
     from stellarexp.io_utils import write_text_atomic
     from stellarexp.survey.iz_relation import calibobj_magnitudes, fit_iz_relation
     from stellarexp.survey.realism.anchors import load_sspp
+    from stellarexp.survey.ri_relation import fit_ri_offset
     from stellarexp.survey.ug_relation import fit_ug_relation
 
-    data = {"ug": asdict(fit_ug_relation(load_sspp())), "iz": asdict(fit_iz_relation(calibobj_magnitudes())),
-            "source": "ug: the packaged SSPP half (stellarexp/resources/sspp_colours_feh.npz); "
+    sspp = load_sspp()
+    data = {"ug": asdict(fit_ug_relation(sspp)), "ri": asdict(fit_ri_offset(sspp)),
+            "iz": asdict(fit_iz_relation(calibobj_magnitudes())),
+            "source": "ug, ri: the packaged SSPP half (stellarexp/resources/sspp_colours_feh.npz); "
                       "iz: the packaged calibObj stars of run 4510 camcol 4; made by "
                       "stellarexp.survey.colour_fits.write_colour_fits"}
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")

@@ -1,8 +1,9 @@
 """Dust-free SDSS colours of stars from their labels: empirical relations, extended.
 
 g-r from Teff (Ivezic et al. 2008), r-i on the Juric et al. (2008) stellar locus (with a cool
-branch through the M4V point of Pecaut & Mamajek 2013 and West et al. 2011), i-z from r-i (a
-fit to real calibObj stars, :mod:`stellarexp.survey.iz_relation`),
+branch through the M4V point of Pecaut & Mamajek 2013 and West et al. 2011) moved for dwarfs as
+real SSPP dwarfs of their g-r and [Fe/H] lie (:mod:`stellarexp.survey.ri_relation`), i-z from r-i
+(a fit to real calibObj stars, :mod:`stellarexp.survey.iz_relation`),
 u-g from [Fe/H] and g-r (a fit to real SSPP stars, :mod:`stellarexp.survey.ug_relation`) plus a
 gravity term. Every relation, its validity range and how it is extended: ``docs/population.md``
 and ``docs/simulation.md``.
@@ -26,9 +27,10 @@ RI_COOL_ANCHOR = (3210.0, 1.33)
 UG_BLUE_SLOPE = -0.5  # d(u-g)/d(g-r) bluer than the SSPP fit (Balmer jump makes u-g redder)
 # Gravity: at fixed g-r, giants are redder in u-g (Lenz et al. 1998; SEGUE K giants).
 # Yuan et al. (2015, "Stellar loci I", MNRAS 448, 855): at fixed g-i, 1 dex lower [Fe/H] makes
-# dwarfs' g-r 0.02 mag bluer and r-i, i-z 0.02 mag redder (the packaged SSPP stars agree:
-# d(r-i)/d[Fe/H] = -0.03 at fixed g-r for [Fe/H] > -1); linear from -1 to +0.5 dex, held beyond
-# (the variations are smaller for metal-poor stars), for logg > 3.5 (their dwarfs)
+# dwarfs' g-r 0.02 mag bluer; linear from -1 to +0.5 dex, held beyond (the variations are smaller
+# for metal-poor stars), for logg > 3.5 (their dwarfs). Their r-i at that g-r then follows the
+# packaged SSPP dwarfs (ri_relation), and i-z follows r-i: at fixed r-i the SSPP dwarfs' i-z
+# moves by less than 0.005 mag per dex.
 LOCUS_FEH_SLOPE = 0.02
 LOCUS_FEH_RANGE = (-1.0, 0.5)
 LOCUS_FEH_LOGG = 3.5
@@ -245,10 +247,31 @@ def intrinsic_colours(teff, logg, fe_h) -> dict[str, np.ndarray]:
     cool = teff < _T_JOIN
     r_i = np.where(cool, ri_cool, ri_from_gr(gr_warm))
     g_r = np.where(cool, gr_from_ri(ri_cool), gr_warm)
+    dwarf = logg > LOCUS_FEH_LOGG
+    # dwarfs' g-r moves with metallicity (Yuan et al. 2015), their r-i lies off the locus at that
+    # g-r as the SSPP dwarfs' does, i-z follows r-i; u-g follows the SSPP relation at the moved g-r
+    moved_gr = g_r + LOCUS_FEH_SLOPE * np.where(dwarf, np.clip(fe_h, *LOCUS_FEH_RANGE), 0.0)
+    shift = _dwarf_ri_shift(g_r, moved_gr, fe_h) * _cool_fade(teff)
+    r_i = r_i + np.where(dwarf, shift, 0.0)
+    g_r = moved_gr
     i_z = iz_from_ri(r_i)
-    # the dwarf locus moves with metallicity at fixed g-i (Yuan et al. 2015); u-g follows the
-    # SSPP relation at the moved g-r, as real SSPP stars do
-    term = LOCUS_FEH_SLOPE * np.where(logg > LOCUS_FEH_LOGG, np.clip(fe_h, *LOCUS_FEH_RANGE), 0.0)
-    g_r, r_i, i_z = g_r + term, r_i - term, i_z - term
     u_g = ug_from_feh(g_r, fe_h) + gravity_ug_offset(logg)
     return {"u_g": u_g, "g_r": g_r, "r_i": r_i, "i_z": i_z}
+
+
+def _dwarf_ri_shift(g_r, moved_gr, fe_h) -> np.ndarray:
+    """r-i a dwarf gains when its g-r moves to ``moved_gr``: along the Juric et al. locus, plus
+    the SSPP dwarfs' offset from it at that g-r and [Fe/H] (:mod:`stellarexp.survey.ri_relation`)."""
+    from stellarexp.survey.ri_relation import GR_DOMAIN, packaged_ri_offset
+
+    hi = GR_DOMAIN[1]  # the locus saturates in g-r beyond the offset's domain: move inside it
+    along = ri_from_gr(np.minimum(moved_gr, hi)) - ri_from_gr(np.minimum(g_r, hi))
+    return along + packaged_ri_offset()(moved_gr, fe_h)
+
+
+def _cool_fade(teff) -> np.ndarray:
+    """1 above the cool branch's join, fading linearly in log Teff to 0 at the M4V anchor, where
+    SSPP holds no stars and the West et al. (2011) r-i applies as it is."""
+    t_anchor = RI_COOL_ANCHOR[0]
+    frac = np.log10(np.asarray(teff, float) / t_anchor) / np.log10(_T_JOIN / t_anchor)
+    return np.clip(frac, 0.0, 1.0)
