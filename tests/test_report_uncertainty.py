@@ -22,10 +22,12 @@ from tests.test_report_image_rows import (
 
 def _uncertainty(subset: str, target: str, k: float) -> dict[str, float]:
     """What ``evaluate_predictive`` logs for one target (``k`` tells targets apart)."""
-    return {f"{subset}/coverage68_cal_{target}": 0.60 + k, f"{subset}/coverage95_raw_{target}": 0.05 + k,
-            f"{subset}/coverage95_cal_{target}": 0.90 + k, f"{subset}/width95_cal_{target}": 700.0 * k,
-            f"{subset}/nll_cal_{target}": 1.5 + k, f"{subset}/crps_cal_{target}": 100.0 * k,
-            f"{subset}/spearman_raw_{target}": 0.2 + k}
+    return {f"{subset}/coverage95_raw_{target}": 0.05 + k, f"oos/coverage68_{target}": 0.60 + k,
+            f"oos/coverage95_{target}": 0.90 + k, f"oos/coverage95_lo_{target}": 0.933,
+            f"oos/coverage95_hi_{target}": 0.966, f"oos/coverage95_ok_{target}": 0.0,
+            f"oos/width95_{target}": 700.0 * k, f"oos/nll_{target}": 1.5 + k,
+            f"oos/crps_{target}": 100.0 * k, f"oos/spearman_{target}": 0.2 + k,
+            f"oos/spearman_truth_{target}": 0.3 + k, f"oos/ceiling_rho_{target}": 0.4 + k}
 
 
 def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # noqa: F811
@@ -39,7 +41,7 @@ def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # 
     for i, (t, v) in enumerate(zip(TARGETS, (171.0, 0.49, 0.23))):
         metrics.update(_regression("val", t, v))
         metrics.update(_uncertainty("val", t, 0.01 * (i + 1)))
-    head = s.run("head", image, metrics)
+    head = s.run("head", {**image, "oos_scheme": "cross-fitted halves of val (300 + 301 stars)"}, metrics)
     figure = tmp_path / "head_calibration.png"
     figure.write_bytes(b"\x89PNG fake")
     s.client.log_artifact(head, str(figure), "figures")
@@ -65,18 +67,19 @@ def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # 
                                                 dst_path=str(tmp_path / "dl"))
     table = pd.read_csv(f"{local}/comparison.csv").set_index("key")
     row = table.loc["ours_head"]
-    assert row["coverage95_cal_teff"] == pytest.approx(0.91)
+    assert row["oos_coverage95_teff"] == pytest.approx(0.91)
     assert row["coverage95_raw_logg"] == pytest.approx(0.07)
-    assert row["crps_cal_fe_h"] == pytest.approx(3.0) and row["spearman_raw_fe_h"] == pytest.approx(0.23)
+    assert row["oos_crps_fe_h"] == pytest.approx(3.0) and row["oos_spearman_fe_h"] == pytest.approx(0.23)
+    assert row["oos_ceiling_rho_teff"] == pytest.approx(0.41)
     two = table.loc["ours_logg_two_stage"]  # the combined logg's calibration
-    assert two["coverage95_cal_logg"] == pytest.approx(0.94) and two["run_logg"] == heads
-    assert math.isnan(table.loc["ours_logg_above_4", "coverage95_cal_logg"])  # h1 alone: none
+    assert two["oos_coverage95_logg"] == pytest.approx(0.94) and two["run_logg"] == heads
+    assert math.isnan(table.loc["ours_logg_above_4", "oos_coverage95_logg"])  # h1 alone: none
 
     md = (tmp_path / "dl" / "comparison" / "comparison.md").read_text()
     assert md.strip() in capsys.readouterr().out  # printed as logged
-    assert "Uncertainty on the val subset" in md
-    assert "| Ours (ConViT + Bayesian head, one-stage logg) | Teff (K) | 0.610 | 0.060 | 0.910 " \
-           "| 7.0 | 1.510 | 1.0 | 0.210 |" in md
+    assert "Uncertainty scored out of sample (cross-fitted halves of val (300 + 301 stars))" in md
+    assert "| Ours (ConViT + Bayesian head, one-stage logg) | Teff (K) | 0.060 | 0.610 | 0.910 " \
+           "| no (0.933-0.966) | 7.0 | 1.510 | 1.0 | 0.210 | 0.310 | 0.410 |" in md
     assert f"- head run {head[:8]}: [head_calibration](" in md
     assert f"- perturb run {pert[:8]}: [noise_shift](" in md
     assert f"- backbone run {backbone[:8]}: [backbone_learning_curves](" in md  # the head's backbone
@@ -88,4 +91,4 @@ def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # 
     assert "| 0.1 | 4520.0 ± 32.0 | 4636.95 ± 5.41 |" in md
     assert "| Teff (K) | 25.0 | 90.0 | 150.0 | 0.950 |" in md
     assert "Noise experiment over all perturbed stars" not in md
-    assert md.index("Uncertainty on the val subset") < md.index("Table 1") < md.index("Figures")
+    assert md.index("Uncertainty scored out of sample") < md.index("Table 1") < md.index("Figures")

@@ -57,6 +57,17 @@ def test_head_links_to_its_backbone_and_logs_uncertainties(home, tmp_path, backb
                                                   str(tmp_path / "dl")))
     assert (preds["teff_lo"] <= preds["teff_mean"]).all() and (preds["teff_mean"] <= preds["teff_hi"]).all()
     assert (preds["teff_std"] > 0).all()
+    # scored out of sample: cross-fitted halves of val (split=paper), against truth where the
+    # dataset has it, with the ranking ceiling beside the head's rho
+    assert tags["oos_scheme"].startswith("cross-fitted halves of val")
+    assert m["oos/n_teff"] == pytest.approx((preds["subset"] == "val").sum())
+    for k in ("coverage68", "coverage95", "width95", "nll", "crps", "spearman", "coverage95_lo"):
+        assert np.isfinite(m[f"oos/{k}_teff"]), k
+    oos = pd.read_csv(client.download_artifacts(run.info.run_id, "head/out_of_sample.csv", str(tmp_path / "dl")))
+    assert set(oos["row"]) == set(preds.loc[preds["subset"] == "val", "row"])
+    assert (oos["lo95"] <= oos["mean"]).all() and (oos["std"] > 0).all()
+    figs = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/head_reliability.png", "figures/head_error_vs_std.png"} <= figs
 
 
 def test_eq20_and_the_mixture_std():
@@ -92,3 +103,8 @@ def test_logg_two_stage_runs(home, tmp_path, backbone_data):
               "accuracy"):
         assert np.isfinite(m[f"val/{k}_logg"]), k
     assert value == pytest.approx(m["val/sigma_hard_logg"]) == m["val/sigma_logg"]
+    # the two-stage predictive is the mixture of the two heads weighted by the classifier,
+    # scored out of sample like every head
+    assert heads.data.tags["oos_scheme"].startswith("cross-fitted halves of val")
+    for k in ("coverage95", "width95", "nll", "crps"):
+        assert np.isfinite(m[f"oos/{k}_logg"]), k

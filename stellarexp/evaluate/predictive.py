@@ -7,10 +7,12 @@ predictions exist. It
    (``stage.recalibration.method``: ``variance`` | ``conformal`` | ``none``, ``.level``) and
    logs it as ``<artifact>/recalibration.json``;
 2. returns the uncertainty metrics of every evaluated subset (val, and test under
-   ``split=holdout``), raw and recalibrated (``val/coverage95_raw_teff``,
+   ``split=holdout``), raw and recalibrated in sample (``val/coverage95_raw_teff``,
    ``val/coverage95_cal_teff``, ``..._nll_..``, ``crps``, ``spearman``, ``width``), the logg
    subsets' residual metrics and coverage when logg labels are known, and ``recal/scale_<t>``;
-3. draws and logs the figures (``stage.figures``): prediction vs label, uncertainty vs label,
+3. scores the uncertainties out of sample (``oos/...``, :mod:`stellarexp.evaluate.scoring_run`):
+   the recalibration fitted on other stars than those scored;
+4. draws and logs the figures (``stage.figures``): prediction vs label, uncertainty vs label,
    calibration curve, learning curves, label plane.
 
 A figure that cannot be drawn is skipped with a warning (the run still finishes).
@@ -41,6 +43,9 @@ def recalibration_settings(cfg) -> tuple[str, float]:
 def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artifact: str):
     """Fit the configured recalibration on validation predictions and log it.
 
+    A mixture predictive (``pred_val["mixture"]``, the two-stage logg) gets the factor on its
+    components' std that maximises its likelihood (``variance``).
+
     Returns
     -------
     Recalibration
@@ -55,6 +60,14 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
         recal = fit_recalibration(pred_val["mean"], pred_val["std"], true_val, targets,
                                   method=method, level=level)
         note = method
+        if method == "variance" and pred_val.get("mixture") is not None:
+            # a mixture's maximum-likelihood factor on its components' std, not on its total std
+            from stellarexp.evaluate.mixture import fit_scale
+
+            y = np.asarray(true_val, float)
+            for j, mix in enumerate(pred_val["mixture"]):
+                if mix is not None:
+                    recal.scale[j] = fit_scale(mix, y[:, j])
     except ValueError as exc:
         log.warning("recalibration skipped: %s", exc)
         recal = fit_recalibration(pred_val["mean"], pred_val["std"], true_val, targets,
@@ -82,8 +95,8 @@ def optional_figure(what: str, fn, *args, **kwargs):
 
 def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "head",
                         dataset_path=None, backbone_run_id: str | None = None,
-                        logg: dict | None = None, subset_metrics: bool = True
-                        ) -> dict[str, float]:
+                        logg: dict | None = None, subset_metrics: bool = True,
+                        rows: dict | None = None) -> dict[str, float]:
     """Recalibrate, evaluate and draw the predictions of a Bayesian head (module docstring).
 
     Parameters
@@ -108,6 +121,10 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
     subset_metrics : bool
         Log the residual metrics per logg subset (``val/sigma_dwarf_teff``, ...); off for the
         two-stage logg, whose ``sigma_dwarf_logg`` is head h1's own figure.
+    rows : dict, optional
+        Subset -> dataset rows of the predicted stars: with ``dataset_path`` the out-of-sample
+        scores use the dataset's noise-free truth and the ranking ceiling
+        (:mod:`stellarexp.evaluate.scoring_run`).
 
     Returns
     -------
@@ -143,7 +160,12 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
             log.info("%s %s: coverage of the 95%% interval %.3f raw -> %.3f recalibrated (%s)",
                      subset, t, metrics[metric_name(subset, "coverage95_raw", t)],
                      metrics[metric_name(subset, "coverage95_cal", t)], recal.method)
-    if bool(cfg.stage.get("figures", True)):
+    from stellarexp.evaluate.scoring_run import score_out_of_sample
+
+    figures = bool(cfg.stage.get("figures", True))
+    metrics.update(score_out_of_sample(cfg, run, targets, outputs, artifact=artifact,
+                                       dataset_path=dataset_path, rows=rows, figures=figures))
+    if figures:
         draw_figures(cfg, run, targets, outputs, recal, dataset_path=dataset_path,
                      backbone_run_id=backbone_run_id, prefix=artifact)
     return metrics

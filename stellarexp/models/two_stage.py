@@ -8,6 +8,10 @@ mixture samples). Used by ``stage=logg_heads`` and by the packaged model.
 
 from __future__ import annotations
 
+import numpy as np
+
+from stellarexp.evaluate.mixture import Mixture
+
 
 def combine(p, h1, h2, mode: str = "hard", generator=None):
     """Combine two heads' samples ``[S, B]`` with class-1 probabilities ``p`` ``[B]``.
@@ -36,3 +40,17 @@ def combine(p, h1, h2, mode: str = "hard", generator=None):
     q = torch.tensor([0.025, 0.975], dtype=h1.dtype)
     lo, hi = torch.quantile(samples, q, dim=0)
     return {"mean": mean, "std": var.clamp_min(0).sqrt(), "lo": lo, "hi": hi}
+
+
+def two_stage_mixture(p, h1, h2) -> Mixture:
+    """The two-stage predictive: ``p N(m1, s1^2) + (1 - p) N(m2, s2^2)``.
+
+    Parameters
+    ----------
+    p : array_like ``[B]``
+        The classifier's P(logg > threshold).
+    h1, h2 : array_like ``[S, B]``
+        Draws of the dwarf head (h1) and the giant head (h2), physical units.
+    """
+    h1, h2 = np.asarray(h1, float), np.asarray(h2, float)
+    return Mixture.two_stage(p, (h1.mean(0), h1.std(0, ddof=1)), (h2.mean(0), h2.std(0, ddof=1)))

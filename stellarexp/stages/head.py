@@ -203,7 +203,8 @@ def run(cfg, run) -> dict[str, float]:
     # recalibration fitted on val -> head/recalibration.json; coverage raw/calibrated; figures
     metrics.update(evaluate_predictive(cfg, run, targets, outputs, artifact="head",
                                        dataset_path=inputs["path"],
-                                       backbone_run_id=inputs["backbone"].run_id))
+                                       backbone_run_id=inputs["backbone"].run_id,
+                                       rows={s: v[2] for s, v in subsets.items() if s in outputs}))
     import pandas as pd
 
     out = run.output_dir / "predictions.csv"

@@ -11,6 +11,10 @@ latest classifier run on the same backbone (or ``stage.classifier.run_id``):
   ``p m1 + (1 - p) m2``, variance ``p s1^2 + (1 - p) s2^2 + p (1 - p) (m1 - m2)^2``; its interval
   comes from mixture samples (each draw taken from ``h1`` with probability ``p``).
 
+``stage.combine`` chooses the point estimate of the logged sigmas. The predictive that is
+recalibrated and scored (in and out of sample, :mod:`stellarexp.evaluate.scoring_run`) is always
+the mixture: ``p N(m1, s1^2) + (1 - p) N(m2, s2^2)`` with each head's draws' mean and std.
+
 Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
 sigma with a perfect classifier (true classes), and the one-stage ``stage=head`` logg sigma of
 the same backbone when such a run exists.
@@ -23,7 +27,7 @@ import logging
 
 import numpy as np
 
-from stellarexp.models.two_stage import combine
+from stellarexp.models.two_stage import combine, two_stage_mixture
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +157,7 @@ def run_heads(cfg, run) -> dict[str, float]:
     metrics: dict[str, float] = {}
     outputs = {}  # subset -> combined (pred, true), for recalibration and figures
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    for subset, (feats, labels, _) in subsets.items():
+    for subset, (feats, labels, rows) in subsets.items():
         if subset == "train":
             continue
         f0, y = feats[0], labels[:, 0].numpy().astype(float)
@@ -172,9 +176,12 @@ def run_heads(cfg, run) -> dict[str, float]:
             ok = np.isfinite(y)
             metrics[metric_name(subset, f"coverage95_{mode}", "logg")] = float(
                 ((y[ok] >= c["lo"].numpy()[ok]) & (y[ok] <= c["hi"].numpy()[ok])).mean())
-            if mode == str(st.combine):
-                outputs[subset] = ({"mean": c["mean"].numpy()[:, None],
-                                    "std": c["std"].numpy()[:, None]}, y[:, None])
+
+        # the two-stage predictive: the classifier's P(logg > thr) and the two heads' predictives
+        # as one mixture (scored out of sample like every head; bimodal where p is unsure)
+        mix = two_stage_mixture(p.numpy(), draws["dwarf"].numpy(), draws["giant"].numpy())
+        outputs[subset] = ({"mean": mix.mean[:, None], "std": mix.std[:, None], "mixture": [mix]},
+                           y[:, None], rows)
         perfect = combine(true_cls, draws["dwarf"], draws["giant"], "hard")["mean"].numpy()
         metrics[metric_name(subset, "sigma_perfect", "logg")] = float(
             residual_sigma(perfect[:, None], y[:, None])[0])
@@ -195,7 +202,9 @@ def run_heads(cfg, run) -> dict[str, float]:
     from stellarexp.evaluate.predictive import evaluate_predictive
 
     # recalibration of the combined logg fitted on val -> heads/recalibration.json
-    metrics.update(evaluate_predictive(cfg, run, ["logg"], outputs, artifact="heads",
-                                       backbone_run_id=bb_id, subset_metrics=False))
+    metrics.update(evaluate_predictive(cfg, run, ["logg"], {s: o[:2] for s, o in outputs.items()},
+                                       artifact="heads", backbone_run_id=bb_id, subset_metrics=False,
+                                       dataset_path=inputs["path"],
+                                       rows={s: o[2] for s, o in outputs.items()}))
     run.log_metrics(metrics, step=int(st.max_epochs) + 1)
     return metrics

@@ -28,15 +28,27 @@ from stellarexp.tracking import row_sources
 from stellarexp.tracking.row_sources import TARGETS
 
 UNCERTAINTY_KINDS: dict[str, str] = {
-    "coverage68_cal": "cov68",            # coverage of the recalibrated 68% interval
-    "coverage95_raw": "cov95 raw",        # ... of the raw (head-only) 95% interval
-    "coverage95_cal": "cov95",            # ... of the recalibrated 95% interval
-    "width95_cal": "width95",             # mean width of the recalibrated 95% interval
-    "nll_cal": "NLL",                     # Gaussian NLL of the recalibrated predictive (nats)
-    "crps_cal": "CRPS",                   # Gaussian CRPS (label units)
-    "spearman_raw": "Spearman",           # rank correlation of |error| with the std
+    "coverage95_raw": "cov95 raw",        # the head's own 95% interval (nothing fitted)
+    "oos/coverage68": "cov68",            # coverage of the 68% interval, recalibrated out of sample
+    "oos/coverage95": "cov95",            # ... of the 95% interval
+    "oos/coverage95_ok": "cov95 ok",      # inside the binomial 95% range of 0.95 for that count
+    "oos/width95": "width95",             # mean width of the recalibrated 95% interval
+    "oos/nll": "NLL",                     # NLL of the recalibrated predictive (nats)
+    "oos/crps": "CRPS",                   # CRPS (label units)
+    "oos/spearman": "rho",                # Spearman rho of |error against the label| with the std
+    "oos/spearman_truth": "rho truth",    # ... of |error against the noise-free truth|
+    "oos/ceiling_rho": "ceiling",         # the ranking ceiling's rho (evaluate/ranking_ceiling.py)
 }
-"""Uncertainty metric kinds (``<subset>/<kind>_<target>``) shown beside sigma, with headers."""
+"""Uncertainty metric kinds shown beside sigma, with headers: ``oos/<kind>_<target>`` (scored out
+of sample, :mod:`stellarexp.evaluate.out_of_sample`) or ``<subset>/<kind>_<target>``."""
+UNCERTAINTY_EXTRA = ("oos/coverage95_lo", "oos/coverage95_hi")
+"""Read with the kinds (the binomial range that ``cov95 ok`` judges), not shown as columns."""
+
+
+def uncertainty_metric(subset: str, kind: str, target: str) -> str:
+    """The MLflow metric name of an uncertainty ``kind`` of ``target``."""
+    return f"{kind}_{target}" if kind.startswith("oos/") else metric_name(subset, kind, target)
+
 
 REFERENCE_KINDS: dict[str, str] = {
     "label_noise": "label noise floor",        # scatter of the labels around the truth
@@ -73,6 +85,7 @@ class Row:
     cells: dict[str, Cell] = field(default_factory=dict)
     paper: dict[str, float | None] = field(default_factory=dict)
     uncertainty: dict[str, dict[str, float]] = field(default_factory=dict)
+    oos_scheme: str = ""
 
 
 @dataclass
@@ -167,10 +180,12 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
                                         m.get(f"{sig}_lo", math.nan) * spec.scale,
                                         m.get(f"{sig}_hi", math.nan) * spec.scale, run.info.run_id)
                     if spec.uncertainty:
-                        unc = {k: m[metric_name(subset, k, t)] for k in UNCERTAINTY_KINDS
-                               if metric_name(subset, k, t) in m}
+                        unc = {k: m[uncertainty_metric(subset, k, t)]
+                               for k in (*UNCERTAINTY_KINDS, *UNCERTAINTY_EXTRA)
+                               if uncertainty_metric(subset, k, t) in m}
                         if unc:
                             row.uncertainty[t] = unc
+                            row.oos_scheme = tags.get("oos_scheme", "")
                     if run.info.run_id not in used:
                         used.append(run.info.run_id)
                     for kind, values in refs.items():

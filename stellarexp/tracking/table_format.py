@@ -8,7 +8,13 @@ import math
 
 import pandas as pd
 
-from stellarexp.tracking.compare import REFERENCE_KINDS, UNCERTAINTY_KINDS, Cell, Comparison
+from stellarexp.tracking.compare import (
+    REFERENCE_KINDS,
+    UNCERTAINTY_EXTRA,
+    UNCERTAINTY_KINDS,
+    Cell,
+    Comparison,
+)
 from stellarexp.tracking.row_sources import TARGETS
 
 HEADERS = {"teff": "Teff (K)", "logg": "logg (dex)", "fe_h": "[Fe/H] (dex)"}
@@ -67,8 +73,8 @@ def to_frame(comp: Comparison, *, paper: bool = True, text: bool = True):
                 if paper:
                     rec[f"paper_{t}"] = row.paper.get(t)
                 rec[f"run_{t}"] = cell.run_id if cell else ""
-                for kind in UNCERTAINTY_KINDS:
-                    rec[f"{kind}_{t}"] = row.uncertainty.get(t, {}).get(kind, math.nan)
+                for kind in (*UNCERTAINTY_KINDS, *UNCERTAINTY_EXTRA):
+                    rec[f"{kind.replace('/', '_')}_{t}"] = row.uncertainty.get(t, {}).get(kind, math.nan)
         if not text:
             rec.update(key=row.key, source=row.source)
         records.append(rec)
@@ -111,7 +117,10 @@ def uncertainty_frame(comp: Comparison):
                 v = unc.get(kind)
                 if v is None or not math.isfinite(v):
                     rec[header] = "-"
-                elif kind.startswith(("coverage", "spearman", "nll")):
+                elif kind == "oos/coverage95_ok":
+                    rng = (unc.get("oos/coverage95_lo", math.nan), unc.get("oos/coverage95_hi", math.nan))
+                    rec[header] = f"{'yes' if v else 'no'} ({rng[0]:.3f}-{rng[1]:.3f})"
+                elif kind.split("/")[-1].startswith(("coverage", "spearman", "nll", "ceiling")):
                     rec[header] = f"{v:.3f}"
                 else:
                     rec[header] = format_value(v, t)
@@ -120,11 +129,17 @@ def uncertainty_frame(comp: Comparison):
 
 
 def uncertainty_caption(comp: Comparison) -> str:
-    """What the uncertainty table shows."""
-    return (f"Uncertainty on the {comp.subset} subset: coverage of the 68%/95% intervals (raw: "
-            "the head's own spread; otherwise recalibrated on validation data), mean 95% width, "
-            "Gaussian NLL (nats) and CRPS of the recalibrated predictive, Spearman rho of "
-            "|error| with the predicted std")
+    """What the uncertainty table shows, and which stars were fitted and which scored."""
+    schemes = sorted({r.oos_scheme for r in comp.rows if r.uncertainty and r.oos_scheme})
+    how = "; ".join(schemes) or "scheme not recorded"
+    return (f"Uncertainty scored out of sample ({how}): coverage of the 68%/95% intervals of the "
+            "predictive recalibrated on other stars than those scored, whether the 95% coverage "
+            "lies inside the binomial 95% range of 0.95 for that many stars, mean 95% width, NLL "
+            "(nats) and CRPS; rho: Spearman rank correlation of |error| with the predicted std, "
+            "against the labels and against the noise-free truth; ceiling: the rho of a fixed "
+            "LightGBM predicting |error against the truth| from the photometry (the most any spread "
+            "could rank); cov95 raw: the head's own 95% interval on the "
+            f"{comp.subset} subset, nothing fitted (docs/evaluation.md)")
 
 
 def markdown_table(header, rows) -> str:

@@ -1,0 +1,192 @@
+"""Uncertainty scored out of sample: a recalibration fitted on one subset, scored on another.
+
+A recalibration scored on the stars it was fitted on reaches its nominal coverage by
+construction. Here it never is:
+
+- ``split=holdout`` (a test subset exists): fitted on the validation stars, scored on the test
+  stars;
+- otherwise (``split=paper``): the validation stars are cut in two halves at random (seeded);
+  a recalibration fitted on each half is applied to the other, and every validation star is
+  scored once, by the half it was not in (cross-fitting).
+
+The recalibration is one factor per label on every component's std (it never moves the mean):
+``variance`` the maximum-likelihood factor (:func:`~stellarexp.evaluate.mixture.fit_scale`),
+``conformal`` the split-conformal quantile of ``|y - mean| / std`` over the Gaussian ``z`` of the
+level (for one-component predictives; a mixture falls back to ``variance``), ``none`` 1.
+
+Per label the scores are: coverage of the 68% and 95% central intervals against the labels,
+with the central 95% range of a Binomial(n, 0.95) count (is 95% coverage consistent with the
+nominal level for this many stars?), mean 68%/95% widths, NLL and CRPS (scoringrules), and the
+Spearman rho of ``|error|`` with the predictive std, against the labels and, where the dataset
+has noise-free truth, against the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stellarexp.evaluate.mixture import Mixture, fit_scale
+
+COVERAGE_LEVEL = 0.95  # the nominal level judged against its binomial range
+
+
+@dataclass(frozen=True)
+class OutOfSample:
+    """Recalibrated predictives of the scored stars of one label.
+
+    Attributes
+    ----------
+    scheme : str
+        How fitting and scoring stars were chosen, in words (goes into every table).
+    subset : str
+        The subset the scored stars come from (``val`` or ``test``).
+    index : numpy.ndarray
+        Positions of the scored stars within that subset, in scoring order.
+    y : numpy.ndarray
+        Their labels.
+    raw, recalibrated : Mixture
+        Their predictives before and after the recalibration fitted on the other stars.
+    scales : tuple of float
+        The fitted factor(s): one (holdout) or one per half (cross-fitting).
+    """
+
+    scheme: str
+    subset: str
+    index: np.ndarray
+    y: np.ndarray
+    raw: Mixture
+    recalibrated: Mixture
+    scales: tuple[float, ...]
+
+
+def recalibration_factor(fit: Mixture, y, method: str, level: float) -> float:
+    """The std factor of ``method`` fitted on predictives ``fit`` and labels ``y``."""
+    from stellarexp.evaluate.calibration import fit_recalibration
+
+    if method == "none":
+        return 1.0
+    if method == "conformal" and fit.means.shape[1] == 1:
+        rec = fit_recalibration(fit.means, fit.stds, np.asarray(y, float)[:, None], ["y"],
+                                method="conformal", level=level)
+        return float(rec.scale[0])
+    if method not in ("variance", "conformal"):
+        raise ValueError(f"recalibration method must be variance, conformal or none, got {method!r}")
+    return fit_scale(fit, y)
+
+
+def halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of ``range(n)`` drawn at random with ``seed`` (sorted positions)."""
+    if n < 4:
+        raise ValueError(f"cross-fitting needs at least 4 validation stars, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2:])
+
+
+def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray], *,
+                  method: str = "variance", level: float = COVERAGE_LEVEL, seed: int = 0
+                  ) -> OutOfSample:
+    """Fit the recalibration on one set of stars and apply it to others (module docstring).
+
+    Parameters
+    ----------
+    predictives, labels : dict
+        Subset (``val``, optionally ``test``) -> predictives and labels ``[N]`` of one label.
+    method : {"variance", "conformal", "none"}
+    level : float
+        Conformal: the level the factor is matched to.
+    seed : int
+        Draws the cross-fitting halves.
+    """
+    val_pred, val_y = predictives["val"], np.asarray(labels["val"], float)
+    if "test" in predictives:
+        test_y = np.asarray(labels["test"], float)
+        k = recalibration_factor(val_pred, val_y, method, level)
+        index = np.arange(len(test_y))
+        scheme = f"recalibration fitted on val ({len(val_y)} stars), scored on test ({len(test_y)})"
+        return OutOfSample(scheme, "test", index, test_y, predictives["test"],
+                           predictives["test"].scaled(k), (k,))
+    a, b = halves(len(val_y), seed)
+    k_a = recalibration_factor(val_pred.subset(a), val_y[a], method, level)  # applied to b
+    k_b = recalibration_factor(val_pred.subset(b), val_y[b], method, level)  # applied to a
+    index = np.concatenate([a, b])
+    raw = val_pred.subset(index)
+    factor = np.concatenate([np.full(len(a), k_b), np.full(len(b), k_a)])
+    recal = Mixture(raw.weights, raw.means, raw.stds * factor[:, None])
+    scheme = (f"cross-fitted halves of val ({len(a)} + {len(b)} stars): each half recalibrated "
+              "by the other, all scored")
+    return OutOfSample(scheme, "val", index, val_y[index], raw, recal, (k_a, k_b))
+
+
+def binomial_range(n: int, level: float = COVERAGE_LEVEL) -> tuple[float, float]:
+    """Central 95% range of the coverage fraction of ``n`` stars if the true coverage is ``level``."""
+    from scipy.stats import binom
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    lo, hi = binom.interval(0.95, n, level)
+    return float(lo) / n, float(hi) / n
+
+
+def _spearman(err, std) -> float:
+    from scipy.stats import spearmanr
+
+    ok = np.isfinite(err) & np.isfinite(std)
+    if ok.sum() < 3 or np.ptp(std[ok]) == 0 or np.ptp(err[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(err[ok], std[ok]).statistic)
+
+
+def score(pred: Mixture, y, truth=None) -> dict[str, float]:
+    """Scores of predictives ``pred`` against labels ``y`` (and ``truth``) (module docstring)."""
+    y = np.asarray(y, float)
+    ok = np.isfinite(y) & np.all(np.isfinite(pred.means) & (pred.stds > 0), 1)
+    p, y = pred.subset(ok), y[ok]
+    out: dict[str, float] = {"n": float(ok.sum())}
+    for level, tag in ((0.68, "68"), (0.95, "95")):
+        lo, hi = p.interval(level)
+        out[f"coverage{tag}"] = float(np.mean((y >= lo) & (y <= hi))) if len(y) else float("nan")
+        out[f"width{tag}"] = float(np.mean(hi - lo)) if len(y) else float("nan")
+    lo, hi = binomial_range(len(y))
+    out.update({"coverage95_lo": lo, "coverage95_hi": hi,
+                "coverage95_ok": float(lo <= out["coverage95"] <= hi) if len(y) else float("nan"),
+                "nll": float(np.mean(p.nll(y))) if len(y) else float("nan"),
+                "crps": float(np.mean(p.crps(y))) if len(y) else float("nan"),
+                "spearman": _spearman(np.abs(p.mean - y), p.std)})
+    if truth is not None:
+        t = np.asarray(truth, float)[ok]
+        out["spearman_truth"] = _spearman(np.abs(p.mean - t), p.std)
+    return out
+
+
+def reliability(pred: Mixture, y, levels) -> np.ndarray:
+    """Observed coverage of the central interval at each nominal level (the reliability curve)."""
+    y = np.asarray(y, float)
+    out = []
+    for level in levels:
+        lo, hi = pred.interval(float(level))
+        ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+        out.append(float(np.mean((y[ok] >= lo[ok]) & (y[ok] <= hi[ok]))) if ok.any() else np.nan)
+    return np.asarray(out)
+
+
+def binned_errors(pred: Mixture, y, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """RMS error against ``y`` in bins of equal counts of predicted std (a calibrated spread
+    puts each bin's RMS error on its mean std).
+
+    Returns
+    -------
+    dict
+        ``std`` (mean predicted std per bin), ``rmse`` (RMS of mean - y per bin), ``n``.
+    """
+    y = np.asarray(y, float)
+    s, e = pred.std, pred.mean - y
+    ok = np.isfinite(s) & np.isfinite(e)
+    s, e = s[ok], e[ok]
+    if len(s) < n_bins:
+        return {"std": np.array([]), "rmse": np.array([]), "n": np.array([])}
+    groups = np.array_split(np.argsort(s, kind="stable"), n_bins)
+    return {"std": np.array([s[g].mean() for g in groups]),
+            "rmse": np.array([np.sqrt(np.mean(e[g] ** 2)) for g in groups]),
+            "n": np.array([len(g) for g in groups])}

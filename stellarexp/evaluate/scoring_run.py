@@ -1,0 +1,143 @@
+"""Out-of-sample uncertainty scores of a run: metrics, a per-star table, figures.
+
+:func:`score_out_of_sample` is called by :func:`~stellarexp.evaluate.predictive.evaluate_predictive`
+for every head (``stage=head``, the two-stage ``stage=logg_heads``). For each label it builds the
+predictives of the validation (and test) stars — a Gaussian per star, or the mixture a stage
+passes as ``pred["mixture"]`` — scores them out of sample
+(:mod:`stellarexp.evaluate.out_of_sample`), and where the dataset has noise-free truth also ranks
+errors against the truth and prints the ranking ceiling
+(:mod:`stellarexp.evaluate.ranking_ceiling`) beside the head's own rho. It logs
+
+- metrics ``oos/<score>_<label>`` (``coverage68``, ``coverage95`` with ``coverage95_lo/_hi``
+  and ``coverage95_ok``, ``width68``, ``width95``, ``nll``, ``crps``, ``spearman``,
+  ``spearman_truth``, ``ceiling_rho``, ``n``) and the tag ``oos_scheme`` saying which stars were
+  fitted and which scored;
+- ``<artifact>/out_of_sample.csv``: per scored star and label, the label, truth, mean, raw and
+  recalibrated std, 95% interval;
+- figures ``<artifact>_reliability.png`` and ``<artifact>_error_vs_std.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from stellarexp.evaluate.mixture import Mixture
+from stellarexp.evaluate.out_of_sample import binned_errors, out_of_sample, reliability, score
+
+log = logging.getLogger(__name__)
+
+RELIABILITY_LEVELS = np.round(np.arange(0.05, 1.0, 0.05), 2)
+
+
+def predictives_of(pred: dict, j: int) -> Mixture:
+    """The predictive of target column ``j``: ``pred["mixture"][j]`` when a stage gives one,
+    else the Gaussian ``N(mean, std^2)``."""
+    mixtures = pred.get("mixture")
+    if mixtures is not None and mixtures[j] is not None:
+        return mixtures[j]
+    return Mixture.gaussian(np.asarray(pred["mean"], float)[:, j], np.asarray(pred["std"], float)[:, j])
+
+
+def _stars(dataset_path, rows: dict | None):
+    if dataset_path is None or not rows:
+        return {}
+    from stellarexp.data.dataset import read_stars
+
+    stars = read_stars(dataset_path)
+    return {s: stars.iloc[np.asarray(r, int)].reset_index(drop=True) for s, r in rows.items()}
+
+
+def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, dataset_path=None,
+                        rows: dict | None = None, figures: bool = True) -> dict[str, float]:
+    """Score every target's predictive out of sample and log what the module docstring lists.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        ``stage.recalibration`` (method, level) and ``seed``.
+    run : TrackedRun
+    targets : list of str
+    outputs : dict
+        Subset -> ``(pred, true)`` as for ``evaluate_predictive``.
+    artifact : str
+        Folder of the run for the table; prefix of the figures.
+    dataset_path, rows : optional
+        The dataset and the subset's dataset rows, for truth and the ranking ceiling.
+
+    Returns
+    -------
+    dict
+        The ``oos/...`` metrics.
+    """
+    import pandas as pd
+
+    from stellarexp.evaluate.metrics import metric_name
+    from stellarexp.evaluate.predictive import optional_figure, recalibration_settings
+    from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
+    from stellarexp.io_utils import write_csv_atomic
+
+    method, level = recalibration_settings(cfg)
+    seed = int(cfg.seed)
+    stars = _stars(dataset_path, rows)
+    metrics: dict[str, float] = {}
+    tables, curves, bins, counts, scheme = [], {}, {}, {}, ""
+    for j, t in enumerate(targets):
+        preds = {s: predictives_of(p, j) for s, (p, _) in outputs.items()}
+        labels = {s: np.asarray(y, float)[:, j] for s, (_, y) in outputs.items()}
+        oos = out_of_sample(preds, labels, method=method, level=level, seed=seed)
+        scheme = oos.scheme
+        scored = stars.get(oos.subset)
+        truth = None
+        if scored is not None and f"{t}_true" in scored:
+            truth = scored[f"{t}_true"].to_numpy(float)[oos.index]
+        values = score(oos.recalibrated, oos.y, truth)
+        if truth is not None:
+            try:
+                values["ceiling_rho"] = ceiling_rho(
+                    ceiling_features(scored).iloc[oos.index].reset_index(drop=True),
+                    np.abs(oos.recalibrated.mean - truth), seed=seed)
+            except ValueError as exc:  # a table without the photometry columns: no ceiling
+                log.warning("ranking ceiling of %s skipped: %s", t, exc)
+        metrics.update({metric_name("oos", k, t): float(v) for k, v in values.items()
+                        if v is not None})
+        log.info("out of sample %s (%s): 95%% coverage %.3f (binomial range %.3f-%.3f), 68%% %.3f, "
+                 "95%% width %.4g, NLL %.4g, CRPS %.4g, rho %.3f (truth %s, ceiling %s)", t, method,
+                 values["coverage95"], values["coverage95_lo"], values["coverage95_hi"],
+                 values["coverage68"], values["width95"], values["nll"], values["crps"],
+                 values["spearman"], _fmt(values.get("spearman_truth")), _fmt(values.get("ceiling_rho")))
+        lo, hi = oos.recalibrated.interval(0.95)
+        row_ids = np.asarray(rows[oos.subset], int)[oos.index] if rows and oos.subset in rows else oos.index
+        tables.append(pd.DataFrame({
+            "subset": oos.subset, "row": row_ids, "label": t, "y": oos.y,
+            "truth": truth if truth is not None else np.nan, "mean": oos.recalibrated.mean,
+            "std_raw": oos.raw.std, "std": oos.recalibrated.std, "lo95": lo, "hi95": hi}))
+        curves[t] = {f"out of sample ({method})": reliability(oos.recalibrated, oos.y, RELIABILITY_LEVELS),
+                     "raw": reliability(oos.raw, oos.y, RELIABILITY_LEVELS)}
+        counts[t] = int(values["n"])
+        bins[t] = {"label": binned_errors(oos.recalibrated, oos.y)}
+        if truth is not None:
+            bins[t]["truth"] = binned_errors(oos.recalibrated, truth)
+    run.set_tags({"oos_scheme": scheme, "oos_recalibration": method})
+    folder = run.output_dir / artifact
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "out_of_sample.csv"
+    write_csv_atomic(pd.concat(tables, ignore_index=True), path, index=False)
+    run.log_artifact(path, artifact)
+    if figures:
+        from stellarexp.evaluate import uncertainty_figures as uf
+
+        title = f"{artifact}: {scheme}"
+        out = run.output_dir / "figures"
+        for p in (optional_figure("reliability", uf.reliability_figure, curves, RELIABILITY_LEVELS,
+                                  counts, out / f"{artifact}_reliability.png", title=title),
+                  optional_figure("error vs std", uf.error_vs_std_figure, bins,
+                                  out / f"{artifact}_error_vs_std.png", title=title)):
+            if p is not None:
+                run.log_figure(p)
+    return metrics
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
