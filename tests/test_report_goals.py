@@ -138,3 +138,27 @@ def test_a_perturb_table_missing_a_column_is_left_out_not_fatal(monkeypatch, cap
     assert "Rotation experiment" in md and "| Teff (K) | 9.0 |" in md
     assert "Noise experiment" not in md
     assert "perturb/noise.csv left out of the report" in caplog.text
+
+
+def test_uncertainty_goals_judge_out_of_sample_coverage_and_the_sure_star_widths():
+    head = {f"val/sigma_{t}": v for t, v in {"teff": 130.0, "logg": 0.32, "fe_h": 0.12}.items()}
+    for t, cov in (("teff", 0.95), ("logg", 0.91), ("fe_h", 0.94)):
+        head.update({f"oos/coverage95_{t}": cov, f"oos/coverage95_lo_{t}": 0.933,
+                     f"oos/coverage95_hi_{t}": 0.966, f"oos/coverage95_ok_{t}": float(0.933 <= cov <= 0.966)})
+    colour = {"val/sigma_teff": 120.0, "val/sigma_logg": 0.30, "val/sigma_fe_h": 0.10,
+              "val/label_std_teff": 600.0, "val/label_std_logg": 0.8, "val/label_std_fe_h": 0.4}
+    heads = {"val/sigma_hard_logg": 0.31, "oos/width95_sure_logg": 0.9,
+             "oos/width95_sure_onestage_logg": 1.2, "oos/n_sure_logg": 420.0}
+    comp = compare.build({"baseline": [_run("a", {"model": "xgboost", "features": "color"}, colour)],
+                          "head": [_run("h", {}, head)], "logg_heads": [_run("l", {}, heads)]},
+                         split="paper", subset="val", fingerprint="f" * 64)
+    report = goals.check(comp)
+    assert {t: c["ok"] for t, c in report.coverage.items()} == {"teff": 1.0, "logg": 0.0, "fe_h": 1.0}
+    assert report.sure_width_goal_met and not report.all_met  # logg's coverage is outside
+    m = report.metrics()
+    assert m["goal/coverage95_ok_logg"] == 0.0
+    assert m["goal/width95_sure_two_minus_one_logg"] == pytest.approx(-0.3)
+    md = goals.to_markdown(report)
+    assert "logg (dex) 0.910 (0.933-0.966) NOT met" in md
+    assert "on the 420 stars the classifier is sure about: 0.900 dex against one-stage 1.200 dex: " \
+           "goal (no wider) met." in md

@@ -157,6 +157,7 @@ def run_heads(cfg, run) -> dict[str, float]:
     metrics: dict[str, float] = {}
     outputs = {}  # subset -> combined (pred, true), for recalibration and figures
     gen = torch.Generator().manual_seed(int(cfg.seed))
+    probs = {}  # subset -> (dataset rows, classifier P(logg > thr))
     for subset, (feats, labels, rows) in subsets.items():
         if subset == "train":
             continue
@@ -180,6 +181,7 @@ def run_heads(cfg, run) -> dict[str, float]:
         # the two-stage predictive: the classifier's P(logg > thr) and the two heads' predictives
         # as one mixture (scored out of sample like every head; bimodal where p is unsure)
         mix = two_stage_mixture(p.numpy(), draws["dwarf"].numpy(), draws["giant"].numpy())
+        probs[subset] = (np.asarray(rows), p.numpy())
         outputs[subset] = ({"mean": mix.mean[:, None], "std": mix.std[:, None], "mixture": [mix]},
                            y[:, None], rows)
         perfect = combine(true_cls, draws["dwarf"], draws["giant"], "hard")["mean"].numpy()
@@ -206,5 +208,45 @@ def run_heads(cfg, run) -> dict[str, float]:
                                        artifact="heads", backbone_run_id=bb_id, subset_metrics=False,
                                        dataset_path=inputs["path"],
                                        rows={s: o[2] for s, o in outputs.items()}))
+    one = _latest(run.client, "head", bb_id, split, inputs["fingerprint"], "logg")
+    metrics.update(sure_widths(run, one, probs, float(st.sure)))
     run.log_metrics(metrics, step=int(st.max_epochs) + 1)
     return metrics
+
+
+def sure_widths(run, one_stage, probs: dict, sure: float) -> dict[str, float]:
+    """Mean out-of-sample 95% widths of the two-stage and the one-stage logg on the stars the
+    classifier is sure about (``P < sure`` or ``P > 1 - sure``), the same stars for both.
+
+    Reads the ``out_of_sample.csv`` tables of this run (``heads/``) and of the one-stage head run
+    ``one_stage`` (``head/``); empty when there is no one-stage run or no sure star.
+    """
+    import tempfile
+
+    import pandas as pd
+
+    if one_stage is None:
+        log.info("no one-stage logg head on this backbone: the sure-star widths are not compared")
+        return {}
+    two = pd.read_csv(run.output_dir / "heads" / "out_of_sample.csv")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            one = pd.read_csv(run.client.download_artifacts(one_stage.info.run_id,
+                                                            "head/out_of_sample.csv", tmp))
+    except Exception as exc:  # noqa: BLE001  (an older head run without the table)
+        log.warning("one-stage run %s has no head/out_of_sample.csv (%s): sure-star widths not "
+                    "compared", one_stage.info.run_id, exc)
+        return {}
+    subset = str(two["subset"].iloc[0])
+    rows, p = probs[subset]
+    sure_rows = set(rows[(p < sure) | (p > 1.0 - sure)].tolist())
+    one = one[(one["label"] == "logg") & (one["subset"] == subset)].set_index("row")
+    two = two[two["row"].isin(sure_rows) & two["row"].isin(one.index)].set_index("row")
+    if two.empty:
+        return {}
+    width = {"two": (two["hi95"] - two["lo95"]).mean(),
+             "one": (one.loc[two.index, "hi95"] - one.loc[two.index, "lo95"]).mean()}
+    log.info("95%% width of logg on %d stars the classifier is sure about: two-stage %.3f dex, "
+             "one-stage %.3f dex", len(two), width["two"], width["one"])
+    return {"oos/width95_sure_logg": float(width["two"]),
+            "oos/width95_sure_onestage_logg": float(width["one"]), "oos/n_sure_logg": float(len(two))}

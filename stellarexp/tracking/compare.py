@@ -41,8 +41,11 @@ UNCERTAINTY_KINDS: dict[str, str] = {
 }
 """Uncertainty metric kinds shown beside sigma, with headers: ``oos/<kind>_<target>`` (scored out
 of sample, :mod:`stellarexp.evaluate.out_of_sample`) or ``<subset>/<kind>_<target>``."""
-UNCERTAINTY_EXTRA = ("oos/coverage95_lo", "oos/coverage95_hi")
-"""Read with the kinds (the binomial range that ``cov95 ok`` judges), not shown as columns."""
+UNCERTAINTY_EXTRA = ("oos/coverage95_lo", "oos/coverage95_hi", "oos/width95_sure",
+                     "oos/width95_sure_onestage", "oos/n_sure")
+"""Read with the kinds, not shown as columns: the binomial range that ``cov95 ok`` judges, and
+the two-stage logg's 95% width beside the one-stage's on the stars its classifier is sure about
+(:func:`stellarexp.stages.logg.sure_widths`)."""
 
 
 def uncertainty_metric(subset: str, kind: str, target: str) -> str:

@@ -7,6 +7,10 @@ compare.Comparison` (so from the very runs the table shows):
   deviation on the evaluated subset (the sigma of a predictor that always answers the mean).
 - Is it competitive with the tabular baselines? Its sigma over the best colour baseline's.
 - Does the two-stage logg (paper section 4.1) beat the one-stage head?
+- Do the uncertainties mean what they say? The image model's 95% coverage, recalibrated and
+  scored out of sample, inside the binomial 95% range of 0.95 for that many stars, per label;
+  the two-stage logg's 95% interval no wider than the one-stage one on the stars the classifier
+  is sure about.
 
 Each question has a goal (``stellarexp/conf/stage/report.yaml``: ``goals``); the section says per target
 whether the goal is met, and the report run logs the figures as ``goal/...`` metrics.
@@ -15,7 +19,7 @@ whether the goal is met, and the report run logs the figures as ``goal/...`` met
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stellarexp.tracking.compare import Comparison
 from stellarexp.tracking.row_sources import TARGETS
@@ -85,6 +89,13 @@ class GoalReport:
     one_stage_logg: float = math.nan
     two_stage_logg: float = math.nan
     two_stage_soft_logg: float = math.nan
+    coverage: dict[str, dict[str, float]] = field(default_factory=dict)
+    sure_widths: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def sure_width_goal_met(self) -> bool:
+        """The two-stage 95% width is no wider than the one-stage one on the sure stars."""
+        return self.sure_widths.get("two", math.nan) <= self.sure_widths.get("one", math.nan)
 
     @property
     def two_stage_goal_met(self) -> bool:
@@ -97,6 +108,9 @@ class GoalReport:
         flags = [c.std_goal_met and c.colour_goal_met for c in self.targets]
         if math.isfinite(self.two_stage_logg) and math.isfinite(self.one_stage_logg):
             flags.append(self.two_stage_goal_met)
+        flags += [bool(c["ok"]) for c in self.coverage.values()]
+        if self.sure_widths:
+            flags.append(self.sure_width_goal_met)
         return bool(flags) and all(flags)
 
     def metrics(self) -> dict[str, float]:
@@ -110,6 +124,10 @@ class GoalReport:
         if math.isfinite(self.two_stage_soft_logg) and math.isfinite(self.one_stage_logg):
             out["goal/two_stage_soft_minus_one_stage_logg"] = (self.two_stage_soft_logg
                                                                - self.one_stage_logg)
+        for t, c in self.coverage.items():
+            out[f"goal/coverage95_ok_{t}"] = c["ok"]
+        if self.sure_widths:
+            out["goal/width95_sure_two_minus_one_logg"] = self.sure_widths["two"] - self.sure_widths["one"]
         out["goal/all_met"] = float(self.all_met)
         return {k: float(v) for k, v in out.items() if math.isfinite(v)}
 
@@ -140,9 +158,22 @@ def check(comp: Comparison, goals: Goals = Goals()) -> GoalReport | None:
             std_fraction=fraction, colour_ratio=ratio,
             std_goal_met=fraction < goals.max_std_fraction,
             colour_goal_met=ratio <= goals.max_colour_ratio))
+    coverage = {}
+    for t in TARGETS:
+        unc = image.uncertainty.get(t, {})
+        if math.isfinite(unc.get("oos/coverage95_ok", math.nan)):
+            coverage[t] = {"value": unc["oos/coverage95"], "lo": unc.get("oos/coverage95_lo", math.nan),
+                           "hi": unc.get("oos/coverage95_hi", math.nan), "ok": unc["oos/coverage95_ok"]}
+    two = rows.get(goals.two_stage_row)
+    sure = two.uncertainty.get("logg", {}) if two is not None else {}
+    widths = {}
+    if all(math.isfinite(sure.get(k, math.nan)) for k in ("oos/width95_sure", "oos/width95_sure_onestage")):
+        widths = {"two": sure["oos/width95_sure"], "one": sure["oos/width95_sure_onestage"],
+                  "n": sure.get("oos/n_sure", math.nan)}
     return GoalReport(goals=goals, targets=checks, one_stage_logg=_sigma(image, "logg"),
-                      two_stage_logg=_sigma(rows.get(goals.two_stage_row), "logg"),
-                      two_stage_soft_logg=_sigma(rows.get(goals.two_stage_soft_row), "logg"))
+                      two_stage_logg=_sigma(two, "logg"),
+                      two_stage_soft_logg=_sigma(rows.get(goals.two_stage_soft_row), "logg"),
+                      coverage=coverage, sure_widths=widths)
 
 
 def _ratio(value: float) -> str:
@@ -178,4 +209,14 @@ def to_markdown(report: GoalReport) -> str:
             below = "below" if report.two_stage_soft_logg < report.one_stage_logg else "not below"
             lines.append(f"The soft mixture of the same heads (not the paper's rule, not part of "
                          f"the goal): {report.two_stage_soft_logg:.3f} dex, {below} the one-stage.")
+    if report.coverage:
+        parts = [f"{HEADERS[t]} {c['value']:.3f} ({c['lo']:.3f}-{c['hi']:.3f}) "
+                 f"{_verdict(bool(c['ok']), c['value'])}" for t, c in report.coverage.items()]
+        lines += ["", "95% coverage out of sample inside the binomial 95% range of 0.95 for the "
+                      "stars scored: " + "; ".join(parts) + "."]
+    if report.sure_widths:
+        w = report.sure_widths
+        lines.append(f"Two-stage logg 95% width on the {w['n']:.0f} stars the classifier is sure "
+                     f"about: {w['two']:.3f} dex against one-stage {w['one']:.3f} dex: goal (no "
+                     f"wider) {_verdict(report.sure_width_goal_met, w['two'], w['one'])}.")
     return "\n".join(lines) + "\n"
