@@ -58,7 +58,7 @@ def test_registered_model_round_trips_in_a_fresh_process(pkg_home, tiny_package,
         lo, m, hi = (fresh[f"{t}_{k}"].to_numpy() for k in ("lo", "mean", "hi"))
         assert np.isfinite(m).all() and (lo < m).all() and (m < hi).all()
         assert (fresh[f"{t}_std"] > 0).all()
-    assert fresh["logg_class_prob"].between(0, 1).all()
+    assert fresh["logg_class_prob"].between(0, 1).all() and fresh["logg_prob_above"].between(0, 1).all()
     # the same draws in this process: the package reproduces itself exactly
     here = packaged.load(tiny_package["model_uri"]).predict(images, n_samples=25, seed=7)
     np.testing.assert_allclose(fresh["teff_mean"].to_numpy(), here["teff_mean"].to_numpy(),

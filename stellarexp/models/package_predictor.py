@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.constants import LOGG_THRESHOLD
+from stellarexp.evaluate.mixture import Mixture
 from stellarexp.models.backbone_artifact import read_backbone_artifact
 from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
 from stellarexp.models.training_ranges import out_of_range
-from stellarexp.models.two_stage import combine
+from stellarexp.models.two_stage import two_stage_mixture
 
 try:
     from stellarexp.evaluate.calibration import Recalibration
@@ -100,7 +101,6 @@ class Predictor:
         if self.logg_mode == "two_stage" and (self.classifier is None or self.dwarf is None):
             raise PackageError("package.json asks for the two-stage logg but the classifier or "
                                "the logg heads are missing")
-        self.combine = str(self.info.get("combine", "hard"))
         self.n_samples = int(self.info.get("n_samples", 100))
         self.ranges = self.info.get("ranges") or {}
 
@@ -118,7 +118,7 @@ class Predictor:
     def columns(self) -> list[str]:
         """Output columns of :meth:`predict`."""
         cols = [f"{t}_{s}" for t in self.targets for s in ("mean", "std", "lo", "hi")]
-        return [*cols, "logg_class_prob", "out_of_range", "out_of_range_detail"]
+        return [*cols, "logg_class_prob", "logg_prob_above", "out_of_range", "out_of_range_detail"]
 
     @staticmethod
     def check_images(images) -> np.ndarray:
@@ -161,8 +161,10 @@ class Predictor:
         -------
         pandas.DataFrame
             :attr:`columns`: per target mean, std, ``lo``/``hi`` of the 95% interval (calibrated
-            when the head carries a recalibration), ``logg_class_prob`` (P(logg > threshold);
-            NaN without a classifier), ``out_of_range`` and its ``out_of_range_detail``.
+            when the head carries a recalibration; the two-stage logg: its mixture predictive,
+            see :mod:`stellarexp.evaluate.mixture`), ``logg_class_prob`` (the classifier's
+            P(logg > threshold); NaN without a classifier), ``logg_prob_above`` (P(logg >
+            threshold) of the logg predictive), ``out_of_range`` and its ``out_of_range_detail``.
         """
         # torch, and bayes that imports it, stay lazy: see load_head
         import torch
@@ -173,7 +175,7 @@ class Predictor:
         n = int(n_samples or self.n_samples)
         if n < 2:
             raise PackageError(f"n_samples must be >= 2 for a spread, got {n}")
-        parts: dict[str, list] = {k: [] for k in ("mean", "std", "lo", "hi", "p")}
+        parts: dict[str, list] = {k: [] for k in ("mean", "std", "lo", "hi", "p", "mix")}
         model = self.backbone.model.eval()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
@@ -188,21 +190,22 @@ class Predictor:
                     p_t = torch.sigmoid(logits).mean(0)[:, 0].double()
                     p = p_t.numpy()
                     if self.logg_mode == "two_stage" and "logg" in self.targets:
-                        j = self.targets.index("logg")
                         h1 = self._draws(self.dwarf[0], self.dwarf[1], feats, n)[..., 0]
                         h2 = self._draws(self.giant[0], self.giant[1], feats, n)[..., 0]
-                        c = combine(p_t, h1, h2, self.combine)
-                        for k in ("mean", "std", "lo", "hi"):
-                            out[k][:, j] = c[k].numpy()
+                        mix = two_stage_mixture(p, h1.numpy(), h2.numpy())
+                        parts["mix"].append(np.stack([mix.weights[:, 0], mix.means[:, 0], mix.stds[:, 0],
+                                                      mix.means[:, 1], mix.stds[:, 1]], 1))
                 for k, v in out.items():
                     parts[k].append(v)
                 parts["p"].append(p)
         res = {k: np.concatenate(v) if v else np.zeros((0, len(self.targets)))
                for k, v in parts.items()}
         self._calibrate(res)
+        prob_above = self._logg_predictive(res)
         frame = pd.DataFrame({f"{t}_{s}": res[s][:, j] for j, t in enumerate(self.targets)
                               for s in ("mean", "std", "lo", "hi")})
         frame["logg_class_prob"] = res["p"] if len(arr) else np.zeros(0)
+        frame["logg_prob_above"] = prob_above
         means = {t: res["mean"][:, j] for j, t in enumerate(self.targets)}
         flag, detail = out_of_range(means, self.ranges, colours) if len(arr) else (
             np.zeros(0, bool), [])
@@ -210,13 +213,32 @@ class Predictor:
         frame["out_of_range_detail"] = detail
         return frame[self.columns]
 
+    def _logg_predictive(self, res: dict) -> np.ndarray:
+        """The two-stage logg as its mixture predictive (mean, std, 95% interval; components'
+        std times the logg recalibration's factor); returns P(logg > threshold) of the logg
+        predictive (NaN without a logg target)."""
+        from scipy.special import ndtr
+
+        n = len(res["mean"])
+        if "logg" not in self.targets:
+            return np.full(n, np.nan)
+        j = self.targets.index("logg")
+        if self.logg_mode != "two_stage" or not n:
+            return 1.0 - ndtr((self.threshold - res["mean"][:, j]) / res["std"][:, j])
+        p, m1, s1, m2, s2 = res["mix"].T
+        mix = Mixture.two_stage(p, (m1, s1), (m2, s2))
+        rec = self.logg_recalibration
+        if rec is not None and "logg" in rec.targets:
+            mix = mix.scaled(float(rec.scale[rec.targets.index("logg")]))
+        res["mean"][:, j], res["std"][:, j] = mix.mean, mix.std
+        res["lo"][:, j], res["hi"][:, j] = mix.interval(LEVEL)
+        return mix.prob_above(self.threshold)
+
     def _calibrate(self, res: dict) -> None:
         """Replace std and interval by their recalibrated values (the head's targets, and the
         two-stage logg with its own recalibration)."""
         two = self.logg_mode == "two_stage"
         self._apply(res, self.recalibration, lambda t: not (t == "logg" and two))
-        if two:
-            self._apply(res, self.logg_recalibration, lambda t: t == "logg")
 
     def _apply(self, res: dict, rec, select) -> None:
         if rec is None or not len(res["mean"]):
