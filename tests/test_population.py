@@ -434,9 +434,9 @@ def test_frozen_colour_fits_match_a_refit_of_the_packaged_stars(tmp_path):
     ri = np.linspace(-0.1, 1.7, 19)
     iz_again = iz_relation.IzRelation(tuple(refit["iz"]["coef"]), refit["iz"]["n_stars"], refit["iz"]["robust_scatter"])
     np.testing.assert_allclose(iz_again(ri), iz_relation.packaged_iz_relation()(ri), atol=2e-3)
-    ri_again = ri_relation.RiOffset(tuple(refit["ri"]["coef"]), tuple(tuple(p) for p in refit["ri"]["powers"]),
+    ri_again = ri_relation.RiOffset(tuple(map(tuple, refit["ri"]["table"])), tuple(map(tuple, refit["ri"]["counts"])),
                                     refit["ri"]["n_stars"], refit["ri"]["robust_scatter"])
-    np.testing.assert_allclose(ri_again(gr, feh), ri_relation.packaged_ri_offset()(gr, feh), atol=1e-3)
+    np.testing.assert_allclose(ri_again(gr, feh), ri_relation.packaged_ri_offset()(gr, feh), atol=1e-6)
 
 
 def test_fit_ri_offset_names_what_is_missing():
@@ -447,5 +447,24 @@ def test_fit_ri_offset_names_what_is_missing():
     with pytest.raises(ValueError, match="lacks column"):
         fit_ri_offset(pd.DataFrame({"gr": [0.5], "ri": [0.2], "feh": [0.0]}))
     few = pd.DataFrame({"ug": [1.2] * 5, "gr": [0.5] * 5, "ri": [0.2] * 5, "feh": [0.0] * 5})
-    with pytest.raises(ValueError, match="need >= 100"):
+    with pytest.raises(ValueError, match="no cell of g-r 0.2-0.3 holds 20"):
         fit_ri_offset(few)
+
+
+def test_ri_offset_is_the_cell_median_at_cell_centres_and_bilinear_between():
+    import pandas as pd
+
+    from stellarexp.survey.colours import ri_from_gr
+    from stellarexp.survey.ri_relation import GR_EDGES, fit_ri_offset
+
+    rng = np.random.default_rng(0)
+    gr = np.repeat(np.arange(0.25, 1.2, 0.1), 200) + rng.uniform(-0.04, 0.04, 2000)
+    feh = rng.uniform(-2.4, 0.45, 2000)
+    offset = 0.01 * np.floor(feh + 3)  # a step per dex, known per cell
+    table = pd.DataFrame({"ug": 1.2, "gr": gr, "feh": feh, "ri": ri_from_gr(gr) + offset})
+    fit = fit_ri_offset(table)
+    assert len(fit.table) == len(GR_EDGES) - 1 and fit.robust_scatter < 0.01
+    assert fit(0.55, -2.0) == pytest.approx(0.01)  # cell centre of [Fe/H] -2.5..-1.5
+    assert fit(0.55, 0.25) == pytest.approx(0.03)  # 0..+0.5: floor(3.25) = 3
+    assert 0.01 < float(fit(0.55, -1.5)) < 0.02  # between centres: bilinear
+    assert fit(2.0, 0.25) == pytest.approx(fit(1.15, 0.25))  # held beyond the outer centres
