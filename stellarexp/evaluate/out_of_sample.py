@@ -138,9 +138,15 @@ def _spearman(err, std) -> float:
     return float(spearmanr(err[ok], std[ok]).statistic)
 
 
-def score(pred: Mixture, y, truth=None) -> dict[str, float]:
-    """Scores of predictives ``pred`` against labels ``y`` (and ``truth``) (module docstring)."""
+def score(pred: Mixture, y, truth=None, *, rank_std=None) -> dict[str, float]:
+    """Scores of predictives ``pred`` against labels ``y`` (and ``truth``) (module docstring).
+
+    ``rank_std`` (default ``pred.std``) is the spread whose ranking of the errors is scored: pass
+    the raw one, since cross-fitted halves rescale by different factors (and a conformal factor
+    may be infinite for a tiny half) while the ranking is the method's own.
+    """
     y = np.asarray(y, float)
+    spread = pred.std if rank_std is None else np.asarray(rank_std, float)
     ok = np.isfinite(y) & np.all(np.isfinite(pred.means) & (pred.stds > 0), 1)
     p, y = pred.subset(ok), y[ok]
     out: dict[str, float] = {"n": float(ok.sum())}
@@ -153,10 +159,10 @@ def score(pred: Mixture, y, truth=None) -> dict[str, float]:
                 "coverage95_ok": float(lo <= out["coverage95"] <= hi) if len(y) else float("nan"),
                 "nll": float(np.mean(p.nll(y))) if len(y) else float("nan"),
                 "crps": float(np.mean(p.crps(y))) if len(y) else float("nan"),
-                "spearman": _spearman(np.abs(p.mean - y), p.std)})
+                "spearman": _spearman(np.abs(p.mean - y), spread[ok])})
     if truth is not None:
         t = np.asarray(truth, float)[ok]
-        out["spearman_truth"] = _spearman(np.abs(p.mean - t), p.std)
+        out["spearman_truth"] = _spearman(np.abs(p.mean - t), spread[ok])
     return out
 
 

@@ -92,7 +92,7 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
         truth = None
         if scored is not None and f"{t}_true" in scored:
             truth = scored[f"{t}_true"].to_numpy(float)[oos.index]
-        values = score(oos.recalibrated, oos.y, truth)
+        values = score(oos.recalibrated, oos.y, truth, rank_std=oos.raw.std)
         if truth is not None:
             try:
                 values["ceiling_rho"] = ceiling_rho(
