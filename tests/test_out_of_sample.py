@@ -132,3 +132,13 @@ def test_the_ranking_ceiling_sees_what_the_inputs_say_about_errors():
     assert abs(ceiling_rho(feats, np.abs(rng.normal(size=n)))) < 0.1
     with pytest.raises(ValueError, match="psfmag_u"):
         ceiling_features(stars.drop(columns="psfmag_u"))
+
+
+def test_too_few_fitting_stars_for_a_conformal_95_factor_give_an_infinite_one():
+    mean, std, y, _ = _calibrated(21, 7)
+    oos = out_of_sample({"val": Mixture.gaussian(mean, std)}, {"val": y}, method="conformal", seed=0)
+    assert all(np.isinf(k) for k in oos.scales)  # 10 and 11 stars: ceil(0.95 (n + 1)) > n
+    assert np.isfinite(out_of_sample({"val": Mixture.gaussian(mean, std)}, {"val": y},
+                                     method="variance", seed=0).scales).all()
+    with pytest.raises(ValueError, match="at least 4"):
+        out_of_sample({"val": Mixture.gaussian(mean[:3], std[:3])}, {"val": y[:3]})

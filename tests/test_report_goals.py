@@ -148,7 +148,8 @@ def test_uncertainty_goals_judge_out_of_sample_coverage_and_the_sure_star_widths
     colour = {"val/sigma_teff": 120.0, "val/sigma_logg": 0.30, "val/sigma_fe_h": 0.10,
               "val/label_std_teff": 600.0, "val/label_std_logg": 0.8, "val/label_std_fe_h": 0.4}
     heads = {"val/sigma_hard_logg": 0.31, "oos/width95_sure_logg": 0.9,
-             "oos/width95_sure_onestage_logg": 1.2, "oos/n_sure_logg": 420.0}
+             "oos/width95_sure_onestage_logg": 1.2, "oos/n_sure_logg": 420.0,
+             "oos/coverage95_sure_logg": 0.95, "oos/coverage95_sure_onestage_logg": 0.96}
     comp = compare.build({"baseline": [_run("a", {"model": "xgboost", "features": "color"}, colour)],
                           "head": [_run("h", {}, head)], "logg_heads": [_run("l", {}, heads)]},
                          split="paper", subset="val", fingerprint="f" * 64)
@@ -160,5 +161,12 @@ def test_uncertainty_goals_judge_out_of_sample_coverage_and_the_sure_star_widths
     assert m["goal/width95_sure_two_minus_one_logg"] == pytest.approx(-0.3)
     md = goals.to_markdown(report)
     assert "logg (dex) 0.910 (0.933-0.966) NOT met" in md
-    assert "on the 420 stars the classifier is sure about: 0.900 dex against one-stage 1.200 dex: " \
-           "goal (no wider) met." in md
+    assert "on the 420 stars the classifier is sure about: 0.900 dex (coverage 0.950) against " \
+           "one-stage 1.200 dex (coverage 0.960): goal (no wider, coverage not below the binomial " \
+           "range) met." in md
+    # narrower only by under-covering is not met
+    heads["oos/coverage95_sure_logg"] = 0.80
+    comp = compare.build({"baseline": [_run("a", {"model": "xgboost", "features": "color"}, colour)],
+                          "head": [_run("h", {}, head)], "logg_heads": [_run("l", {}, heads)]},
+                         split="paper", subset="val", fingerprint="f" * 64)
+    assert not goals.check(comp).sure_width_goal_met

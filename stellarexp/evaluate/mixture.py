@@ -4,7 +4,8 @@ A head's prediction of one label is a Gaussian ``N(mean, std^2)`` per star: a mi
 component. The two-stage logg is a mixture of two: the dwarf head's predictive with the
 classifier's weight ``P(logg > 4)`` and the giant head's with the rest, bimodal where the
 classifier is unsure. :class:`Mixture` holds either; its quantiles, NLL and CRPS are exact
-(CRPS and the log score from scoringrules, a maintained library of proper scoring rules).
+(the CRPS from scoringrules, a maintained library of proper scoring rules; the log score from
+scipy's log densities, summed over components by log-sum-exp, which never underflows).
 """
 
 from __future__ import annotations
@@ -108,16 +109,14 @@ class Mixture:
 
     def nll(self, y) -> np.ndarray:
         """Negative log predictive density of ``y`` per star (nats)."""
-        import scoringrules as sr
-
-        y = np.asarray(y, float)
-        if self.means.shape[1] == 1:
-            return np.asarray(sr.logs_normal(y, self.means[:, 0], self.stds[:, 0]), float)
-        # log-sum-exp of the components (scoringrules' mixture log score takes the log of the
-        # summed density, which underflows to -inf for a label far from narrow components)
         from scipy.special import logsumexp
         from scipy.stats import norm
 
+        y = np.asarray(y, float)
+        # from log densities (scoringrules' log scores take the log of a density, which
+        # underflows to inf beyond ~38 sigma: one outlier would make a mean NLL infinite)
+        if self.means.shape[1] == 1:
+            return -norm.logpdf(y, self.means[:, 0], self.stds[:, 0])
         with np.errstate(divide="ignore"):
             logw = np.log(self.weights)
         return -logsumexp(logw + norm.logpdf(y[:, None], self.means, self.stds), axis=1)
@@ -157,3 +156,42 @@ def fit_scale(mixture: Mixture, y) -> float:
                           bounds=(np.log(1e-3), np.log(1e4)), method="bounded",
                           options={"xatol": 1e-6})
     return float(np.exp(res.x))
+
+
+def conformal_scale(mixture: Mixture, y, level: float) -> float:
+    """The smallest factor on every component's std whose central ``level`` intervals hold
+    ``ceil((n + 1) level)`` of the ``n`` stars (split conformal on the scaled interval; for one
+    component it is the conformal quantile of ``|y - mean| / std`` over the Gaussian ``z``).
+
+    Returns ``inf`` when ``ceil((n + 1) level) > n`` (too few stars for the level).
+
+    Raises
+    ------
+    ValueError
+        No star with a finite label and prediction.
+    """
+    import math
+
+    y = np.asarray(y, float)
+    ok = np.isfinite(y) & np.all(np.isfinite(mixture.means) & (mixture.stds > 0), 1)
+    if not ok.any():
+        raise ValueError("no star has a finite label, mean and positive std to fit a scale on")
+    m, y = mixture.subset(ok), y[ok]
+    n = len(y)
+    need = math.ceil((n + 1) * float(level))
+    if need > n:
+        return math.inf
+
+    def held(k: float) -> int:
+        lo, hi = m.scaled(k).interval(level)
+        return int(np.sum((y >= lo) & (y <= hi)))
+
+    lo, hi = 1e-6, 1.0
+    while held(hi) < need:  # coverage only grows with the factor
+        lo, hi = hi, hi * 4.0
+        if hi > 1e12:
+            return math.inf
+    for _ in range(50):  # relative precision ~1e-15 of the bracket
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if held(mid) < need else (lo, mid)
+    return float(hi)

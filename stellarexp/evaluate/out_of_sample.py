@@ -11,8 +11,10 @@ construction. Here it never is:
 
 The recalibration is one factor per label on every component's std (it never moves the mean):
 ``variance`` the maximum-likelihood factor (:func:`~stellarexp.evaluate.mixture.fit_scale`),
-``conformal`` the split-conformal quantile of ``|y - mean| / std`` over the Gaussian ``z`` of the
-level (for one-component predictives; a mixture falls back to ``variance``), ``none`` 1.
+``conformal`` the smallest factor whose ``level`` intervals hold ``ceil((n + 1) level)`` of the
+``n`` fitting stars (:func:`~stellarexp.evaluate.mixture.conformal_scale`; for a Gaussian the
+split-conformal quantile of ``|y - mean| / std`` over the Gaussian ``z``), ``none`` 1. The same
+factors are what the stages store (``recalibration.json``) and the packaged model applies.
 
 Per label the scores are: coverage of the 68% and 95% central intervals against the labels,
 with the central 95% range of a Binomial(n, 0.95) count (is 95% coverage consistent with the
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stellarexp.evaluate.mixture import Mixture, fit_scale
+from stellarexp.evaluate.mixture import Mixture, conformal_scale, fit_scale
 
 COVERAGE_LEVEL = 0.95  # the nominal level judged against its binomial range
 
@@ -63,15 +65,11 @@ class OutOfSample:
 
 def recalibration_factor(fit: Mixture, y, method: str, level: float) -> float:
     """The std factor of ``method`` fitted on predictives ``fit`` and labels ``y``."""
-    from stellarexp.evaluate.calibration import fit_recalibration
-
     if method == "none":
         return 1.0
-    if method == "conformal" and fit.means.shape[1] == 1:
-        rec = fit_recalibration(fit.means, fit.stds, np.asarray(y, float)[:, None], ["y"],
-                                method="conformal", level=level)
-        return float(rec.scale[0])
-    if method not in ("variance", "conformal"):
+    if method == "conformal":
+        return conformal_scale(fit, y, level)
+    if method != "variance":
         raise ValueError(f"recalibration method must be variance, conformal or none, got {method!r}")
     return fit_scale(fit, y)
 

@@ -43,8 +43,10 @@ def recalibration_settings(cfg) -> tuple[str, float]:
 def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artifact: str):
     """Fit the configured recalibration on validation predictions and log it.
 
-    A mixture predictive (``pred_val["mixture"]``, the two-stage logg) gets the factor on its
-    components' std that maximises its likelihood (``variance``).
+    A mixture predictive (``pred_val["mixture"]``, the two-stage logg) gets its factor on the
+    components' std from :func:`stellarexp.evaluate.out_of_sample.recalibration_factor`
+    (``variance``: maximum likelihood; ``conformal``: the smallest factor whose intervals hold
+    the conformal count), which the packaged model applies to both components.
 
     Returns
     -------
@@ -60,14 +62,15 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
         recal = fit_recalibration(pred_val["mean"], pred_val["std"], true_val, targets,
                                   method=method, level=level)
         note = method
-        if method == "variance" and pred_val.get("mixture") is not None:
-            # a mixture's maximum-likelihood factor on its components' std, not on its total std
-            from stellarexp.evaluate.mixture import fit_scale
+        if pred_val.get("mixture") is not None and method != "none":
+            # a mixture's factor is on its components' std (the packaged model scales them), fitted
+            # as the out-of-sample scoring fits it
+            from stellarexp.evaluate.out_of_sample import recalibration_factor
 
             y = np.asarray(true_val, float)
             for j, mix in enumerate(pred_val["mixture"]):
                 if mix is not None:
-                    recal.scale[j] = fit_scale(mix, y[:, j])
+                    recal.scale[j] = recalibration_factor(mix, y[:, j], method, level)
     except ValueError as exc:
         log.warning("recalibration skipped: %s", exc)
         recal = fit_recalibration(pred_val["mean"], pred_val["std"], true_val, targets,

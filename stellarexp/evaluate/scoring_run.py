@@ -86,8 +86,16 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
     for j, t in enumerate(targets):
         preds = {s: predictives_of(p, j) for s, (p, _) in outputs.items()}
         labels = {s: np.asarray(y, float)[:, j] for s, (_, y) in outputs.items()}
-        oos = out_of_sample(preds, labels, method=method, level=level, seed=seed)
+        try:
+            oos = out_of_sample(preds, labels, method=method, level=level, seed=seed)
+        except ValueError as exc:  # too few stars, or a half without a usable label
+            log.warning("out-of-sample scores of %s skipped: %s", t, exc)
+            continue
         scheme = oos.scheme
+        if not all(np.isfinite(oos.scales)):
+            log.warning("out-of-sample scores of %s skipped: a recalibration factor is infinite "
+                        "(%s; too few fitting stars for the %s level)", t, oos.scheme, level)
+            continue
         scored = stars.get(oos.subset)
         truth = None
         if scored is not None and f"{t}_true" in scored:
@@ -119,6 +127,8 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
         bins[t] = {"label": binned_errors(oos.recalibrated, oos.y)}
         if truth is not None:
             bins[t]["truth"] = binned_errors(oos.recalibrated, truth)
+    if not tables:
+        return metrics
     run.set_tags({"oos_scheme": scheme, "oos_recalibration": method})
     folder = run.output_dir / artifact
     folder.mkdir(parents=True, exist_ok=True)

@@ -215,8 +215,9 @@ def run_heads(cfg, run) -> dict[str, float]:
 
 
 def sure_widths(run, one_stage, probs: dict, sure: float) -> dict[str, float]:
-    """Mean out-of-sample 95% widths of the two-stage and the one-stage logg on the stars the
-    classifier is sure about (``P < sure`` or ``P > 1 - sure``), the same stars for both.
+    """Mean out-of-sample 95% widths (and coverages) of the two-stage and the one-stage logg on
+    the stars the classifier is sure about (``P < sure`` or ``P > 1 - sure``), the same stars for
+    both, each recalibrated by its own run's method (the same ``stage.recalibration``).
 
     Reads the ``out_of_sample.csv`` tables of this run (``heads/``) and of the one-stage head run
     ``one_stage`` (``head/``); empty when there is no one-stage run or no sure star.
@@ -228,7 +229,10 @@ def sure_widths(run, one_stage, probs: dict, sure: float) -> dict[str, float]:
     if one_stage is None:
         log.info("no one-stage logg head on this backbone: the sure-star widths are not compared")
         return {}
-    two = pd.read_csv(run.output_dir / "heads" / "out_of_sample.csv")
+    table = run.output_dir / "heads" / "out_of_sample.csv"
+    if not table.is_file():  # scoring skipped (too few validation stars)
+        return {}
+    two = pd.read_csv(table)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             one = pd.read_csv(run.client.download_artifacts(one_stage.info.run_id,
@@ -244,9 +248,13 @@ def sure_widths(run, one_stage, probs: dict, sure: float) -> dict[str, float]:
     two = two[two["row"].isin(sure_rows) & two["row"].isin(one.index)].set_index("row")
     if two.empty:
         return {}
-    width = {"two": (two["hi95"] - two["lo95"]).mean(),
-             "one": (one.loc[two.index, "hi95"] - one.loc[two.index, "lo95"]).mean()}
-    log.info("95%% width of logg on %d stars the classifier is sure about: two-stage %.3f dex, "
-             "one-stage %.3f dex", len(two), width["two"], width["one"])
+    one = one.loc[two.index]
+    width = {"two": (two["hi95"] - two["lo95"]).mean(), "one": (one["hi95"] - one["lo95"]).mean()}
+    cover = {k: float(((t["y"] >= t["lo95"]) & (t["y"] <= t["hi95"])).mean())
+             for k, t in (("two", two), ("one", one))}
+    log.info("logg on %d stars the classifier is sure about: 95%% width two-stage %.3f dex "
+             "(coverage %.3f), one-stage %.3f dex (coverage %.3f)", len(two), width["two"],
+             cover["two"], width["one"], cover["one"])
     return {"oos/width95_sure_logg": float(width["two"]),
-            "oos/width95_sure_onestage_logg": float(width["one"]), "oos/n_sure_logg": float(len(two))}
+            "oos/width95_sure_onestage_logg": float(width["one"]), "oos/n_sure_logg": float(len(two)),
+            "oos/coverage95_sure_logg": cover["two"], "oos/coverage95_sure_onestage_logg": cover["one"]}

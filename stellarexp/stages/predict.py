@@ -9,8 +9,9 @@ the predictions.
 
 The catalogue (format from ``output``'s extension: ``.csv``, ``.fits``, ``.parquet``) has one row
 per accepted star: ids and position, per target ``<t>_mean``, ``<t>_std``, ``<t>_lo``, ``<t>_hi``
-(95% interval, calibrated when the head carries a recalibration), ``logg_class_prob`` and
-``out_of_range`` with ``out_of_range_detail`` (prediction or input colour outside the training
+(95% interval, calibrated when the head carries a recalibration; the two-stage logg's from its
+mixture predictive), ``logg_class_prob`` (the classifier's P(logg > 4)), ``logg_prob_above``
+(P(logg > 4) of the logg predictive) and ``out_of_range`` with ``out_of_range_detail`` (prediction or input colour outside the training
 range). Rejected stars go to ``<output stem>_rejects<ext>`` with reason and detail. Both files
 are logged to the MLflow run.
 """

@@ -42,7 +42,8 @@ UNCERTAINTY_KINDS: dict[str, str] = {
 """Uncertainty metric kinds shown beside sigma, with headers: ``oos/<kind>_<target>`` (scored out
 of sample, :mod:`stellarexp.evaluate.out_of_sample`) or ``<subset>/<kind>_<target>``."""
 UNCERTAINTY_EXTRA = ("oos/coverage95_lo", "oos/coverage95_hi", "oos/width95_sure",
-                     "oos/width95_sure_onestage", "oos/n_sure")
+                     "oos/width95_sure_onestage", "oos/n_sure", "oos/coverage95_sure",
+                     "oos/coverage95_sure_onestage")
 """Read with the kinds, not shown as columns: the binomial range that ``cov95 ok`` judges, and
 the two-stage logg's 95% width beside the one-stage's on the stars its classifier is sure about
 (:func:`stellarexp.stages.logg.sure_widths`)."""

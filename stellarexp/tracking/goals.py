@@ -94,8 +94,13 @@ class GoalReport:
 
     @property
     def sure_width_goal_met(self) -> bool:
-        """The two-stage 95% width is no wider than the one-stage one on the sure stars."""
-        return self.sure_widths.get("two", math.nan) <= self.sure_widths.get("one", math.nan)
+        """On the sure stars the two-stage 95% interval is no wider than the one-stage one, and
+        does not buy that by under-covering (coverage not below the binomial range's floor)."""
+        from stellarexp.evaluate.out_of_sample import binomial_range
+
+        w = self.sure_widths
+        floor = binomial_range(int(w.get("n", 0) or 0))[0] if math.isfinite(w.get("n", math.nan)) else math.nan
+        return w.get("two", math.nan) <= w.get("one", math.nan) and w.get("cover_two", math.nan) >= floor
 
     @property
     def two_stage_goal_met(self) -> bool:
@@ -169,7 +174,9 @@ def check(comp: Comparison, goals: Goals = Goals()) -> GoalReport | None:
     widths = {}
     if all(math.isfinite(sure.get(k, math.nan)) for k in ("oos/width95_sure", "oos/width95_sure_onestage")):
         widths = {"two": sure["oos/width95_sure"], "one": sure["oos/width95_sure_onestage"],
-                  "n": sure.get("oos/n_sure", math.nan)}
+                  "n": sure.get("oos/n_sure", math.nan),
+                  "cover_two": sure.get("oos/coverage95_sure", math.nan),
+                  "cover_one": sure.get("oos/coverage95_sure_onestage", math.nan)}
     return GoalReport(goals=goals, targets=checks, one_stage_logg=_sigma(image, "logg"),
                       two_stage_logg=_sigma(two, "logg"),
                       two_stage_soft_logg=_sigma(rows.get(goals.two_stage_soft_row), "logg"),
@@ -217,6 +224,8 @@ def to_markdown(report: GoalReport) -> str:
     if report.sure_widths:
         w = report.sure_widths
         lines.append(f"Two-stage logg 95% width on the {w['n']:.0f} stars the classifier is sure "
-                     f"about: {w['two']:.3f} dex against one-stage {w['one']:.3f} dex: goal (no "
-                     f"wider) {_verdict(report.sure_width_goal_met, w['two'], w['one'])}.")
+                     f"about: {w['two']:.3f} dex (coverage {w['cover_two']:.3f}) against one-stage "
+                     f"{w['one']:.3f} dex (coverage {w['cover_one']:.3f}): goal (no wider, coverage "
+                     f"not below the binomial range) "
+                     f"{_verdict(report.sure_width_goal_met, w['two'], w['one'], w['cover_two'])}.")
     return "\n".join(lines) + "\n"

@@ -139,7 +139,11 @@ def uncertainty_caption(comp: Comparison) -> str:
             "against the labels and against the noise-free truth; ceiling: the rho of a fixed "
             "LightGBM predicting |error against the truth| from the photometry (the most any spread "
             "could rank); cov95 raw: the head's own 95% interval on the "
-            f"{comp.subset} subset, nothing fitted (docs/evaluation.md)")
+            f"{comp.subset} subset, nothing fitted. The two-stage logg row's uncertainty is that of "
+            "its mixture predictive (classifier probability times each head's), whose mean is the "
+            "soft one, while its sigma is Eq. 20's hard choice. Under split=paper the heads were "
+            "early-stopped on the validation loss, so the scored stars are not wholly unseen "
+            "(docs/evaluation.md)")
 
 
 def markdown_table(header, rows) -> str:
