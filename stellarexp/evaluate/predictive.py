@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def recalibration_settings(cfg) -> tuple[str, float]:
-    """``(method, level)`` from ``stage.recalibration`` (default ``variance``, 0.95)."""
+    """``(method, level)`` from ``stage.recalibration`` (``stellarexp/conf/stage/head.yaml``,
+    which the logg stages inherit)."""
     from stellarexp.evaluate.calibration import METHODS
 
-    rcfg = cfg.stage.get("recalibration") or {}
-    method = str(rcfg.get("method", "variance") or "none")
-    level = float(rcfg.get("level", 0.95))
+    rcfg = cfg.stage.recalibration
+    method = str(rcfg.method or "none")
+    level = float(rcfg.level)
     if method not in METHODS:
         raise ValueError(f"stage.recalibration.method must be one of {METHODS}, got {method!r}")
     return method, level
@@ -145,7 +146,7 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
     pred_val, true_val = outputs["val"]
     recal = fit_and_log_recalibration(cfg, run, targets, pred_val, true_val, artifact)
     metrics = {f"recal/scale_{t}": float(s) for t, s in zip(targets, recal.scale)}
-    ev = cfg.get("evaluate") or {}
+    ev = cfg.evaluate
     for subset, (pred, true) in outputs.items():
         true = np.asarray(true, float)
         g = (logg or {}).get(subset)
@@ -157,15 +158,14 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
             for j, t in enumerate(targets):
                 metrics.update(subset_regression_metrics(
                     true[:, j], pred["mean"][:, j], g, subset, t,
-                    n_boot=int(ev.get("bootstrap", 1000)), level=float(ev.get("level", 0.68)),
-                    seed=int(cfg.get("seed", 0))))
+                    n_boot=int(ev.bootstrap), level=float(ev.level), seed=int(cfg.seed)))
         for t in targets:
             log.info("%s %s: coverage of the 95%% interval %.3f raw -> %.3f recalibrated (%s)",
                      subset, t, metrics[metric_name(subset, "coverage95_raw", t)],
                      metrics[metric_name(subset, "coverage95_cal", t)], recal.method)
     from stellarexp.evaluate.scoring_run import score_out_of_sample
 
-    figures = bool(cfg.stage.get("figures", True))
+    figures = bool(cfg.stage.figures)
     metrics.update(score_out_of_sample(cfg, run, targets, outputs, artifact=artifact,
                                        dataset_path=dataset_path, rows=rows, figures=figures))
     if figures:
