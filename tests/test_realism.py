@@ -210,6 +210,12 @@ def test_label_noise_limit():
     worse = good.assign(logg=truth.logg_true + rng.normal(0, 0.15, n))
     check = noise.label_noise(worse, sample="worse")
     assert check.passed is False and check.value > 1.3
+    # 6% above the limit: within two standard errors of the difference of two measurements on
+    # ~600 stars (each ~3% uncertain), but not 15% above
+    for scale, verdict in ((1.06, True), (1.15, False)):
+        d = rng.normal(0, 1, n)
+        near = good.assign(logg=truth.logg_true + 0.106 * scale * d / d.std())
+        assert noise.label_noise(near, sample="near").passed is verdict, scale
 
 
 # --- the SEGUE-like draw ------------------------------------------------------------------------
