@@ -20,12 +20,35 @@ def job_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def help_text(what: str) -> str:
+    """Facts the ``--help`` pages quote, from their one source: ``targets`` (the labels) or
+    ``studies`` (the shipped Optuna studies and their trial budgets, ``stellarexp/studies/``)."""
+    if what == "targets":
+        from stellarexp.constants import LABELS
+
+        return f"all (default), {', '.join(LABELS)}, or a list such as target=[teff,fe_h]"
+    if what == "studies":
+        import yaml
+
+        parts = []
+        for path in sorted(_home.studies_dir().glob("*.yaml")):
+            if path.stem == "defaults":
+                continue
+            study = yaml.safe_load(path.read_text()) or {}
+            parts.append(f"{path.stem} ({study.get('n_trials', '?')} trials)")
+        return ", ".join(parts)
+    raise ValueError(f"help_text: unknown topic {what!r} (targets or studies)")
+
+
 def register_resolvers() -> None:
-    """Register the ``${stellarexp_home:}`` and ``${stellarexp_job:}`` resolvers (idempotent)."""
+    """Register the ``${stellarexp_home:}``, ``${stellarexp_job:}`` and ``${stellarexp_help:...}``
+    resolvers (idempotent)."""
     if not OmegaConf.has_resolver("stellarexp_home"):
         OmegaConf.register_new_resolver("stellarexp_home", lambda: str(_home.home()))
     if not OmegaConf.has_resolver("stellarexp_job"):
         OmegaConf.register_new_resolver("stellarexp_job", job_tag)
+    if not OmegaConf.has_resolver("stellarexp_help"):
+        OmegaConf.register_new_resolver("stellarexp_help", help_text)
 
 
 def compose(config_name: str, overrides: list[str] | None = None):

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith(("stage=", "+stage=", "~stage")) for a in args):
         raise SystemExit("stellarexp.report always runs stage=report; use stellarexp.train for others")
-    sys.argv = [sys.argv[0], "stage=report", *args]
+    sys.argv = [sys.argv[0], "stage=report", "hydra/help=report", *args]
     from stellarexp.train import main as train_main
 
     train_main()
