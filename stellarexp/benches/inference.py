@@ -23,7 +23,7 @@ import argparse
 import os
 import time
 
-from stellarexp.bench import pin_one_core, register
+from stellarexp.bench import new_parser, pin_one_core, register
 
 TARGET_RATIO = 50.0
 
@@ -58,23 +58,59 @@ def _best(fn, repeat: int):
     return wall, cpu, out
 
 
-@register("inference")
-def bench_inference(argv: list[str]) -> dict:
-    """Head-only sampling vs sampling the whole network; see the module docstring.
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``inference`` (``python -m stellarexp.bench inference --help``)."""
+    ap = new_parser("inference", bench_inference, """
+        For one batch of random images (5 x 48 x 48 noise with a star-like blob) and N draws,
+        times two paths of the configured ConViT (--arch, with the head of stage=head, randomly
+        initialised: a pass costs the same whatever the weights):
+          head: one backbone pass, then N vectorised draws of the Bayes-by-Backprop head (what
+                the packaged model and the head stage do);
+          full: N complete passes of backbone + head, the cost of sampling the whole network.
+        ratio = full / head (target >= 50 on one CPU core). The backbone is deterministic in
+        eval mode, so both predictive means are N head draws on the same features: they agree
+        when every difference is within --agree-z standard errors (std * sqrt(2 / N)).
 
-    Options: ``--n 100`` (draws), ``--batch 256`` (images), ``--arch cpu``, ``--repeat 3``
-    (head path; best of), ``--full-repeat 1``, ``--threads 1``, ``--seed 0``, ``--agree-z 5``.
+        JSON keys: head_only_s and full_network_s (best wall seconds), head_only_images_per_s,
+        full_network_images_per_s, head_only_cpu_s, full_network_cpu_s, ratio (wall),
+        ratio_cpu, means_agree, max_mean_diff_z, meets_target (ratio >= 50), arch, n_samples,
+        batch, threads, cpu (the CPU pinned to, or null), load_avg_1min, targets.""",
+                    "python -m stellarexp.bench inference --n 100 --batch 64 --arch cpu")
+    ap.add_argument("--n", type=int, default=100, metavar="N",
+                    help="draws: head samples on one backbone pass, and full passes of the "
+                         "network (default: %(default)s)")
+    ap.add_argument("--batch", type=int, default=256, metavar="B",
+                    help="images in the batch (default: %(default)s)")
+    ap.add_argument("--arch", default="cpu",
+                    help="ConViT preset, model.arch of stellarexp/conf/model/convit.yaml "
+                         "(cpu or paper; default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=3, metavar="R",
+                    help="timed runs of the head path after one untimed warm-up, the best kept "
+                         "(default: %(default)s)")
+    ap.add_argument("--full-repeat", type=int, default=1, metavar="R",
+                    help="timed runs of the full path, the best kept; one run already repeats "
+                         "the backbone N times (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=1, metavar="T",
+                    help="torch threads; with 1 the process is also pinned to one CPU "
+                         "(default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="torch seed of the weights, the images and the draws "
+                         "(default: %(default)s)")
+    ap.add_argument("--agree-z", type=float, default=5.0, metavar="Z",
+                    help="the means agree when every difference is within Z standard errors, "
+                         "std * sqrt(2 / N) (default: %(default)s)")
+    return ap
+
+
+@register("inference", parser=build_parser)
+def bench_inference(argv: list[str]) -> dict:
+    """Time of one backbone pass + N vectorised head draws vs N full network passes (default
+    N=100), and whether the two predictive means agree.
+
+    See the module docstring; options: ``python -m stellarexp.bench inference --help``
+    (:func:`build_parser`).
     """
-    ap = argparse.ArgumentParser(prog="python -m stellarexp.bench inference")
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--arch", default="cpu")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--full-repeat", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--agree-z", type=float, default=5.0)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     cpu = pin_one_core() if args.threads == 1 else None
     import torch
 

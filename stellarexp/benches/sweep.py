@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from stellarexp.bench import REPO_ROOT, register
+from stellarexp.bench import REPO_ROOT, new_parser, plain_details, register
 from stellarexp.benches.sweep_support.inputs import fixed_params, write_star_table
 from stellarexp.benches.sweep_support.trial_times import (
     overhead_stats,
@@ -242,40 +242,71 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-@register("sweep")
-def bench_sweep(argv: list[str]) -> dict:
-    """Median per-trial overhead of a sweep, and trials per minute of 2 workers vs 1.
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``sweep`` (``python -m stellarexp.bench sweep --help``)."""
+    ap = new_parser("sweep", bench_sweep, plain_details(__doc__, """
+        JSON keys: overhead_s_median, _p90, _max, overhead_in_trial_s_median,
+        overhead_between_trials_s_median, overhead_parts_s_median, overhead_cpu_s_median,
+        overhead_children_cpu_s_median, overhead_parts_cpu_s_median, objective_s_median,
+        overhead_trials, sampler, cpus; with the throughput part: trials_per_min_1_worker,
+        trials_per_min_2_workers, ratio_2_vs_1, workers_with_trials_2w, phase_wall_s_1_worker,
+        phase_wall_s_2_workers, throughput_study, throughput_target, throughput_trials,
+        throughput_stars, throughput_fixed; then load_avg_1min_start, load_avg_1min_end,
+        wall_s, targets (overhead_s_median 0.3) and, with --keep, home."""),
+                    "python -m stellarexp.bench sweep --trials 10 --skip-throughput >> bench.jsonl")
+    ap.add_argument("--trials", type=int, default=20, metavar="N",
+                    help="measured trials of the trivial objective; one more runs first as the "
+                         "warm-up; >= 1 (default: %(default)s)")
+    ap.add_argument("--objective-s", type=float, default=0.0, metavar="SECONDS",
+                    help="seconds the trivial objective sleeps, to check that the overhead does "
+                         "not depend on the objective's length (default: %(default)s)")
+    ap.add_argument("--sampler", default="tpe",
+                    help="Optuna sampler of the overhead study, hydra.sweeper.sampler (tpe, "
+                         "random, gp, qmc, ...; default: %(default)s)")
+    ap.add_argument("--study", default="random_forest_color",
+                    help="shipped study (sweep=<study>, stellarexp/studies/) of the throughput "
+                         "part; its cost-fixing overrides are known for the random_forest, "
+                         "xgboost, lightgbm and catboost studies, others need --fix "
+                         "(default: %(default)s)")
+    ap.add_argument("--throughput-trials", type=int, default=12, metavar="N",
+                    help="trials of each throughput phase, shared by its workers; >= 4 "
+                         "(default: %(default)s)")
+    ap.add_argument("--stars", type=int, default=3000, metavar="N",
+                    help="rows of the generated star table both parts sweep on "
+                         "(default: %(default)s)")
+    ap.add_argument("--estimators", type=int, default=150, metavar="N",
+                    help="trees (boosting rounds) per throughput trial, in the cost-fixing "
+                         "overrides; ignored with --fix (default: %(default)s)")
+    ap.add_argument("--fix", action="append", default=None, metavar="OVERRIDE",
+                    help="Hydra override fixing a cost hyperparameter of the throughput study, "
+                         "e.g. +model.params.n_estimators=150; repeatable; replaces the built-in "
+                         "ones of the study's model family (default: those)")
+    ap.add_argument("--skip-throughput", action="store_true",
+                    help="run the overhead part only")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary folder (home, journals, the subprocesses' logs); "
+                         "its path is the result's 'home' (kept anyway when the benchmark fails)")
+    ap.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                    help="seconds each phase's subprocesses may run before they are killed "
+                         "(default: %(default)s)")
+    return ap
 
-    Options: ``--trials 20`` (measured trials of the trivial objective; one more runs as
-    warm-up), ``--objective-s 0`` (sleep inside the objective), ``--sampler tpe``,
-    ``--study random_forest_color`` and ``--throughput-trials 12`` (per phase, shared by the
-    workers), ``--stars 3000`` (rows of the generated table), ``--estimators 150`` (trees per
-    trial), ``--fix OVERRIDE`` (replace the cost-fixing overrides; repeatable),
-    ``--skip-throughput``, ``--keep`` (keep the temporary folder with the subprocesses' logs;
-    its path is in the result), ``--timeout 600`` (seconds per phase).
+
+@register("sweep", parser=build_parser)
+def bench_sweep(argv: list[str]) -> dict:
+    """Median per-trial overhead of an Optuna sweep, and trials per minute of 2 workers vs 1.
 
     Parameters
     ----------
     argv : list of str
-        The options above.
+        The options of ``python -m stellarexp.bench sweep --help`` (:func:`build_parser`).
 
     Returns
     -------
     dict
         The figures printed as one JSON line (``docs/benchmarks.md`` lists them).
     """
-    ap = argparse.ArgumentParser(prog="python -m stellarexp.bench sweep")
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--objective-s", type=float, default=0.0)
-    ap.add_argument("--sampler", default="tpe")
-    ap.add_argument("--study", default="random_forest_color")
-    ap.add_argument("--throughput-trials", type=int, default=12)
-    ap.add_argument("--stars", type=int, default=3000)
-    ap.add_argument("--estimators", type=int, default=150)
-    ap.add_argument("--fix", action="append", default=None)
-    ap.add_argument("--skip-throughput", action="store_true")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--timeout", type=float, default=600.0)
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.trials < 1 or args.throughput_trials < 4:
         # two workers need two trials each for a steady rate

@@ -42,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stellarexp.bench import register
+from stellarexp.bench import new_parser, plain_details, register
 
 TARGET_RATIO = 1.2
 _FETCH = "train_dataloader_next"  # Lightning's profiler action around the loader's next()
@@ -273,28 +273,54 @@ def summarise(loader_rounds, bare_rounds, bare_step_s) -> dict:
     }
 
 
-@register("train")
-def bench_train(argv: list[str]) -> dict:
-    """Training images/s through the StarDataModule vs the bare model, and their ratio.
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``train`` (``python -m stellarexp.bench train --help``)."""
+    ap = new_parser("train", bench_train, plain_details(__doc__, """
+        JSON keys: bare_images_per_s, loader_images_per_s, ratio, ratio_pooled,
+        ratio_per_round, ratio_iqr, ratio_range, ratio_cpu, ratio_cpu_iqr,
+        loader_wait_ms_per_batch, loader_wait_ms_mean, loader_wait_ms_max,
+        loader_wait_fraction, loader_step_ms_median, bare_step_ms_median,
+        loader_only_images_per_s, loader_only_ms_per_batch, loader_setup_s; the run's settings
+        (arch, params_m, targets_predicted, batch_size, threads, device, precision,
+        num_workers, prefetch_factor, pin_memory, in_memory, augment, dataset, dataset_stars,
+        n_train, batches_per_epoch, steps, warmup, rounds, settle); load_avg_1min_start,
+        load_avg_1min_end, wall_s, targets."""),
+                    "python -m stellarexp.bench train --threads 1 stage.batch_size=32 >> bench.jsonl")
+    ap.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                    help="Hydra overrides of stellarexp/conf/train.yaml, applied after "
+                         "stage=backbone model=convit, e.g. model.arch=paper stage.batch_size=32 "
+                         "stage.num_workers=2 trainer=gpu")
+    ap.add_argument("--steps", type=int, default=4, metavar="N",
+                    help="timed steps per round, of each path; >= 1 (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=12, metavar="N",
+                    help="loader rounds, with one more bare round; >= 1 (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=3, metavar="N",
+                    help="untimed steps of each path before the first round; >= 1 "
+                         "(default: %(default)s)")
+    ap.add_argument("--settle", type=int, default=None, metavar="N",
+                    help="untimed loader steps after each bare round (default: num_workers * "
+                         "prefetch_factor, the batches the workers made during the bare round)")
+    ap.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch threads (default: trainer.n_jobs, else 1)")
+    ap.add_argument("--dataset", type=Path, default=None, metavar="FILE",
+                    help="dataset file to train on (default: the data config's dataset file "
+                         "when it exists, else a generated one)")
+    ap.add_argument("--generate", action="store_true",
+                    help="always use a temporary dataset of --stars random stars")
+    ap.add_argument("--stars", type=int, default=400, metavar="N",
+                    help="stars in the generated dataset (default: %(default)s)")
+    return ap
 
-    Positional arguments are Hydra overrides of ``stellarexp/conf/train.yaml`` (``model.arch=paper``,
-    ``stage.batch_size=32``, ``stage.num_workers=2``, ``trainer=gpu``). Options: ``--steps 4``
-    (timed steps per round and path), ``--rounds 12`` (loader rounds; one more bare round),
-    ``--warmup 3``, ``--settle N`` (untimed loader steps after each bare round; default
-    ``num_workers * prefetch``, the batches the workers made during the bare round), ``--threads N`` (torch threads; default
-    ``trainer.n_jobs``), ``--dataset FILE``, ``--generate`` (always use a temporary random
-    dataset), ``--stars 400`` (its size).
+
+@register("train", parser=build_parser)
+def bench_train(argv: list[str]) -> dict:
+    """Training images/s through the StarDataModule vs the bare model, their ratio, and the
+    loader's wait per batch.
+
+    Positional arguments are Hydra overrides of ``stellarexp/conf/train.yaml``; options:
+    ``python -m stellarexp.bench train --help`` (:func:`build_parser`).
     """
-    ap = argparse.ArgumentParser(prog="python -m stellarexp.bench train")
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides of stellarexp/conf/train.yaml")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--settle", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--dataset", type=Path, default=None)
-    ap.add_argument("--generate", action="store_true")
-    ap.add_argument("--stars", type=int, default=400)
+    ap = build_parser()
     args = ap.parse_intermixed_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.rounds < 1:
         ap.error("--steps, --warmup and --rounds must be >= 1")
