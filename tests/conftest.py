@@ -145,7 +145,7 @@ def tiny_package(tmp_path_factory) -> dict:
     """``{"home", "dataset", "model_uri", "run": <package run>, "runs": {stage: run}}``."""
     import torch
 
-    from tests.test_stage_backbone import write_image_dataset
+    from tests.support.images import write_image_dataset
 
     home = tmp_path_factory.mktemp("pkg-home")
     (home / "mlruns").mkdir()
@@ -185,3 +185,15 @@ def pkg_home(tiny_package, monkeypatch):
 
     store.connect()
     return tiny_package["home"]
+
+
+@pytest.fixture
+def image_home(tmp_path, monkeypatch):
+    """A fresh STELLAREXP_HOME with its own migrated MLflow store (the report tests' fake runs)."""
+    home = tmp_path / "home"
+    (home / "mlruns").mkdir(parents=True)
+    shutil.copyfile(migrated_db(), home / "mlruns" / "mlflow.db")
+    monkeypatch.setenv("STELLAREXP_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return home

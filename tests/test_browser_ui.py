@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.browser import chromium, mlflow_store
+from tests.support.paths import TESTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-SHOTS = Path(__file__).resolve().parent / "artifacts" / "browser"
+SHOTS = TESTS / "artifacts" / "browser"
 
 
 @pytest.fixture(scope="module")

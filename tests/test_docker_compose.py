@@ -10,13 +10,13 @@ import re
 import shlex
 import shutil
 import subprocess
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
 DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"

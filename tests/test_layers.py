@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
+ROOT = REPO
 
 
 def test_import_contracts_are_kept():
@@ -43,3 +45,13 @@ def test_architecture_doc_lists_every_module():
                                                                "realism", "stellarexp_sweeper")]
     unlisted = [str(p.relative_to(ROOT)) for p in modules if f"`{p.relative_to(ROOT)}`" not in doc]
     assert not unlisted, f"add to docs/architecture.md: {unlisted}"
+
+
+def test_tests_mirror_the_package():
+    """tests/<package>/test_*.py tests stellarexp/<package>; tests/test_*.py the top-level
+    modules and entry points; only the service and browser suites live elsewhere."""
+    tests = REPO / "tests"
+    strays = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+              if p.parent != tests and p.relative_to(tests).parts[0] not in ("services", "browser")
+              and not (REPO / "stellarexp" / p.parent.relative_to(tests) / "__init__.py").is_file()]
+    assert not strays, f"test modules in a folder that names no stellarexp package: {strays}"

@@ -7,12 +7,12 @@ import fnmatch
 import re
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
 import tomllib
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPO
+
 PACKAGE = REPO / "stellarexp"
 ENTRY_CONFIG = {"stellarexp.train": "train", "stellarexp.reproduce": "reproduce",
                 "stellarexp.report": "train", "stellarexp.data": "data_cli"}

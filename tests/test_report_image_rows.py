@@ -8,81 +8,14 @@ and logg.py), each metric with a distinct value, so the test shows which metric 
 from __future__ import annotations
 
 import math
-import shutil
-import time
 
 import mlflow
 import pandas as pd
 import pytest
 
 from stellarexp.tracking import compare, row_sources, table_format
-from tests.support.train import migrated_db, run_job
-
-FP = "e1" * 32  # data fingerprint of the fake runs
-EXP = "image-rows-test"
-TARGETS = ("teff", "logg", "fe_h")
-
-
-@pytest.fixture
-def image_home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    (home / "mlruns").mkdir(parents=True)
-    shutil.copyfile(migrated_db(), home / "mlruns" / "mlflow.db")
-    monkeypatch.setenv("STELLAREXP_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    return home
-
-
-def _regression(subset: str, target: str, sigma: float) -> dict[str, float]:
-    """What ``regression_metrics`` of the head stage logs for one target."""
-    out = {}
-    for kind, value in (("sigma", sigma), ("robust_sigma", 0.9 * sigma), ("mae", 0.8 * sigma),
-                        ("bias", 0.01 * sigma), ("rmse", 1.01 * sigma)):
-        out[f"{subset}/{kind}_{target}"] = value
-        out[f"{subset}/{kind}_{target}_lo"] = 0.95 * value
-        out[f"{subset}/{kind}_{target}_hi"] = 1.05 * value
-    out.update({f"{subset}/coverage95_{target}": 0.94, f"{subset}/mean_std_{target}": 0.7 * sigma,
-                f"{subset}/n_{target}": 300.0})
-    return out
-
-
-def _heads_metrics(subset: str, base: float) -> dict[str, float]:
-    """What ``run_heads`` logs (``base`` shifts every value, to tell runs apart)."""
-    m = {f"{subset}/sigma_hard_logg": base + 0.401, f"{subset}/sigma_soft_logg": base + 0.398,
-         f"{subset}/coverage95_hard_logg": 0.93, f"{subset}/coverage95_soft_logg": 0.95,
-         f"{subset}/sigma_perfect_logg": base + 0.357, f"{subset}/sigma_dwarf_logg": base + 0.061,
-         f"{subset}/sigma_giant_logg": base + 0.533, f"{subset}/accuracy_logg": 0.9702,
-         f"{subset}/sigma_onestage_logg": base + 0.487}
-    m[f"{subset}/sigma_logg"] = m[f"{subset}/sigma_hard_logg"]  # stage.combine=hard
-    return m
-
-
-class Store:
-    """Fake stage runs in the temporary store, started one second apart (newest last)."""
-
-    def __init__(self):
-        from stellarexp.tracking import store
-
-        self.client = store.connect()
-        # artifacts under the test's home: without a location MLflow would use ./mlruns of the
-        # working directory, i.e. the checkout
-        self.exp = store.ensure_experiment(self.client, EXP, store.default_artifact_root())
-        self.t0 = int(time.time() * 1000) - 100_000
-
-    def run(self, stage: str, tags: dict, metrics: dict, status: str = "FINISHED",
-            split: str = "paper") -> str:
-        from mlflow.entities import Metric
-
-        self.t0 += 1000
-        run = self.client.create_run(self.exp, start_time=self.t0, tags={
-            "stage": stage, "split": split, "data_fingerprint": FP, "data": "synthetic",
-            "model": "convit", **tags})
-        run_id = run.info.run_id
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), self.t0, 1)
-                                               for k, v in metrics.items()])
-        self.client.set_terminated(run_id, status)
-        return run_id
+from tests.support.fake_runs import EXP, FP, TARGETS, Store, heads_metrics, regression_metrics
+from tests.support.train import run_job
 
 
 @pytest.fixture
@@ -95,21 +28,21 @@ def runs(image_home):
                               **{f"val/label_std_{t}": v for t, v in zip(TARGETS, (600.0, 1.0, 0.5))}})}
     old = {}
     for t, v in zip(TARGETS, (181.0, 0.52, 0.26)):
-        old.update(_regression("val", t, v))
+        old.update(regression_metrics("val", t, v))
     ids["head_old"] = s.run("head", image, old)
     new = {"train/epochs": 40.0}
     for t, v in zip(TARGETS, (171.25, 0.4875, 0.2275)):
-        new.update(_regression("val", t, v))
+        new.update(regression_metrics("val", t, v))
     ids["head"] = s.run("head", image, new)
     logg = {"targets": "logg", "backbone_run_id": bb, "arch": "cpu", "target": "logg", "threshold": "4.0"}
     ids["classifier"] = s.run("logg_classifier", logg, {"val/accuracy_logg": 0.9735, "val/n_logg": 300.0,
                                                         "train/epochs": 30.0})
     ids["heads"] = s.run("logg_heads", {**logg, "classifier_run_id": ids["classifier"]},
-                         {**_heads_metrics("val", 0.0), "dwarf/val/loss": 0.1, "giant/val/loss": 0.4})
+                         {**heads_metrics("val", 0.0), "dwarf/val/loss": 0.1, "giant/val/loss": 0.4})
     # newer, but FAILED or on another split: never in the paper-split table
-    ids["heads_failed"] = s.run("logg_heads", logg, _heads_metrics("val", 1.0), status="FAILED")
-    ids["heads_holdout"] = s.run("logg_heads", logg, {**_heads_metrics("val", 2.0),
-                                                      **_heads_metrics("test", 3.0)}, split="holdout")
+    ids["heads_failed"] = s.run("logg_heads", logg, heads_metrics("val", 1.0), status="FAILED")
+    ids["heads_holdout"] = s.run("logg_heads", logg, {**heads_metrics("val", 2.0),
+                                                      **heads_metrics("test", 3.0)}, split="holdout")
     return ids
 
 

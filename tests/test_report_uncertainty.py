@@ -8,16 +8,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from tests.support.fake_runs import EXP, FP, TARGETS, Store, heads_metrics, regression_metrics
 from tests.support.train import run_job
-from tests.test_report_image_rows import (
-    EXP,
-    FP,
-    TARGETS,
-    Store,
-    _heads_metrics,
-    _regression,
-    image_home,  # noqa: F401  (fixture)
-)
 
 
 def _uncertainty(subset: str, target: str, k: float) -> dict[str, float]:
@@ -30,7 +22,7 @@ def _uncertainty(subset: str, target: str, k: float) -> dict[str, float]:
             f"oos/spearman_truth_{target}": 0.3 + k, f"oos/ceiling_rho_{target}": 0.4 + k}
 
 
-def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # noqa: F811
+def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):
     s = Store()
     backbone = s.run("backbone", {"targets": "teff,logg,fe_h", "target": "all"}, {})
     curve = tmp_path / "backbone_learning_curves.png"
@@ -39,14 +31,14 @@ def test_uncertainty_columns_and_figure_links(image_home, tmp_path, capsys):  # 
     image = {"targets": "teff,logg,fe_h", "backbone_run_id": backbone, "target": "all"}
     metrics = {}
     for i, (t, v) in enumerate(zip(TARGETS, (171.0, 0.49, 0.23))):
-        metrics.update(_regression("val", t, v))
+        metrics.update(regression_metrics("val", t, v))
         metrics.update(_uncertainty("val", t, 0.01 * (i + 1)))
     head = s.run("head", {**image, "oos_scheme": "cross-fitted halves of val (300 + 301 stars)"}, metrics)
     figure = tmp_path / "head_calibration.png"
     figure.write_bytes(b"\x89PNG fake")
     s.client.log_artifact(head, str(figure), "figures")
     logg = {"targets": "logg", "backbone_run_id": "b" * 32, "target": "logg"}
-    heads = s.run("logg_heads", logg, {**_heads_metrics("val", 0.0),
+    heads = s.run("logg_heads", logg, {**heads_metrics("val", 0.0),
                                        **_uncertainty("val", "logg", 0.04)})
     pert = s.run("perturb", image, {"perturb/rotation_spearman_teff": 0.3})
     shift = tmp_path / "noise_shift.png"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweeper_stellarexp import _stars
+from tests.support.paths import REPO
+from tests.support.tables import write_star_csv
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
@@ -47,7 +47,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    _stars(elsewhere / "stars.csv", n=120)
+    write_star_csv(elsewhere / "stars.csv", n=120)
     env = {**os.environ, "STELLAREXP_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PYTHONPATH", None)

@@ -6,7 +6,7 @@
 last digits depend on the machine's floating-point threading; the simulator reads their
 coefficients from ``stellarexp/resources/colour_fits.json`` instead, so a survey is the same
 byte for byte wherever it is simulated. :func:`write_colour_fits` remakes the file from the
-packaged real stars (``tests/test_population.py`` checks a refit reproduces it).
+packaged real stars (``tests/survey/test_population.py`` checks a refit reproduces it).
 """
 
 from __future__ import annotations
