@@ -9,10 +9,15 @@ SDSS PSF magnitudes corrected for Galactic extinction:
 
 The input is a star table with the dataset file's column names (``psfmag_<b>``,
 ``extinction_<b>``); a table that carries colours directly may instead hold columns named like
-the colour features (``u-g``, ...), which are then used as given.
+the colour features (``u-g``, ...), which are then used as given. :func:`complete_colors` forms
+the ten from any set of colours that links the five bands (the four adjacent ones, say).
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -34,6 +39,10 @@ COLOR_PAIRS: tuple[tuple[str, str], ...] = (
 
 COLOR_FEATURES: tuple[str, ...] = tuple(f"{a}-{b}" for a, b in COLOR_PAIRS)
 """Names of the colour features (``u-g`` ... ``i-z``)."""
+
+ADJACENT_COLORS: tuple[str, ...] = tuple(f"{a}-{b}" for a, b in pairwise(BANDS))
+"""The four colours of neighbouring bands (``u-g``, ``g-r``, ``r-i``, ``i-z``): they determine
+the other six."""
 
 
 def feature_names(kind: str) -> tuple[str, ...]:
@@ -109,3 +118,126 @@ def features(stars: pd.DataFrame, kind: str) -> pd.DataFrame:
     feature_names(kind)  # validates kind
     frame = corrected_magnitudes(stars) if kind == "mag" else colors(stars)
     return frame.replace([np.inf, -np.inf], np.nan)
+
+
+def _color_path(a: str, b: str, given) -> list[tuple[str, float]] | None:
+    """Shortest chain of given colours from band ``a`` to ``b``: ``[(colour, sign), ...]`` whose
+    signed sum is ``m_a - m_b``; ``None`` when the given colours do not link the two bands."""
+    steps: dict[str, list[tuple[str, str, float]]] = {band: [] for band in BANDS}
+    for colour in given:
+        x, y = colour.split("-")
+        steps[x].append((y, colour, 1.0))  # m_x - m_y = +colour
+        steps[y].append((x, colour, -1.0))
+    came: dict[str, tuple[str, str, float] | None] = {a: None}
+    queue = deque([a])
+    while queue:
+        band = queue.popleft()
+        for nxt, colour, sign in steps[band]:
+            if nxt not in came:
+                came[nxt] = (band, colour, sign)
+                queue.append(nxt)
+    if b not in came:
+        return None
+    path, band = [], b
+    while came[band] is not None:
+        prev, colour, sign = came[band]
+        path.append((colour, sign))
+        band = prev
+    return path[::-1]
+
+
+def _linked_groups(given) -> list[list[str]]:
+    """The bands in groups linked by the given colours, in band order."""
+    groups: list[list[str]] = []
+    for band in BANDS:
+        for group in groups:
+            if _color_path(group[0], band, given) is not None:
+                group.append(band)
+                break
+        else:
+            groups.append([band])
+    return groups
+
+
+def complete_colors(given: Mapping[str, np.ndarray], errors: Mapping[str, np.ndarray] | None = None,
+                    band_errors: Mapping[str, np.ndarray] | None = None, *,
+                    source: str = "colours") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The ten colours (and their errors) from any colours that link the five bands.
+
+    A colour not given is the signed sum of the given colours along the shortest chain between
+    its bands, e.g. ``u-i = (u-g) + (g-r) + (r-i)``: exact, since every colour is a difference of
+    the same magnitudes. A star missing one link gets NaN for the colours through it.
+
+    Errors, per colour, from the first source that has them:
+
+    1. the colour's own error column (``errors``), for a colour given directly;
+    2. the magnitude errors (``band_errors``): ``hypot(err_a, err_b)``, exact for independent
+       band errors;
+    3. the quadrature sum of the chain's colour errors: an upper bound, since neighbouring colours
+       share a band with opposite signs (``var(u-r) = var(u-g) + var(g-r) - 2 var(g)``) and
+       colour errors alone do not determine the band errors;
+
+    else NaN.
+
+    Parameters
+    ----------
+    given : mapping
+        Colour name (``u-g`` ..., bluer band first; :data:`COLOR_FEATURES`) -> values.
+    errors : mapping, optional
+        Colour name -> its 1-sigma error, for colours in ``given``.
+    band_errors : mapping, optional
+        Band (``u`` ... ``z``) -> magnitude error, for all five bands.
+    source : str
+        What the colours came from, named in errors (e.g. ``data.columns.colors``).
+
+    Returns
+    -------
+    colours : dict
+        :data:`COLOR_FEATURES` -> float arrays.
+    colour_errors : dict
+        :data:`COLOR_FEATURES` -> float arrays; empty when neither ``errors`` nor ``band_errors``
+        is given.
+
+    Raises
+    ------
+    ValueError
+        When a colour is unknown or the given colours leave bands unlinked (naming the colours
+        that cannot be formed and the adjacent colours that would link them).
+    """
+    unknown = [c for c in given if c not in COLOR_FEATURES]
+    if unknown:
+        raise ValueError(f"{source}: unknown colours {unknown}; colours are named bluer band "
+                         f"first: {list(COLOR_FEATURES)}")
+    errors = dict(errors or {})
+    stray = [c for c in errors if c not in given]
+    if stray:
+        raise ValueError(f"{source}: errors given for colours {stray} that are not given; "
+                         f"the colours are {list(given)}")
+    paths = {c: _color_path(*c.split("-"), given) for c in COLOR_FEATURES}
+    cannot = [c for c, p in paths.items() if p is None]
+    if cannot:
+        groups = _linked_groups(given)
+        group_of = {band: i for i, group in enumerate(groups) for band in group}
+        links = [c for c in ADJACENT_COLORS if group_of[c[0]] != group_of[c[-1]]]
+        raise ValueError(
+            f"{source} gives {list(given)}, which cannot form colours {cannot}: the bands "
+            f"{' | '.join(''.join(g) for g in groups)} are not linked. Add the colours {links} "
+            f"(the four adjacent colours {list(ADJACENT_COLORS)} determine all ten)"
+        )
+    values = {c: np.asarray(v, dtype=float) for c, v in given.items()}
+    out, out_err = {}, {}
+    for colour, path in paths.items():
+        out[colour] = (values[colour] if colour in values
+                       else sum(sign * values[c] for c, sign in path))
+        a, b = colour.split("-")
+        if colour in errors:
+            out_err[colour] = np.asarray(errors[colour], dtype=float)
+        elif band_errors is not None:
+            out_err[colour] = np.hypot(np.asarray(band_errors[a], float),
+                                       np.asarray(band_errors[b], float))
+        elif errors:
+            if all(c in errors for c, _ in path):
+                out_err[colour] = np.sqrt(sum(np.asarray(errors[c], float) ** 2 for c, _ in path))
+            else:
+                out_err[colour] = np.full(len(out[colour]), np.nan)
+    return out, out_err

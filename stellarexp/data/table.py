@@ -8,6 +8,7 @@ Either way the result is a :class:`StarTable` whose frame uses the dataset file'
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ import pandas as pd
 
 from stellarexp.constants import LABELS
 from stellarexp.data.dataset import DatasetError, fold_of, split_mask
-from stellarexp.data.features import COLOR_FEATURES
+from stellarexp.data.features import ADJACENT_COLORS, COLOR_FEATURES, complete_colors
 from stellarexp.sdss import BANDS, LABEL_SENTINEL
+
+log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "val", "test")
 _SUBSET_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -79,25 +82,34 @@ def _column_map(spec, what: str) -> dict[str, str] | None:
     raise ValueError(f"data.columns.{what} must be a band mapping or a '{{band}}' template")
 
 
-def _color_map(spec) -> dict[str, str] | None:
+def _color_map(spec, what: str = "colors") -> dict[str, str] | None:
+    """Colour -> column from a mapping (any colours linking the bands) or a list of ten or four."""
     if spec is None:
         return None
     if isinstance(spec, Mapping):
-        missing = [c for c in COLOR_FEATURES if c not in spec]
-        if missing:
-            raise ValueError(f"data.columns.colors lacks colours {missing}")
-        return {c: str(spec[c]) for c in COLOR_FEATURES}
+        return {str(c): str(col) for c, col in spec.items()}
     if isinstance(spec, Sequence) and not isinstance(spec, str):
-        if len(spec) != len(COLOR_FEATURES):
-            raise ValueError(
-                f"data.columns.colors lists {len(spec)} columns; give all ten, in the order "
-                f"{list(COLOR_FEATURES)}"
-            )
-        return dict(zip(COLOR_FEATURES, map(str, spec)))
-    raise ValueError("data.columns.colors must be a mapping or a list of ten column names")
+        for names in (COLOR_FEATURES, ADJACENT_COLORS):
+            if len(spec) == len(names):
+                return dict(zip(names, map(str, spec)))
+        raise ValueError(
+            f"data.columns.{what} lists {len(spec)} columns; give ten, in the order "
+            f"{list(COLOR_FEATURES)}, or the four adjacent ones {list(ADJACENT_COLORS)}, or a "
+            "mapping {u-g: col, ...}"
+        )
+    raise ValueError(f"data.columns.{what} must be a mapping or a list of column names")
 
 
-def _read_any(path: Path, fmt: str, columns: list[str], hdu) -> pd.DataFrame:
+def _label_map(columns: Mapping) -> tuple[dict[str, str], str]:
+    """Label -> column: ``labels``, or ``default_labels`` when it is null; with the key named."""
+    if columns.get("labels") is not None:
+        return dict(columns["labels"]), "data.columns.labels"
+    return dict(columns.get("default_labels") or {}), "data.columns.default_labels"
+
+
+def _read_any(path: Path, fmt: str, columns: list[str], hdu,
+              optional: Sequence[str] = ()) -> pd.DataFrame:
+    """The ``columns`` of the table (all required) and those of ``optional`` it has."""
     if fmt == "auto":
         name = path.name.lower()
         if name.endswith((".parquet", ".pq")):
@@ -117,7 +129,7 @@ def _read_any(path: Path, fmt: str, columns: list[str], hdu) -> pd.DataFrame:
         from astropy.table import Table
 
         table = Table.read(path, hdu=hdu)
-        keep = [c for c in columns if c in table.colnames]
+        keep = [c for c in [*columns, *optional] if c in table.colnames]
         frame = table[keep].to_pandas()
         frame.attrs["available"] = list(table.colnames)
     else:
@@ -129,7 +141,7 @@ def _read_any(path: Path, fmt: str, columns: list[str], hdu) -> pd.DataFrame:
             f"{path} lacks columns {missing}; it has {list(available)}. Map your column names "
             "with data.columns.* (see docs/training.md)"
         )
-    return frame[columns]
+    return frame[list(dict.fromkeys([*columns, *(c for c in optional if c in available)]))]
 
 
 def _numeric(values: pd.Series) -> np.ndarray:
@@ -138,7 +150,8 @@ def _numeric(values: pd.Series) -> np.ndarray:
     return out
 
 
-def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = "table") -> StarTable:
+def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = "table",
+               targets: Sequence[str] = ()) -> StarTable:
     """Read a user's star table and map its columns onto the dataset file's names.
 
     Parameters
@@ -146,7 +159,8 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
     path : path-like
         CSV (``.csv``, ``.csv.gz``, ``.tsv``), Parquet or FITS table.
     columns : mapping
-        ``id``, ``magnitudes``, ``extinction``, ``colors``, ``labels``, ``truth``, ``split``
+        ``id``, ``magnitudes``, ``magnitude_errors``, ``extinction``, ``colors``,
+        ``color_errors``, ``labels`` (null: ``default_labels``), ``truth``, ``split``
         (see ``stellarexp/conf/data/table.yaml``).
     fmt : str
         ``auto`` (by extension), ``csv``, ``parquet`` or ``fits``.
@@ -154,32 +168,50 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
         FITS extension holding the table.
     name : str
         Data name for the MLflow tag.
+    targets : sequence of str
+        Labels the run trains on: their columns must be mapped and present. Other mapped labels
+        (and truth columns) are read when the table has them, else left NaN, so the content
+        (and fingerprint) does not depend on the run's target.
 
     Returns
     -------
     StarTable
+        Colours given directly are completed to the ten (:func:`complete_colors`), with
+        ``<colour>_err`` columns when colour or magnitude errors are mapped.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DatasetError(f"table {path} does not exist (set data.path=...)")
     mags = _column_map(columns.get("magnitudes"), "magnitudes")
+    mag_errs = _column_map(columns.get("magnitude_errors"), "magnitude_errors")
     ext = _column_map(columns.get("extinction"), "extinction")
     cols = _color_map(columns.get("colors"))
-    labels = dict(columns.get("labels") or {})
+    col_errs = _color_map(columns.get("color_errors"), "color_errors") or {}
+    labels, labels_key = _label_map(columns)
     truth = dict(columns.get("truth") or {})
     unknown = sorted(set(labels) - set(LABELS)) + sorted(set(truth) - set(LABELS))
     if unknown:
         raise ValueError(f"unknown labels {unknown} in data.columns; labels are {list(LABELS)}")
+    unmapped = [t for t in targets if t not in labels]
+    if unmapped:
+        raise ValueError(
+            f"target {unmapped} needs label columns that {labels_key} ({labels}) does not map; "
+            f"give them, e.g. 'data.columns.labels={{{unmapped[0]}: <column>}}', or choose "
+            f"target={next(iter(labels), '<label>')}"
+        )
     if mags is None and cols is None:
         raise ValueError("data.columns needs magnitudes, colours, or both")
+    if col_errs and cols is None:
+        raise ValueError("data.columns.color_errors needs data.columns.colors")
     id_col, split_col = columns.get("id"), columns.get("split")
 
     wanted: list[str] = []
-    for group in (mags, ext, cols, labels, truth):
+    for group in (mags, mag_errs, ext, cols, col_errs):
         wanted += list((group or {}).values())
+    wanted += [labels[t] for t in targets] + [truth[t] for t in targets if t in truth]
     wanted += [c for c in (id_col, split_col) if c]
-    wanted = list(dict.fromkeys(wanted))
-    raw = _read_any(path, fmt, wanted, hdu)
+    optional = [*labels.values(), *truth.values()]
+    raw = _read_any(path, fmt, list(dict.fromkeys(wanted)), hdu, optional=optional)
 
     out = pd.DataFrame(index=range(len(raw)))
     if id_col:
@@ -192,17 +224,32 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
     for b in BANDS:
         if mags:
             out[f"psfmag_{b}"] = _numeric(raw[mags[b]])
+        if mag_errs:
+            out[f"psfmagerr_{b}"] = _numeric(raw[mag_errs[b]])
         if ext:
             out[f"extinction_{b}"] = _numeric(raw[ext[b]])
-    for feature, col in (cols or {}).items():
-        out[feature] = _numeric(raw[col])
+    if cols:
+        band_errs = {b: out[f"psfmagerr_{b}"].to_numpy() for b in BANDS} if mag_errs else None
+        values, errors = complete_colors(
+            {c: _numeric(raw[col]) for c, col in cols.items()},
+            {c: _numeric(raw[col]) for c, col in col_errs.items()}, band_errs,
+            source="data.columns.colors")
+        for feature in COLOR_FEATURES:
+            out[feature] = values[feature]
+            if errors:
+                out[f"{feature}_err"] = errors[feature]
+    read = [label for label in LABELS if label in labels and labels[label] in raw]
     for label in LABELS:
-        out[label] = _numeric(raw[labels[label]]) if label in labels else np.nan
-        if label in truth:
+        out[label] = _numeric(raw[labels[label]]) if label in read else np.nan
+        if label in truth and truth[label] in raw:
             out[f"{label}_true"] = _numeric(raw[truth[label]])
+    skipped = sorted(set(labels) - set(read))
+    if skipped:
+        log.info("%s has no column for labels %s (%s); the targets %s do not need them",
+                 path, skipped, labels_key, list(targets))
     from stellarexp.data.units import check_label_units  # Teff in kK or log10: stop here
 
-    check_label_units({k: out[k] for k in labels}, f"table {path}", labels, error=DatasetError)
+    check_label_units({k: out[k] for k in read}, f"table {path}", labels, error=DatasetError)
     if split_col:
         values = raw[split_col]
         numeric = pd.to_numeric(values, errors="coerce")
@@ -237,8 +284,11 @@ def read_dataset_stars(path, name: str | None = None) -> StarTable:
                      fingerprint=str(attrs.get("fingerprint", "unknown")), path=Path(path))
 
 
-def load_stars(data_cfg) -> StarTable:
+def load_stars(data_cfg, targets: Sequence[str] = ()) -> StarTable:
     """Load the stars of a ``data`` config (``table``, or any config with ``dataset_path``).
+
+    ``targets`` (labels the run trains on) must have columns in a ``table``; see
+    :func:`read_table`.
 
     A missing synthetic dataset is simulated and built first, through
     :func:`stellarexp.data.pipeline.ensure_dataset`; other missing dataset files raise
@@ -247,7 +297,7 @@ def load_stars(data_cfg) -> StarTable:
     name = str(data_cfg.get("name", "dataset"))
     if name == "table" or "columns" in data_cfg:
         return read_table(data_cfg["path"], data_cfg["columns"], fmt=data_cfg.get("format", "auto"),
-                          hdu=data_cfg.get("hdu", 1), name=name)
+                          hdu=data_cfg.get("hdu", 1), name=name, targets=targets)
     path = Path(str(data_cfg["dataset_path"]))
     if name == "synthetic":
         from stellarexp.data.pipeline import ensure_dataset  # simulates + builds when absent

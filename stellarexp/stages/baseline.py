@@ -52,7 +52,8 @@ def run(cfg, run) -> dict[str, float]:
     from stellarexp.models import baselines
     from stellarexp.stages import targets_of
 
-    table = load_stars(cfg.data)
+    targets = targets_of(cfg.target)
+    table = load_stars(cfg.data, targets)  # only the targets' label columns are required
     run.set_tags({"data": table.name, "data_fingerprint": table.fingerprint,
                   "data_path": str(table.path), "split_source": table.split_source})
     stars = table.stars
@@ -60,7 +61,6 @@ def run(cfg, run) -> dict[str, float]:
     X = features(stars, kind)
     finite_x = np.isfinite(X.to_numpy()).all(axis=1)
     masks = _eval_subsets(table, str(cfg.split.name))
-    targets = targets_of(cfg.target)
     out_dir = run.output_dir
     metrics: dict[str, float] = {}
     preds = pd.DataFrame({"star_id": stars["star_id"].to_numpy(), "subset": ""})
