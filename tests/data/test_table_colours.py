@@ -8,8 +8,6 @@ so it needs nothing from ../shared.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import numpy as np
 import pandas as pd
@@ -17,9 +15,10 @@ import pytest
 
 from stellarexp.data.features import ADJACENT_COLORS, COLOR_FEATURES, complete_colors, features
 from stellarexp.data.table import read_table
+from tests.support.paths import TESTS_DATA
 from tests.support.train import compose, run_cli
 
-SSPP = Path(__file__).parent / "data" / "sspp_colours" / "sspp_colours_feh_600.csv"
+SSPP = TESTS_DATA / "sspp_colours" / "sspp_colours_feh_600.csv"
 FOUR = {"u-g": "ug", "g-r": "gr", "r-i": "ri", "i-z": "iz"}
 # the command, with the fixture as the table and quick evaluation settings
 COMMAND = ["data=table", "data.columns.magnitudes=null", "data.columns.extinction=null",
