@@ -101,13 +101,12 @@ def run(cfg, run) -> dict[str, float]:
     from stellarexp.stages import image_common as ic
     from stellarexp.stages import pruning, targets_of
 
-    ic.require_convit(cfg)
-    ic.set_threads(cfg)
+    ic.begin_image_stage(cfg)
     st = cfg.stage
     targets = targets_of(cfg.target)
     split = str(cfg.split.name)
     path = ensure_dataset(cfg.data)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    ic.seed_training(cfg)  # after the dataset exists: building it draws from the global RNGs
     dm = StarDataModule(path, split=split, targets=targets, batch_size=int(st.batch_size),
                         eval_batch_size=int(st.eval_batch_size), num_workers=int(st.num_workers),
                         augment=bool(st.augment), in_memory=bool(st.in_memory), seed=int(cfg.seed))

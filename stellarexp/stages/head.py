@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class _RandomView:
-    """Dataset over cached features ``[8, N, D]``: item ``i`` is one random view of star ``i``."""
+    """Dataset over cached features ``[8, N, D]``: item ``i`` is one random view of star ``i``,
+    drawn from ``generator`` (its own, so the views do not depend on the head's weight draws)."""
 
-    def __init__(self, feats, labels):
-        self.feats, self.labels = feats, labels
+    def __init__(self, feats, labels, generator):
+        self.feats, self.labels, self.generator = feats, labels, generator
 
     def __len__(self):
         return self.feats.shape[1]
@@ -32,7 +33,7 @@ class _RandomView:
     def __getitem__(self, i):
         import torch
 
-        k = int(torch.randint(self.feats.shape[0], ()))
+        k = int(torch.randint(self.feats.shape[0], (), generator=self.generator))
         return self.feats[k, i], self.labels[i]
 
 
@@ -89,6 +90,8 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
 
     st = cfg.stage
     noise = st.noise
+    # seeded here, after the features were read or computed (which draws from the global RNG)
+    seed = ic.seed_training(cfg, prefix)
     module = HeadModule(
         int(feats_train.shape[-1]), targets, n_train=int(feats_train.shape[1]),
         hidden=list(st.hidden), prior=ic.plain(st.prior), activation=str(st.activation),
@@ -102,9 +105,9 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
                         step=step + step_offset)
 
     module.epoch_logger = epoch_log
-    gen = torch.Generator().manual_seed(int(cfg.seed))
-    train = DataLoader(_RandomView(feats_train, y_train), batch_size=int(st.batch_size),
-                       shuffle=True, generator=gen)
+    train = DataLoader(_RandomView(feats_train, y_train, torch.Generator().manual_seed(seed + 1)),
+                       batch_size=int(st.batch_size), shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
     val = DataLoader(TensorDataset(feats_val[0], y_val), batch_size=4096)
     trainer = L.Trainer(callbacks=[EarlyStopping(monitor="val/loss", mode="min",
                                                  patience=int(st.patience),

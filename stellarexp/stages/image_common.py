@@ -21,22 +21,80 @@ from stellarexp.models.backbone_artifact import ARTIFACT_DIR, Backbone, read_bac
 log = logging.getLogger(__name__)
 
 
-
 def set_threads(cfg) -> None:
-    """Limit torch's CPU threads to ``trainer.n_jobs`` (shared machines)."""
+    """Limit torch's CPU threads to ``trainer.n_jobs`` (shared machines).
+
+    The count is part of the result: float reductions split over other thread counts round
+    differently, so only runs with the same ``trainer.n_jobs`` agree to the last bit.
+    """
     import torch
 
     n = int(cfg.trainer.n_jobs or 2)
     torch.set_num_threads(max(n, 1))
 
 
+def set_determinism(cfg) -> None:
+    """Apply ``trainer.deterministic`` to torch for the whole job (not only inside ``fit``).
+
+    ``true``: :func:`torch.use_deterministic_algorithms` (an error from an op without a
+    deterministic implementation), cuDNN autotuning off and ``CUBLAS_WORKSPACE_CONFIG`` set
+    for CUDA; ``warn``: the same with warnings instead of errors; ``false``: torch's defaults
+    (faster on GPUs). Lightning's ``Trainer(deterministic=...)`` gets the same value.
+    """
+    import os
+
+    import torch
+
+    mode = deterministic_mode(cfg)
+    torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
+    if mode:
+        torch.backends.cudnn.benchmark = False
+        # cuBLAS needs a fixed workspace for reproducible GEMMs (CUDA's reproducibility notes)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def deterministic_mode(cfg) -> bool | str:
+    """``trainer.deterministic`` as Lightning takes it: ``True``, ``False`` or ``"warn"``."""
+    value = cfg.trainer.deterministic
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() == "warn":
+        return "warn"
+    raise ValueError(f"trainer.deterministic must be true, false or warn, got {value!r}")
+
+
+def seed_training(cfg, name: str = "") -> int:
+    """Seed torch, numpy and ``random`` right before a model is built and trained.
+
+    Seeding here, after the inputs are loaded, makes the training independent of what ran
+    before it in the process: reading cached backbone features instead of computing them, or
+    earlier jobs of a ``reproduce`` run, draw different amounts from the global generators
+    (every unseeded DataLoader iteration draws one number). ``name`` gives the several heads
+    of one job (the two logg heads) their own seed: ``seed`` plus a CRC32 of the name (never
+    Python's ``hash``, which changes with ``PYTHONHASHSEED``).
+
+    Returns
+    -------
+    int
+        The seed used.
+    """
+    import zlib
+
+    import lightning as L
+
+    seed = int(cfg.seed) + (zlib.crc32(name.encode()) % 2**16 if name else 0)
+    L.seed_everything(seed, workers=True, verbose=False)
+    return seed
+
+
 def begin_image_stage(cfg) -> None:
     """What every image stage does first: check ``model=convit``, limit torch's threads to
-    ``trainer.n_jobs`` and seed torch with ``cfg.seed``."""
+    ``trainer.n_jobs``, apply ``trainer.deterministic`` and seed torch with ``cfg.seed``."""
     import torch
 
     require_convit(cfg)
     set_threads(cfg)
+    set_determinism(cfg)
     torch.manual_seed(int(cfg.seed))
 
 
@@ -59,6 +117,7 @@ def trainer_kwargs(cfg, stage_cfg) -> dict:
     kw = {"accelerator": str(cfg.trainer.accelerator),
               "devices": cfg.trainer.devices,
               "precision": str(cfg.trainer.precision),
+              "deterministic": deterministic_mode(cfg),
               "max_epochs": int(stage_cfg.max_epochs), "logger": False,
               "enable_progress_bar": bool(stage_cfg.get("progress_bar", True)),
               "enable_model_summary": False, "num_sanity_val_steps": 0}
