@@ -1,4 +1,4 @@
-"""One side of the reproducibility test (tests/test_determinism.py), run in its own process:
+"""One side of the reproducibility test (tests/stages/test_determinism.py), run in its own process:
 a tiny backbone, then its Bayesian head (``--heads`` times: the second one reads the cached
 backbone features the first one computed), in the ``STELLAREXP_HOME`` of the environment.
 Writes the weights and metrics of every job to ``out`` (``torch.save``).

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
+from tests.support.images import write_image_dataset
 from tests.support.train import isolated_env, migrated_db
-from tests.test_stage_backbone import write_image_dataset
 
 torch = pytest.importorskip("torch")
 
