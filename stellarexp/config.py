@@ -11,6 +11,13 @@ class ConfigError(ValueError):
     """A config value outside what it may take; the message names the key and the allowed range."""
 
 
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (``-m``: a grid or an Optuna sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
 def job_tag() -> str:
     """``<host>-<pid>`` of this process: part of every job's output folder, so two jobs started
     in the same second (here or on another machine sharing the home) never share one."""

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 
 log = logging.getLogger("stellarexp.train")
 
@@ -51,13 +52,15 @@ def run(cfg) -> float | None:
     from omegaconf import OmegaConf
 
     from stellarexp import stages
-    from stellarexp.config import register_resolvers
+    from stellarexp.config import in_multirun, register_resolvers
     from stellarexp.stages.checks import check_stage
     from stellarexp.tracking.redact import install_log_redaction
     from stellarexp.tracking.runs import tracked_run
 
     register_resolvers()
     install_log_redaction()  # the job's log file and console never show a secret
+    if in_multirun():
+        _quiet_multirun()
     stage_fn = stages.resolve(str(cfg.stage.name))
     check_stage(cfg)  # a bad value stops here, naming its key, before any run or work
     metric = stages.optimized_metric(cfg)
@@ -84,6 +87,31 @@ def run(cfg) -> float | None:
     return float(value) if math.isfinite(value) else float("nan")
 
 
+def _quiet_multirun() -> None:
+    """Inside a multirun, keep the console to what the sweeper prints per trial: no MLflow
+    artifact-download bars, and each warning once per process rather than once per job (the
+    image stages also turn Lightning's bar and info messages off:
+    :func:`stellarexp.stages.image_common.trainer_kwargs`)."""
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    if not isinstance(warnings.showwarning, _ShowOnce):
+        warnings.showwarning = _ShowOnce(warnings.showwarning)
+
+
+class _ShowOnce:
+    """A ``warnings.showwarning`` that shows each (category, text) once. Python's ``once``
+    filter cannot do it: every ``catch_warnings`` block (the libraries enter many per job)
+    resets what was shown."""
+
+    def __init__(self, show):
+        self.show, self.seen = show, set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        key = (category, str(message))
+        if key not in self.seen:
+            self.seen.add(key)
+            self.show(message, category, filename, lineno, file, line)
+
+
 def _user_error(exc: BaseException) -> bool:
     """True for the project's "bad input" errors, whose message says what to fix."""
     from stellarexp.config import ConfigError
@@ -101,15 +129,14 @@ def _user_error(exc: BaseException) -> bool:
 
 
 def _task(cfg) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     try:
         return run(cfg)
     except Exception as exc:
         # bad input in a single run: the message, not a traceback (the run is already FAILED
         # with the traceback logged). In a multirun the launcher or sweeper records the error.
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        from stellarexp.config import in_multirun
+
+        multirun = in_multirun()
         full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # Hydra's switch for tracebacks
         if multirun or full_error or not _user_error(exc):
             raise

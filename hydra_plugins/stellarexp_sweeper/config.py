@@ -46,6 +46,10 @@ class StellarexpSweeperConf:
     # compose each set of config-group choices once, apply the jobs' value overrides to a copy
     # (false: Hydra's full composition for every job)
     reuse_composition: bool = True
+    # an Optuna sweep's console: one line per trial (the jobs' console log at WARNING, their
+    # .log files keep everything; the basic launcher's per-job lines off). false: Hydra's usual
+    # per-job console output
+    quiet: bool = True
     params: dict[str, Any] = field(default_factory=dict)   # extra search space (key: expr)
     # overrides of these keys (and below) do not make a new study; any other command-line
     # override (seed=3, +model.params.x=...) is hashed into the study name

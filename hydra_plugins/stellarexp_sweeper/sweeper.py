@@ -198,6 +198,7 @@ class StellarexpSweeper(Sweeper):
             first_trial=search_space.first_trial_params(spec.first_trial, probe, space),
             results_path=results, mlflow=str(opts.get("mlflow", "auto")).lower() not in ("false", "0", "none"),
             attrs={"study_file": str(spec.path or ""), "overrides": base},
+            job_overrides=_quiet_jobs(probe) if opts.get("quiet", True) else [],
         )
         samplers.make_sampler(plan.sampler, plan.seed, space)  # fail early on a bad sampler
         sweep_dir = Path(self.config.hydra.sweep.dir)  # as Hydra's own sweeper does
@@ -207,6 +208,24 @@ class StellarexpSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
         return loop.run(plan, self, probe)
+
+
+# Hydra's basic launcher logs "Launching 1 jobs locally" and each job's overrides: two lines a
+# trial beside the sweeper's own (the trial's values are in its MLflow run and the storage)
+_QUIET_LOGGERS = {"hydra._internal.core_plugins.basic_launcher": logging.WARNING}
+
+
+def _quiet_jobs(probe) -> list[str]:
+    """Keep an Optuna sweep's console at one line per trial: return the overrides that set the
+    jobs' console handler to WARNING (when the job logging has one; the job's .log file keeps
+    INFO) and silence Hydra's per-job lines in this process."""
+    from omegaconf import OmegaConf
+
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    if OmegaConf.select(probe, "hydra.job_logging.handlers.console", default=None) is None:
+        return []
+    return ["++hydra.job_logging.handlers.console.level=WARNING"]
 
 
 def _save_redacted(config, path: Path) -> None:

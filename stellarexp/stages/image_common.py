@@ -112,14 +112,37 @@ def plain(node):
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+# Lightning's info messages (device lines, tips such as litlogger/litmodels, "`Trainer.fit`
+# stopped"): one logger per package, each trial of a sweep would print them again
+LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero",
+                          "lightning.fabric.utilities.rank_zero",
+                          "lightning.pytorch.accelerators.cuda", "lightning_utilities.core.rank_zero")
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's info messages and tips off the console (warnings still show)."""
+    for name in LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def trainer_kwargs(cfg, stage_cfg) -> dict:
-    """Lightning ``Trainer`` arguments common to the image stages."""
+    """Lightning ``Trainer`` arguments common to the image stages.
+
+    Inside a multirun (``-m``) the progress bar is off whatever ``stage.progress_bar`` says, and
+    Lightning's info messages and tips are silenced (:func:`quiet_lightning`): the sweeper
+    prints one line per trial instead. Single runs keep the bar when ``stage.progress_bar``.
+    """
+    from stellarexp.config import in_multirun
+
+    sweep = in_multirun()
+    if sweep:
+        quiet_lightning()
     kw = {"accelerator": str(cfg.trainer.accelerator),
               "devices": cfg.trainer.devices,
               "precision": str(cfg.trainer.precision),
               "deterministic": deterministic_mode(cfg),
               "max_epochs": int(stage_cfg.max_epochs), "logger": False,
-              "enable_progress_bar": bool(stage_cfg.get("progress_bar", True)),
+              "enable_progress_bar": bool(stage_cfg.get("progress_bar", True)) and not sweep,
               "enable_model_summary": False, "num_sanity_val_steps": 0}
     for key in ("limit_train_batches", "limit_val_batches"):
         if stage_cfg.get(key) is not None:

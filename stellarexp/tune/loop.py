@@ -15,6 +15,7 @@ every ``heartbeat_interval`` seconds while it runs. A RUNNING trial whose worker
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from stellarexp.tune.liveness import (
     fail_stale_trials,
 )
 from stellarexp.tune.parent_run import ParentRun
+from stellarexp.tune.progress import trial_line
 from stellarexp.tune.samplers import make_pruner, make_sampler
 from stellarexp.tune.search_space import SearchParam, quote
 from stellarexp.tune.storages import ask_lock, describe_storage, has_ask_lock, open_storage
@@ -71,6 +73,8 @@ class Plan:
     results_path: Path | None = None
     mlflow: bool = True
     attrs: dict[str, Any] = field(default_factory=dict)
+    # added to each trial's job only (not to the study's identity or the re-run command)
+    job_overrides: list[str] = field(default_factory=list)
 
 
 
@@ -79,7 +83,10 @@ class Plan:
 def outcome(ret, metric: str | None) -> tuple[TrialState, float | None, str | None]:
     """Turn a Hydra ``JobReturn`` into (state, value, reason)."""
     try:
-        value = ret.return_value
+        # Hydra writes "Error executing job with overrides" to stderr for a failed (or pruned)
+        # job: the trial's own line gives the state and the reason
+        with contextlib.redirect_stderr(io.StringIO()):
+            value = ret.return_value
     except optuna.TrialPruned:
         return TrialState.PRUNED, None, None
     except Exception as exc:  # noqa: BLE001 - any job error is a failed trial
@@ -99,16 +106,25 @@ def outcome(ret, metric: str | None) -> tuple[TrialState, float | None, str | No
     return TrialState.COMPLETE, value, None
 
 
-def tell(study, trial, state: TrialState, value: float | None, reason: str | None) -> None:
-    """Record one trial's outcome (the reason of a failure as user attribute ``fail_reason``)."""
+def tell(study, trial, state: TrialState, value: float | None, reason: str | None,
+         n_trials: int | None = None) -> None:
+    """Record one trial's outcome (the reason of a failure as user attribute ``fail_reason``).
+
+    With ``n_trials``, print the trial's line (:func:`stellarexp.tune.progress.trial_line`):
+    k/n, its value or why it was pruned or failed, the best so far, its time.
+    """
     if reason:
-        trial.set_user_attr(REASON, redact_text(reason))
+        reason = redact_text(reason)
+        trial.set_user_attr(REASON, reason)
     if state == TrialState.COMPLETE:
         study.tell(trial, value)
-        log.info("trial %d: %s = %.6g  %s", trial.number, "value", value, trial.params)
+        log.debug("trial %d: value = %.6g  %s", trial.number, value, trial.params)
     else:
         study.tell(trial, state=state)
-        log.warning("trial %d: %s%s", trial.number, state.name, f" ({reason})" if reason else "")
+        log.debug("trial %d: %s%s", trial.number, state.name, f" ({reason})" if reason else "")
+    if n_trials is not None:
+        # stdout, like the final report: Lightning's bars and warnings go to stderr
+        print(trial_line(study, trial.number, n_trials, reason), flush=True)
 
 
 
@@ -200,7 +216,7 @@ def run(plan: Plan, sweeper, probe_cfg=None) -> dict | None:
 def _job_overrides(plan: Plan, trial, parent) -> list[str]:
     params = [plan.space[k].override(v) for k, v in trial.params.items()]
     extra = [f"hydra.sweeper.trial_number={trial.number}",
-             f"hydra.sweeper.study_name={quote(plan.study_name)}"]
+             f"hydra.sweeper.study_name={quote(plan.study_name)}", *plan.job_overrides]
     if parent is not None:
         extra += parent.trial_overrides(trial.number)
     return [*plan.base_overrides, *params, *extra]
@@ -231,13 +247,15 @@ def _run_batch(plan, sweeper, study, asked, parent, heartbeat, job_idx: int, str
         except BaseException as exc:
             for trial in runnable:
                 with contextlib.suppress(Exception):
-                    tell(study, trial, TrialState.FAIL, None, f"sweep interrupted: {type(exc).__name__}")
+                    tell(study, trial, TrialState.FAIL, None, f"sweep interrupted: {type(exc).__name__}",
+                         plan.n_trials)
             raise
         finally:
             heartbeat.watch([])
     for trial, ret in zip(runnable, results):
         state, value, reason = outcome(ret, plan.metric)
-        tell(study, trial, state, value, reason)
+        with ask_lock(plan.storage):  # with several workers each k of "k/n" is printed once
+            tell(study, trial, state, value, reason, plan.n_trials)
         streak = streak + 1 if state == TrialState.FAIL else 0
     if plan.max_consecutive_failures and streak >= plan.max_consecutive_failures:
         raise ConsecutiveFailures(
@@ -254,7 +272,8 @@ def _composable(plan, sweeper, study, trials, parent, streak: int) -> tuple[list
         try:
             sweeper.validate_batch_is_legal([_job_overrides(plan, trial, parent)])
         except Exception as exc:  # noqa: BLE001 - a config that cannot compose is a failed trial
-            tell(study, trial, TrialState.FAIL, None, f"config does not compose: {exc}"[:2000])
+            tell(study, trial, TrialState.FAIL, None, f"config does not compose: {exc}"[:2000],
+                 plan.n_trials)
             streak += 1
             continue
         ok.append(trial)

@@ -28,3 +28,13 @@ def test_inference_bench_prints_one_consistent_json_line():
     assert out["full_network_cpu_s"] > out["head_only_cpu_s"]
     assert out["means_agree"] is True and out["max_mean_diff_z"] <= 5
     assert out["meets_target"] == (out["ratio"] >= out["targets"]["ratio"])
+
+
+def test_inference_help_calls_means_agree_a_sanity_check():
+    proc = subprocess.run([sys.executable, "-m", "stellarexp.bench", "inference", "--help"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = " ".join(proc.stdout.split())
+    assert "means_agree is a sanity check of the timed code, not a measurement" in text
+    assert "means_agree and max_mean_diff_z (the sanity check)" in text
+    assert "--agree-z" in text and "sanity check means_agree" in text

@@ -80,7 +80,7 @@ def test_label_free_funnel_and_rejects(check):
 
 def test_margin_cutouts_equal_whole_frame_reprojection():
     """Reprojecting a margin cut-out gives the same pixels as reprojecting the whole frame."""
-    from stellarexp.bench import whole_frame_cutouts
+    from stellarexp.benches.cutouts import whole_frame_cutouts
     from stellarexp.data.cutouts import CutoutConfig, cut_field
 
     frames = read_field(FIXTURE, RUN, CAMCOL, FIELD)
@@ -91,22 +91,3 @@ def test_margin_cutouts_equal_whole_frame_reprojection():
     whole = whole_frame_cutouts(frames, res.stars, CutoutConfig())
     peak = np.abs(res.images).max(axis=(2, 3), keepdims=True)
     assert np.nanmax(np.abs(whole - res.images) / peak) < 1e-5
-
-
-@pytest.mark.slow  # ~20 s: a subprocess reads the fixture and times three passes
-def test_bench_cutouts_prints_one_json_line():
-    import json
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, STELLAREXP_BENCH_FIELD=str(FIXTURE))
-    out = subprocess.run([sys.executable, "-m", "stellarexp.bench", "cutouts", "--repeat", "1", "--targets", "3"],
-                         capture_output=True, text=True, env=env, timeout=300, check=True)
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == 1
-    rec = json.loads(lines[0])
-    assert rec["bench"] == "cutouts" and rec["frame_shape"] == [652, 1104] and rec["threads"] == 1
-    for key in ("cutout_stars_per_s", "whole_frame_stars_per_s", "ratio", "read_s_per_field"):
-        assert rec[key] > 0
-    assert rec["whole_frame_targets_per_field"] == 3

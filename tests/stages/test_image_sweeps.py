@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.images import TINY, write_image_dataset
+from tests.support.sweep_lines import check_quiet, check_sequential, trial_lines
 from tests.support.train import compose, run_cli, run_job
 
 torch = pytest.importorskip("torch")
@@ -101,7 +102,7 @@ def test_a_three_trial_head_study_reports_epochs_to_its_pruner(home, tmp_path):
                     "hydra.sweeper.n_trials=3", "hydra.sweeper.seed=0",
                     f"hydra.sweeper.results_dir={tmp_path / 'results'}",
                     "stage.hidden=[16,16]", "stage.max_epochs=3", "stage.patience=5",
-                    "stage.eval_samples=5", "stage.n_samples=20", "stage.progress_bar=false",
+                    "stage.eval_samples=5", "stage.n_samples=20",  # stage.progress_bar: true
                     "++stage.figures=false", "evaluate.bootstrap=0", "trainer.n_jobs=1"],
                    home, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -111,6 +112,10 @@ def test_a_three_trial_head_study_reports_epochs_to_its_pruner(home, tmp_path):
     name = next(n for n in names if n.startswith("head-teff-paper-"))
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     assert len(trials) == 3
+    # the console: one line per trial, consistent with the storage; no bars, tips, info lines
+    check_sequential(trial_lines(proc.stdout), trials, 3)
+    check_quiet(proc.stdout + proc.stderr)
+    assert "computing backbone features" not in proc.stdout  # jobs' INFO: in their .log files
     states = {t.state for t in trials}
     assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     for t in trials:

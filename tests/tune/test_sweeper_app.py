@@ -23,6 +23,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from tests.support.paths import REPO
+from tests.support.sweep_lines import check_quiet, check_sequential, trial_lines
 
 APP = '''
 import os, time
@@ -255,11 +256,15 @@ def test_killed_sweep_resumes_to_exactly_n_trials(toy):
 
 def test_nan_raising_and_pruned_trials_and_the_sweep_goes_on(toy):
     # mode=mixed: x = 3 reports and prunes itself, x = 4 returns NaN, x >= 5 raises
-    toy.run("-m", "x=int(interval(0, 6))", "mode=mixed", "hydra.sweeper.n_trials=12",
-            "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0")
+    proc = toy.run("-m", "x=int(interval(0, 6))", "mode=mixed", "hydra.sweeper.n_trials=12",
+                   "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0")
     (name,) = toy.studies()
     trials = toy.trials(name)
     assert len(trials) == 12
+    # one line per trial: k/n, value or why pruned/failed, best so far (as the storage has it)
+    check_sequential(trial_lines(proc.stdout), trials, 12)
+    check_quiet(proc.stdout + proc.stderr)
+    assert "Launching 1 jobs locally" not in proc.stdout  # the launcher's per-job lines are off
     reasons = {4: "the job returned nan", 5: "RuntimeError: toy failure", 6: "RuntimeError: toy failure"}
     for t in trials:
         x = t.params["x"]
@@ -300,6 +305,23 @@ def test_two_workers_share_one_journal(toy):
     assert states(trials) == {TrialState.COMPLETE: 6} and len(toy.calls()) == 6
     # both workers took part (the lock hands out trials, it does not serialise whole sweeps)
     assert len({t.user_attrs["worker_pid"] for t in trials}) == 2
+    # each worker printed the lines of its own trials; k counts the study's finished trials
+    lines = [trial_lines(out) for out in outs]
+    numbers = [ln["number"] for part in lines for ln in part]
+    assert sorted(numbers) == [t.number for t in trials] and all(lines)
+    assert sorted(ln["k"] for part in lines for ln in part) == list(range(1, 7))
+    for part in lines:
+        assert [ln["k"] for ln in part] == sorted(ln["k"] for ln in part)
+        assert all(ln["n"] == 6 for ln in part)
+    final = min(trials, key=lambda t: t.value)
+    last = max((ln for part in lines for ln in part), key=lambda ln: ln["k"])
+    assert last["best_trial"] == final.number
+
+
+def test_quiet_false_keeps_hydra_per_job_lines(toy):
+    proc = toy.run("-m", "x=interval(0, 4)", "hydra.sweeper.n_trials=2", "hydra.sweeper.quiet=false")
+    assert proc.stdout.count("Launching 1 jobs locally") == 2
+    assert len(trial_lines(proc.stdout)) == 2
 
 
 HELP_PROBE = """

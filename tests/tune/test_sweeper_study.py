@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.sweep_lines import check_quiet, check_sequential, trial_lines
 from tests.support.tables import write_star_csv
 
 pytestmark = pytest.mark.slow
@@ -39,9 +40,9 @@ def test_baseline_study_with_parent_and_children(tmp_path):
     common = ["data=table", f"data.path={tmp_path / 'stars.csv'}", "target=teff",
               "evaluate.bootstrap=0", "stage.figure=false", "stage.save_models=false",
               "stage.predictions=false", "trainer.n_jobs=1"]
-    _run(["-m", "hydra/sweeper=stellarexp_optuna", "hydra.sweeper.study=random_forest_color",
-          "hydra.sweeper.n_trials=3", f"hydra.sweeper.results_dir={tmp_path / 'results'}", *common],
-         env, tmp_path)
+    proc = _run(["-m", "hydra/sweeper=stellarexp_optuna", "hydra.sweeper.study=random_forest_color",
+                 "hydra.sweeper.n_trials=3", f"hydra.sweeper.results_dir={tmp_path / 'results'}",
+                 *common], env, tmp_path)
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "home/mlruns/optuna/journal.log")))
     (summary,) = optuna.get_all_study_summaries(storage)
@@ -50,6 +51,9 @@ def test_baseline_study_with_parent_and_children(tmp_path):
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    # one console line per trial: k/n, value, best so far and its trial, as the storage has them
+    check_sequential(trial_lines(proc.stdout), trials, 3)
+    check_quiet(proc.stdout + proc.stderr)
     # trial 0 is the paper's optimum for RF_color, Teff (Table 6)
     assert trials[0].params == {"model.params.max_depth": 4, "model.params.max_features": 0.63,
                                 "model.params.min_samples_leaf": 1,
