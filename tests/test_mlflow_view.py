@@ -36,11 +36,11 @@ def test_each_run_logs_few_params_and_the_runs_table_few_columns(experiment, tmp
     columns: set[str] = set()
     names = []
     for step, overrides, cfg in _experiment_jobs(experiment):
-        params = run_params(cfg, overrides, "0123456789abcdef")
+        params = run_params(cfg, overrides)
         assert len(params) <= 20, (step, sorted(params))
         assert not [k for k in params if k.startswith(NOT_PARAMS)], step
         # what defines the run (a key whose tag the stage skips is left out)
-        assert {"stage.name", "data.name", "data.size", "split.name", "seed", "config_hash"} <= set(params)
+        assert {"stage.name", "data.name", "data.size", "split.name", "seed"} <= set(params)
         assert params["stage.name"] == cfg["stage"]["name"] and params["seed"] == str(cfg["seed"])
         if cfg["stage"]["name"] == "baseline":
             assert (params["model.name"], params["features.name"]) == (
@@ -75,7 +75,7 @@ def test_varied_keys_become_params_and_bookkeeping_does_not(tmp_path, monkeypatc
     assert not [k for k in params if k.startswith(("tracking.", "hydra."))]
     assert len([k for k in params if k.startswith("model.hparams.")]) == 1
     assert set(RUN_KEYS) - {"model.arch", "data.size"} <= set(params)  # catboost: no arch
-    assert "config_hash" not in params  # none given
+    assert "config_hash" not in params  # a tag: as a param, the compare plot's first axis
     assert run_name(cfg) == "baseline catboost mag logg trial 7"
     assert sweep_run_name(cfg) == "sweep baseline catboost mag logg"
 
@@ -120,3 +120,47 @@ def test_parent_description_shows_the_headers_as_written():
     assert "[fig](http://x/y.png)" in text and r"\[x\]" in text
     short = parent_description("r2", report * 40, steps, limit=2000)
     assert len(short) <= 2000 and r"\[Fe/H\] (dex)" in short
+
+
+def test_experiments_get_the_saved_runs_view_once(home):
+    """Every experiment stellarexp uses carries MLflow's saved-view tag (the runs table's *Views*
+    menu) with the sigmas and run params as columns; a view changed in the UI is kept."""
+    import json
+
+    from stellarexp.tracking import display, store, ui
+
+    client = store.connect()
+    exp_id = store.ensure_experiment(client, "views", store.default_artifact_root())
+    envelope = json.loads(client.get_experiment(exp_id).tags[display.VIEW_TAG])
+    assert envelope["name"] == display.VIEW_NAME and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    assert "metrics.`val/sigma_teff`" in state["selectedColumns"]
+    assert "params.`model.name`" in state["selectedColumns"]
+    assert state["columnWidths"]["attributes.`Run Name`"] == display.NAME_WIDTH_PX
+    assert set(state["columnWidths"]) <= set(state["columnOrder"])  # MLflow sizes only these
+    client.set_experiment_tag(exp_id, display.VIEW_TAG, "changed in the UI")
+    store.ensure_experiment(client, "views")
+    assert client.get_experiment(exp_id).tags[display.VIEW_TAG] == "changed in the UI"
+    # an experiment made elsewhere gets it from the UI launcher, which prints its address
+    other = client.create_experiment("made-by-hand")
+    links = dict(ui.runs_views(store.default_uri(), "http://127.0.0.1:5000"))
+    assert links["made-by-hand"] == (f"http://127.0.0.1:5000/#/experiments/{other}/runs"
+                                     f"?viewStateShareKey={display.VIEW_ID}")
+    assert display.VIEW_TAG in client.get_experiment(other).tags and "Default" not in links
+
+
+def test_the_paper_sigmas_are_a_runs_first_metrics(home, tmp_path):
+    """MLflow's compare page plots the first metric a run logged: the sigmas go first."""
+    from stellarexp.tracking import display, run_handle, store
+
+    assert display.headline_first(["train/fit_seconds_teff", "val/sigma_logg", "val/mae_teff",
+                                   "val/sigma_teff", "test/sigma_fe_h"]) == [
+        "test/sigma_fe_h", "val/sigma_teff", "val/sigma_logg", "train/fit_seconds_teff",
+        "val/mae_teff"]
+    client = store.connect()
+    exp_id = store.ensure_experiment(client, "order", store.default_artifact_root())
+    run = client.create_run(exp_id)
+    handle = run_handle.TrackedRun(client, run.info.run_id, tmp_path)
+    handle.log_metrics({"train/fit_seconds_teff": 0.1, "val/mae_teff": 90.0, "val/sigma_teff": 120.0,
+                        "val/sigma_fe_h": 0.1})
+    assert list(client.get_run(run.info.run_id).data.metrics)[:2] == ["val/sigma_teff", "val/sigma_fe_h"]

@@ -42,8 +42,6 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
 # Overrides of these never become params: bookkeeping (the parent run, tags, where runs go),
 # recorded as tags or in config/overrides.yaml.
 VARIED_SKIP: tuple[str, ...] = ("hydra", "tracking")
-# The run's config hash (the ``config_hash`` tag) is logged as this param too.
-HASH_PARAM = "config_hash"
 
 
 def param_value(value) -> str:
@@ -84,10 +82,12 @@ def override_keys(overrides: Iterable[str]) -> list[str]:
     return keys
 
 
-def run_params(cfg: Mapping, overrides: Iterable[str] = (), config_hash: str | None = None
-               ) -> dict[str, str]:
-    """The params a run logs: :data:`RUN_KEYS`, the stage's :data:`STAGE_KEYS`, every key the
-    job's overrides set (a sweep's trial values among them) and the config hash.
+def run_params(cfg: Mapping, overrides: Iterable[str] = ()) -> dict[str, str]:
+    """The params a run logs: :data:`RUN_KEYS`, the stage's :data:`STAGE_KEYS` and every key the
+    job's overrides set (a sweep's trial values among them).
+
+    The config hash stays a tag (``config_hash``): as a param it would be the first axis of
+    MLflow's compare plot (params that differ, sorted), with values that mean nothing there.
 
     Parameters
     ----------
@@ -96,8 +96,6 @@ def run_params(cfg: Mapping, overrides: Iterable[str] = (), config_hash: str | N
     overrides : iterable of str
         The job's command-line overrides. A config group's choice (``model=xgboost``) gives its
         ``name``; a mapping given whole, its leaves.
-    config_hash : str, optional
-        Logged as :data:`HASH_PARAM`.
 
     Returns
     -------
@@ -111,10 +109,7 @@ def run_params(cfg: Mapping, overrides: Iterable[str] = (), config_hash: str | N
     wanted += STAGE_KEYS.get(str(select(cfg, "stage.name")), ())
     for key in override_keys(overrides):
         wanted += _keys_under(flat, _BAD_KEY_CHARS.sub("_", key))
-    params = {k: flat[k] for k in wanted if k in flat}
-    if config_hash:
-        params[HASH_PARAM] = config_hash
-    return params
+    return {k: flat[k] for k in wanted if k in flat}
 
 
 def _keys_under(flat: Mapping[str, str], key: str) -> list[str]:

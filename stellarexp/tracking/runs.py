@@ -84,9 +84,8 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
     # credentials never reach params, tags or artifacts (stellarexp.tracking.redact)
     safe_cfg = redact.redact(dict(cfg))
     safe_overrides = [redact.redact_override(o) for o in overrides or []]
-    digest = job_config_hash(cfg)
-    params = run_params(safe_cfg, safe_overrides, digest)
-    tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: digest,
+    params = run_params(safe_cfg, safe_overrides)
+    tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: job_config_hash(cfg),
             stale.JOB_DIR_TAG: str(Path(output_dir).resolve())}
     config_artifacts = bool(tcfg.get("config_artifacts", True))
     if not config_artifacts:
