@@ -140,7 +140,7 @@ def runs_view_state() -> dict:
     # MLflow applies widths only to the columns listed in columnOrder
     order = [name, "runDateAndNestInfo", "duration", *columns]
     # a 1600-pixel window shows the sigmas, model, features and target without scrolling
-    widths = {name: NAME_WIDTH_PX, **{c: 108 if c.startswith("metrics") else 116 for c in columns}}
+    widths = {name: NAME_WIDTH_PX, **{c: 112 for c in columns}}
     return {"selectedColumns": [name, *columns], "columnOrder": order, "columnWidths": widths}
 
 
