@@ -79,7 +79,7 @@ def open_parent(client, experiment_id: str, cfg, name: str, trainer: str) -> tup
             client.set_tag(parent_id, key, value)
         log.info("resuming reproduce run %s (was %s)", parent_id, run.info.status)
         return parent_id, True
-    run = client.create_run(experiment_id, run_name=f"reproduce-{name}", tags=tags)
+    run = client.create_run(experiment_id, run_name=f"reproduce {name}", tags=tags)
     parent_id = run.info.run_id
     client.log_text(parent_id, yaml.safe_dump(
         redact(OmegaConf.to_container(cfg, resolve=True)), sort_keys=False),

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from stellarexp.reproduce.plan import Step
+from stellarexp.tracking.display import escape_brackets
 
 NOTE_LIMIT = 8000  # MLflow's longest tag value: the parent run's description must fit
 
@@ -84,7 +85,9 @@ def parent_description(report_run_id: str, text: str, steps_table: str,
     """The parent run's description: the report, then the steps, within MLflow's tag limit.
 
     A report too long for it loses its figure links first (they stay in the artifact
-    ``report/comparison.md``), then its end.
+    ``report/comparison.md``), then its end. Square brackets outside links are escaped, so
+    MLflow shows ``[Fe/H] (dex)`` as written and not as a link
+    (:func:`stellarexp.tracking.display.escape_brackets`).
 
     Parameters
     ----------
@@ -102,7 +105,8 @@ def parent_description(report_run_id: str, text: str, steps_table: str,
     str
     """
     head = f"Report: MLflow run {report_run_id} (artifacts comparison/).\n\n"
-    steps = f"\n\nSteps:\n\n{steps_table}"
+    steps = f"\n\nSteps:\n\n{escape_brackets(steps_table)}"
+    text = escape_brackets(text)
     if len(head) + len(text) + len(steps) > limit and "\nFigures\n" in text:
         text = (text[:text.index("\nFigures\n")]
                 + "\nFigures: links in the artifact report/comparison.md\n")

@@ -25,6 +25,7 @@ import yaml
 
 from stellarexp.evaluate.metrics import metric_name
 from stellarexp.tracking import row_sources
+from stellarexp.tracking.display import TRIAL_TAG
 from stellarexp.tracking.row_sources import TARGETS
 
 UNCERTAINTY_KINDS: dict[str, str] = {
@@ -145,7 +146,7 @@ def search_finished(client, *, stage: str, fingerprint: str | None, split: str,
                                   order_by=["attributes.start_time DESC"], page_token=token)
         # a sweep's trials are explorations, not the method's result: the report counts runs made
         # outside a sweep (e.g. the best configuration re-run with the command the sweep prints)
-        runs.extend(r for r in page if "optuna_trial" not in r.data.tags)
+        runs.extend(r for r in page if TRIAL_TAG not in r.data.tags)
         token = page.token
         if not token:
             return runs

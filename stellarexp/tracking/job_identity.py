@@ -1,5 +1,5 @@
 """What a job's run is known by, all from its resolved config: its tags (config keys, git commit,
-host), its name and its ``config_hash``."""
+host) and its ``config_hash`` (its name: :mod:`stellarexp.tracking.display`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from stellarexp import home as _home
 from stellarexp.data.fingerprint import data_fingerprint
 from stellarexp.tracking import redact, stale
+from stellarexp.tracking.display import select
 from stellarexp.tracking.params import flatten
 
 # config key -> tag name; the tags every run carries (DESIGN "MLflow records every run")
@@ -50,49 +51,20 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else (sha or "unknown")
 
 
-def _select(cfg: Mapping, dotted: str):
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def config_tags(cfg: Mapping) -> dict[str, str]:
     """Tags from the resolved config (stage, model, data, features, target, split, seed) plus
     git commit and host. Keys listed in ``stage.skip_tags`` are left out."""
-    skip = set(_select(cfg, "stage.skip_tags") or ())
+    skip = set(select(cfg, "stage.skip_tags") or ())
     tags = {}
     for tag, key in CONFIG_TAGS.items():
-        value = _select(cfg, key)
+        value = select(cfg, key)
         if tag not in skip and value is not None:
             tags[tag] = str(value)
     tags["git_commit"] = git_commit()
     tags["host"] = socket.gethostname()
-    for key, value in (_select(cfg, "tracking.tags") or {}).items():
+    for key, value in (select(cfg, "tracking.tags") or {}).items():
         tags[str(key)] = str(value)
     return tags
-
-
-def run_name(cfg: Mapping) -> str:
-    """The run's name: ``stage.run_name`` when set, else stage, model, features and target
-    joined by ``-`` (those the config has).
-
-    Parameters
-    ----------
-    cfg : mapping
-        The job's resolved config.
-
-    Returns
-    -------
-    str
-    """
-    explicit = _select(cfg, "stage.run_name")
-    if explicit:
-        return str(explicit)
-    parts = [_select(cfg, k) for k in ("stage.name", "model.name", "features.name", "target")]
-    return "-".join(str(p) for p in parts if p is not None)
 
 
 def job_config_hash(cfg: Mapping) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stellarexp.tracking.diskfull import guard
+from stellarexp.tracking.display import headline_first
 from stellarexp.tracking.params import param_value
 
 # MLflow's limits (mlflow.utils.validation); fixed here so --help never imports mlflow.
@@ -81,7 +82,8 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items()]
+        # the paper's sigmas first: MLflow's compare page plots the first metric a run logged
+        items = [Metric(str(k), float(metrics[k]), now, int(step)) for k in headline_first(metrics)]
         pending, self._pending_params = self._pending_params, {}
         self._log_batch(params=self._params(pending), metrics=items)
         self.metrics.update({k: float(v) for k, v in metrics.items()})

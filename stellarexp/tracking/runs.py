@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from stellarexp.tracking import redact, stale, store
-from stellarexp.tracking.job_identity import config_tags, job_config_hash, run_name
+from stellarexp.tracking.display import run_name
+from stellarexp.tracking.job_identity import config_tags, job_config_hash
 from stellarexp.tracking.params import run_params
 from stellarexp.tracking.run_handle import MAX_TAG_VALUE, TrackedRun, WorkerRun, process_rank
 
@@ -41,7 +42,8 @@ def _experiment_id(client, name: str, artifact_root, *, fresh: bool = False) -> 
 
 @contextlib.contextmanager
 def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) -> Iterator[TrackedRun]:
-    """Open the job's MLflow run, record config, params and tags, and close it.
+    """Open the job's MLflow run, record config, params (:func:`~stellarexp.tracking.params.run_params`)
+    and tags, and close it.
 
     The run ends FINISHED when the block completes, KILLED on ``KeyboardInterrupt`` and FAILED
     on any other exception, with the traceback logged as ``error/traceback.txt`` and the error
@@ -58,9 +60,10 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
 
     Notes
     -----
-    ``tracking.config_artifacts: false`` (set by the sweeper for its trials) leaves out the two
-    config artifacts: the params hold the config, the ``overrides`` tag the command line. The
-    params are sent with the stage's first metrics (or at the end), in one request.
+    ``config/config.yaml`` (the whole resolved config) is logged for every run;
+    ``tracking.config_artifacts: false`` (set by the sweeper for its trials) leaves out
+    ``config/overrides.yaml`` and puts the command line in the ``overrides`` tag. The params are
+    sent with the stage's first metrics (or at the end), in one request.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -80,10 +83,10 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
         stale.end_dead_runs(client, [exp_id])
     # credentials never reach params, tags or artifacts (stellarexp.tracking.redact)
     safe_cfg = redact.redact(dict(cfg))
-    params = run_params(safe_cfg)
+    safe_overrides = [redact.redact_override(o) for o in overrides or []]
+    params = run_params(safe_cfg, safe_overrides)
     tags = {**config_tags(safe_cfg), **stale.process_tags(), stale.HASH_TAG: job_config_hash(cfg),
             stale.JOB_DIR_TAG: str(Path(output_dir).resolve())}
-    safe_overrides = [redact.redact_override(o) for o in overrides or []]
     config_artifacts = bool(tcfg.get("config_artifacts", True))
     if not config_artifacts:
         tags["overrides"] = " ".join(safe_overrides)[:MAX_TAG_VALUE]
@@ -110,8 +113,9 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
     status, error = "FAILED", ""
     try:
         handle.defer_params(params)
+        # the params are a few keys: the whole config is this file, for every run
+        handle.log_text(yaml.safe_dump(safe_cfg, sort_keys=False), "config/config.yaml")
         if config_artifacts:
-            handle.log_text(yaml.safe_dump(safe_cfg, sort_keys=False), "config/config.yaml")
             handle.log_text(yaml.safe_dump(safe_overrides, sort_keys=False),
                             "config/overrides.yaml")
         yield handle

@@ -6,7 +6,8 @@ artifacts beside it (``<folder>/artifacts``). A store that was copied or moved i
 new folder when it is opened (:mod:`stellarexp.tracking.relocate`). MLflow's own default (``./mlflow.db`` and
 ``./mlruns`` in the working directory) would scatter runs over every directory a command is
 started from, so the URI is always set explicitly and every experiment we create gets an absolute
-artifact location.
+artifact location. Every experiment stellarexp uses gets a saved view of its runs table
+(:mod:`stellarexp.tracking.display`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import logging
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 from stellarexp import home as _home
+from stellarexp.tracking import display
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,28 @@ def connect(uri: str | None = None):
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def add_runs_view(client, experiment) -> bool:
+    """Give ``experiment`` the saved runs-table view (:data:`stellarexp.tracking.display.VIEW_TAG`)
+    when it has none; one kept (perhaps changed in the UI) stays. Returns whether it was added.
+
+    Best effort: a store that refuses the tag (read-only, no permission) is logged, not raised.
+    """
+    if display.VIEW_TAG in (experiment.tags or {}):
+        return False
+    try:
+        client.set_experiment_tag(experiment.experiment_id, display.VIEW_TAG,
+                                  display.view_tag_value(_now_ms()))
+    except Exception as exc:  # noqa: BLE001 - the view is a convenience
+        log.warning("could not add the runs-table view to experiment %s (%s)",
+                    experiment.name, exc)
+        return False
+    return True
+
+
 def _safe_dir_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
 
@@ -142,6 +167,7 @@ def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        add_runs_view(client, exp)
         return exp.experiment_id
     location = None
     artifact_root = artifact_root or sqlite_artifact_root(client.tracking_uri)
@@ -150,7 +176,8 @@ def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str
     try:
         # the MLflow 3 UI opens experiments of this kind on their runs table (not the GenAI page)
         return client.create_experiment(name, artifact_location=location,
-                                        tags={"mlflow.experimentKind": "custom_model_development"})
+                                        tags={"mlflow.experimentKind": "custom_model_development",
+                                              display.VIEW_TAG: display.view_tag_value(_now_ms())})
     except MlflowException:
         # another process created it between our lookup and create
         exp = client.get_experiment_by_name(name)

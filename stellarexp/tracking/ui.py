@@ -4,7 +4,8 @@ Starts ``mlflow server`` bound to 127.0.0.1 on ``$STELLAREXP_HOME/mlruns/mlflow.
 experiments' artifacts under ``$STELLAREXP_HOME/mlruns/artifacts``. Existing runs keep their
 absolute ``file://`` artifact locations, which the server reads directly (no artifact proxy).
 When ``MLFLOW_TRACKING_URI`` names a remote server, that server already is the UI: its address
-is printed instead.
+is printed instead. For each experiment it prints the address of its runs table opened on
+stellarexp's saved view (the sigmas and the run-defining params as columns).
 
 Safe defaults: the server binds 127.0.0.1 (this machine only) unless ``--host`` or
 ``STELLAREXP_UI_HOST`` says otherwise, and binding another interface without ``--auth`` (MLflow's
@@ -18,7 +19,7 @@ import argparse
 import os
 import sys
 
-from stellarexp.tracking import store
+from stellarexp.tracking import display, store
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -45,6 +46,26 @@ def ui_command(*, uri: str | None = None, host: str | None = None, port: int = 5
             *(["--app-name", "basic-auth"] if auth else [])]
 
 
+def runs_views(uri: str, base: str) -> list[tuple[str, str]]:
+    """``(experiment, address)`` of each active experiment's runs table opened on stellarexp's
+    saved view (added to experiments that lack it; :mod:`stellarexp.tracking.display`).
+
+    Best effort: a store that cannot be read gives an empty list (the UI starts anyway).
+    """
+    from mlflow.entities import ViewType
+
+    try:
+        client = store.connect(uri)
+        # MLflow's own "Default" experiment holds no stellarexp runs
+        experiments = [e for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+                       if e.name != "Default"]
+        for exp in experiments:
+            store.add_runs_view(client, exp)
+    except Exception:  # noqa: BLE001 - the links are a convenience
+        return []
+    return [(e.name, display.view_url(base, e.experiment_id)) for e in experiments]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, print the address and replace this process with the MLflow server."""
     parser = argparse.ArgumentParser(prog="python -m stellarexp.tracking.ui",
@@ -64,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     if uri.startswith("sqlite:///"):
         store.default_artifact_root().mkdir(parents=True, exist_ok=True)
         store.prepare_local(uri)  # a copied or moved store shows its own artifacts
+    views = runs_views(uri, f"http://{args.host}:{args.port}")
     cmd = ui_command(uri=uri, host=args.host, port=args.port, auth=args.auth)
     if args.host not in LOOPBACK and not args.auth:
         print(f"warning: binding {args.host} without --auth: anyone who reaches port {args.port} "
               "can read and change every run (see README, Security)", file=sys.stderr, flush=True)
     print(f"MLflow UI on http://{args.host}:{args.port}  (store {uri}; Ctrl-C stops it)", flush=True)
+    for name, url in views:
+        print(f"  {name}, runs table with the sigmas and run params: {url}", flush=True)
     os.execv(cmd[0], cmd)
     return 0  # not reached
 

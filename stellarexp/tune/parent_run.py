@@ -12,12 +12,12 @@ import contextlib
 import io
 import logging
 
+from stellarexp.tracking.display import STUDY_TAG, TRIAL_TAG, sweep_run_name
 from stellarexp.tune.search_space import quote
 from stellarexp.tune.storages import describe_storage
 
 log = logging.getLogger("stellarexp.sweep")
 
-STUDY_TAG, TRIAL_TAG = "optuna_study", "optuna_trial"
 RUN_ATTR = "mlflow_parent_run_id"
 
 
@@ -66,8 +66,7 @@ class ParentRun:
                     value = OmegaConf.select(cfg, key, default=None)
                     if value is not None:
                         tags[key.split(".")[0]] = str(value)
-                run_id = client.create_run(exp_id, run_name=f"sweep-{study.study_name}"[:250],
-                                           tags=tags).info.run_id
+                run_id = client.create_run(exp_id, run_name=sweep_run_name(cfg), tags=tags).info.run_id
                 study.set_user_attr(RUN_ATTR, run_id)
                 space = {k: p.expression for k, p in plan.space.items()}
                 client.log_text(run_id, yaml.safe_dump(redact({"study": study.study_name, "params": space,
@@ -82,8 +81,9 @@ class ParentRun:
     def trial_overrides(self, number: int) -> list[str]:
         """Overrides that make trial ``number``'s job a child of this run.
 
-        The child run gets no config artifacts: its params hold the config, its ``overrides``
-        tag the job's command line, and this run the study's overrides and search space.
+        The child run logs its config (``config/config.yaml``), its trial's values among its
+        params and its command line in the ``overrides`` tag (no ``config/overrides.yaml``); this
+        run holds the study's overrides and search space.
         """
         return [f"tracking.parent_run_id={self.run_id}",
                 f"++tracking.tags.{STUDY_TAG}={quote(self.study_name)}",

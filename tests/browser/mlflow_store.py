@@ -1,85 +1,128 @@
-"""A small MLflow store for the browser check: a study (parent + child runs), a report run with
-a Markdown table, and a logged figure; plus the UI server started on it.
+"""The store the browser check looks at, written by the project itself on the tiny survey: a
+reproduce run whose children are the 8 baselines and the report (its description holds the
+report's table), and an Optuna study's parent run with 3 trial runs; plus the UI server on it.
+
+``python -m tests.browser.mlflow_store <home> <tiny data folder>`` builds it in a fresh process
+(its own Hydra and MLflow state) and writes ``<home>/store.json``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
+
 EXPERIMENT = "browser-check"
-STUDY = "toy_study-teff"
-REPORT_ROW = "| xgboost | color | 101.5 |"
+MODELS = ("xgboost", "lightgbm", "catboost", "random_forest")
+FIGURE_STEP = "baseline_xgboost_color"  # the one baseline that draws its figure
+COMMON = ["evaluate.bootstrap=20", "+model.params.n_estimators=30", "stage.save_models=false"]
+SWEEP = ["-m", "hydra/sweeper=stellarexp_optuna", "hydra.sweeper.study=random_forest_color",
+         "hydra.sweeper.n_trials=3", "data=synthetic", "data.size=tiny", "target=teff",
+         "evaluate.bootstrap=0", "stage.figure=false", "stage.save_models=false",
+         "stage.predictions=false", "trainer.n_jobs=1", f"tracking.experiment={EXPERIMENT}"]
 
 
 @dataclass
 class Store:
-    """Ids and names of what :func:`build` logged."""
+    """Ids and names of the runs :func:`build` made."""
 
-    home: Path
+    home: str
     experiment_id: str
-    parent_id: str
+    parent_id: str                # the reproduce run
     parent_name: str
-    child_ids: list[str] = field(default_factory=list)
-    child_names: list[str] = field(default_factory=list)
+    baseline_ids: list[str] = field(default_factory=list)
+    baseline_names: list[str] = field(default_factory=list)
     report_id: str = ""
-    report_artifact: str = "report/table.md"
-    figure_artifact: str = "figures/residuals_teff.png"
+    report_artifact: str = "comparison/comparison.md"
+    figure_run_id: str = ""
+    figure_artifact: str = "figures/pred_vs_true.png"
+    sweep_id: str = ""
+    sweep_name: str = ""
+    trial_names: list[str] = field(default_factory=list)
 
 
-def build(home: Path) -> Store:
-    """Write the store under ``home/mlruns`` through the project's own store helpers."""
-    import matplotlib
+def _env(home: Path) -> dict:
+    env = {**os.environ, "STELLAREXP_HOME": str(home),
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "STELLAREXP_UI_HOST"):
+        env.pop(key, None)
+    return env
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
+def build(home: Path, data: Path, timeout: float = 900.0) -> Store:
+    """Write the store under ``home/mlruns`` (``home/data`` links to ``data``, the tiny survey's
+    data folder) in a child process; return what it made."""
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "build.log"
+    with open(log, "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "tests.browser.mlflow_store", str(home), str(data)],
+                              env=_env(home), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the browser store failed ({proc.returncode}):\n"
+                           f"{log.read_text()[-4000:]}")
+    return Store(**json.loads((home / "store.json").read_text()))
+
+
+def _reproduce(home: Path) -> None:
+    """The reproduce of 8 baselines and the report, on the tiny survey."""
+    from omegaconf import open_dict
+
+    from stellarexp import reproduce
+    from stellarexp.config import compose
+
+    cfg = compose("reproduce", ["progress=false", "accelerator=cpu", "experiment=tiny",
+                                f"tracking.experiment={EXPERIMENT}"])
+    steps: dict = {"data": {"stage": "data"}}
+    for features in ("mag", "color"):
+        for model in MODELS:
+            name = f"baseline_{model}_{features}"
+            steps[name] = {"stage": "baseline", "overrides": [
+                f"model={model}", f"features={features}", "target=all", *COMMON,
+                f"stage.figure={str(name == FIGURE_STEP).lower()}"]}
+    steps["report"] = {"stage": "report", "collect": True}
+    with open_dict(cfg):
+        cfg.experiment.steps = steps
+    out = home / "outputs" / "reproduce"
+    out.mkdir(parents=True, exist_ok=True)
+    reproduce.run(cfg, output_dir=out)
+
+
+def _sweep(home: Path) -> None:
+    """Three trials of the shipped random-forest study, through the real entry point."""
+    proc = subprocess.run([sys.executable, "-m", "stellarexp.train", *SWEEP,
+                           f"hydra.sweeper.results_dir={home / 'sweep-results'}"],
+                          env=_env(home), cwd=home, capture_output=True, text=True, timeout=600,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the sweep failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def _describe(home: Path) -> Store:
     from stellarexp.tracking import store
 
-    os.environ["STELLAREXP_HOME"] = str(home)
     client = store.connect(store.default_uri())
-    exp_id = store.ensure_experiment(client, EXPERIMENT, store.default_artifact_root())
-    parent_name = f"sweep-{STUDY}"
-    parent = client.create_run(exp_id, run_name=parent_name,
-                               tags={"optuna_study": STUDY, "stage": "sweep", "sweep_role": "parent"})
-    out = Store(home, exp_id, parent.info.run_id, parent_name)
-    rng = np.random.default_rng(0)
-    for trial in range(3):
-        name = f"baseline-xgboost-color-teff-trial{trial}"
-        child = client.create_run(exp_id, run_name=name,
-                                  tags={"mlflow.parentRunId": parent.info.run_id,
-                                        "optuna_study": STUDY, "optuna_trial": str(trial),
-                                        "stage": "baseline"})
-        client.log_metric(child.info.run_id, "val/sigma_teff", 100 + 10 * rng.random())
-        client.log_param(child.info.run_id, "model.params.max_depth", str(3 + trial))
-        client.set_terminated(child.info.run_id, "FINISHED")
-        out.child_ids.append(child.info.run_id)
-        out.child_names.append(name)
-    client.log_metric(parent.info.run_id, "sweep/best_value", 100.0)
-    client.set_terminated(parent.info.run_id, "FINISHED")
-
-    report = client.create_run(exp_id, run_name="comparison", tags={"stage": "report"})
-    out.report_id = report.info.run_id
-    client.log_text(report.info.run_id, "| model | features | sigma_teff |\n|---|---|---|\n"
-                    f"{REPORT_ROW}\n", out.report_artifact)
-    fig, ax = plt.subplots(figsize=(4, 3))
-    x = rng.normal(5000, 500, 200)
-    ax.scatter(x, x + rng.normal(0, 100, 200), s=4)
-    ax.set_xlabel("APOGEE Teff [K]")
-    ax.set_ylabel("predicted Teff [K]")
-    fig.tight_layout()
-    client.log_figure(report.info.run_id, fig, out.figure_artifact)
-    plt.close(fig)
-    client.set_terminated(report.info.run_id, "FINISHED")
-    return out
+    exp_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    runs = client.search_runs([exp_id], max_results=1000, order_by=["attributes.start_time ASC"])
+    (parent,) = [r for r in runs if r.data.tags.get("stage") == "reproduce"]
+    (sweep,) = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    baselines = [r for r in runs if r.data.tags.get("stage") == "baseline"
+                 and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
+    (report,) = [r for r in runs if r.data.tags.get("stage") == "report"]
+    (figure,) = [r for r in baselines if r.data.tags.get("reproduce_step") == FIGURE_STEP]
+    return Store(str(home), exp_id, parent.info.run_id, parent.info.run_name,
+                 [r.info.run_id for r in baselines], [r.info.run_name for r in baselines],
+                 report.info.run_id, figure_run_id=figure.info.run_id, sweep_id=sweep.info.run_id,
+                 sweep_name=sweep.info.run_name, trial_names=[r.info.run_name for r in trials])
 
 
 def free_port() -> int:
@@ -91,13 +134,10 @@ def free_port() -> int:
 
 def start_ui(home: Path, port: int, log_path: Path, timeout: float = 120.0) -> subprocess.Popen:
     """``python -m stellarexp.tracking.ui`` on 127.0.0.1:``port``; returns once /health answers."""
-    env = {**os.environ, "STELLAREXP_HOME": str(home),
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    for key in ("MLFLOW_TRACKING_URI", "STELLAREXP_UI_HOST"):
-        env.pop(key, None)
     log = open(log_path, "w")  # noqa: SIM115 - closed with the process by the caller's cleanup
     proc = subprocess.Popen([sys.executable, "-m", "stellarexp.tracking.ui", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=_env(home), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -110,3 +150,12 @@ def start_ui(home: Path, port: int, log_path: Path, timeout: float = 120.0) -> s
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError(f"the MLflow UI did not answer within {timeout:.0f} s; see {log_path}")
+
+
+if __name__ == "__main__":
+    home_dir, data_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    if not (home_dir / "data").exists():
+        (home_dir / "data").symlink_to(data_dir)
+    _reproduce(home_dir)
+    _sweep(home_dir)
+    (home_dir / "store.json").write_text(json.dumps(asdict(_describe(home_dir)), indent=1))

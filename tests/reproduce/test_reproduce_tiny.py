@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.reproduce import reproduce, unregistered_steps
 from tests.support.train import isolated_env
@@ -121,7 +122,12 @@ def test_paper_experiment_starts_on_cpu(repro_home, tmp_path):
     run = mlflow.MlflowClient().get_run(results["backbone_teff"].run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
-    # the paper's network: 10 GPSA + 2 MHSA blocks, 4-px patches, ConViT-tiny width
-    assert (params["model.depth"], params["model.local_up_to_layer"], params["model.patch_size"],
-            params["model.embed_dim_per_head"]) == ("12", "10", "4", "48")
-    assert params["trainer.accelerator"] == "cpu" and "val/sigma_teff" in run.data.metrics
+    assert (params["model.arch"], params["trainer.name"]) == ("paper", "cpu")
+    # the paper's network: 10 GPSA + 2 MHSA blocks, 4-px patches, ConViT-tiny width (the
+    # resolved config is the run's config/config.yaml; the params name the preset)
+    config = yaml.safe_load(Path(mlflow.MlflowClient().download_artifacts(
+        run.info.run_id, "config/config.yaml", str(tmp_path / "dl"))).read_text())
+    model = config["model"]
+    assert (model["depth"], model["local_up_to_layer"], model["patch_size"],
+            model["embed_dim_per_head"]) == (12, 10, 4, 48)
+    assert config["trainer"]["accelerator"] == "cpu" and "val/sigma_teff" in run.data.metrics

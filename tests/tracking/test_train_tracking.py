@@ -131,7 +131,8 @@ def noop(cfg, run):
 
 def test_sweep_child_run_costs_few_requests(home, tmp_path, monkeypatch):
     """A trial's run (parent given, config artifacts off): created with its tags, params and
-    metrics in one request, no second look-up of experiment or parent, no artifact."""
+    metrics in one request, no second look-up of experiment or parent, one artifact (its
+    config)."""
     from mlflow import MlflowClient
 
     from stellarexp import train
@@ -153,15 +154,18 @@ def test_sweep_child_run_costs_few_requests(home, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "run",
                         lambda cfg: (in_job.append(1), job_run(cfg), in_job.clear())[1])
     value, run = run_job(job, tmp_path / "second")
-    assert [n for n, _ in calls] == ["log_batch"]  # no experiment, parent or artifact request
+    # no experiment or parent request; the config file (log_text uploads it with log_artifact),
+    # then params and metrics together
+    assert [n for n, _ in calls] == ["log_text", "log_artifact", "log_batch"]
     (batch,) = [k for n, k in calls if n == "log_batch"]
     assert {m.key for m in batch["metrics"]} == {"val/sigma_teff"}
-    assert {"stage.name", "tracking.parent_run_id"} <= {p.key for p in batch["params"]}
+    keys = {p.key for p in batch["params"]}
+    assert "stage.name" in keys and not [k for k in keys if k.startswith("tracking.")]
     assert value == 1.5 and run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["optuna_trial"] == "3"
     assert "stage.name=noop" in run.data.tags["overrides"]  # the command line, as a tag
     assert run.data.params["stage.name"] == "noop" and run.data.metrics == {"val/sigma_teff": 1.5}
-    assert client.list_artifacts(run.info.run_id) == []
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]
 
 
 def test_experiment_deleted_between_jobs_is_restored(home, tmp_path, monkeypatch):
@@ -250,9 +254,11 @@ def test_run_params_leave_out_the_size_table_and_group_per_band_settings():
 
     from stellarexp.tracking.params import run_params
 
-    params = run_params({"data": {"size": "tiny", "sizes": {"tiny": {"n_fields": 2}},
-                                  "zp": {"u": 0.02, "g": 0.01, "r": 0.01, "i": 0.01, "z": 0.02},
-                                  "mixed": {"u": 1, "x": 2}}})
+    cfg = {"data": {"name": "synthetic", "size": "tiny", "sizes": {"tiny": {"n_fields": 2}},
+                    "zp": {"u": 0.02, "g": 0.01, "r": 0.01, "i": 0.01, "z": 0.02},
+                    "mixed": {"u": 1, "x": 2}}}
+    params = run_params(cfg, ["data.zp.u=0.02", "data.mixed=..."])
     assert "data.sizes.tiny.n_fields" not in params and params["data.size"] == "tiny"
+    # an override of one band logs the band's whole setting, as one JSON value
     assert json.loads(params["data.zp"]) == {"u": 0.02, "g": 0.01, "r": 0.01, "i": 0.01, "z": 0.02}
     assert params["data.mixed.u"] == "1" and params["data.mixed.x"] == "2"  # not a per-band setting

@@ -63,6 +63,7 @@ def test_baseline_study_with_parent_and_children(tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'home/mlruns/mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     (parent,) = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+    assert parent.info.run_name == "sweep baseline random_forest color teff"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["optuna_trial"] for r in children) == ["0", "1", "2"]
     assert all(r.data.tags["optuna_study"] == name and r.data.tags["optuna_state"] == "COMPLETE"
@@ -71,12 +72,14 @@ def test_baseline_study_with_parent_and_children(tmp_path):
     for t in trials:  # the value Optuna holds is the child run's logged metric
         child = by_trial[t.number]
         assert child.data.metrics["val/sigma_teff"] == pytest.approx(t.value)
-        # the trial's values are in its params, its command line in a tag; no config artifacts
+        # the trial's values are in its params, its command line in a tag, its whole config in
+        # config/config.yaml; its name says which trial it is
         for key, value in t.params.items():
             assert float(child.data.params[key]) == pytest.approx(value)
         assert f"hydra.sweeper.trial_number={t.number}" not in child.data.tags["overrides"]
         assert "model=random_forest" in child.data.tags["overrides"]
-        assert not [a for a in client.list_artifacts(child.info.run_id) if a.path == "config"]
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "config")] == ["config/config.yaml"]
+        assert child.info.run_name == f"baseline random_forest color teff trial {t.number}"
     assert parent.data.tags["sweep_metric"] == "val/sigma_teff"
     assert parent.data.tags["best_run_id"] == by_trial[study.best_trial.number].info.run_id
     assert parent.data.metrics["sweep/best_value"] == pytest.approx(study.best_value)
