@@ -28,6 +28,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 
 import argparse
 import ast
+import importlib
+import importlib.util
 import json
 import re
 import sys
@@ -35,6 +37,11 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+
+from stellarexp import sdss
+from stellarexp.sdss.frames import read_frame
 
 BENCHMARKS: dict[str, Callable[[list[str]], dict]] = {}
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {}  # name -> builds its parser
@@ -142,9 +149,6 @@ def whole_frame_cutouts(frames: dict, stars, cfg) -> object:
 
     No reject rules are applied (that only flatters the alternative). Returns ``[N, 5, n, n]``.
     """
-    import numpy as np
-
-    from stellarexp import sdss
     from stellarexp.data.cutouts import _reproject_fn, crop_origin
 
     fr = frames[sdss.REFERENCE_BAND]
@@ -213,13 +217,10 @@ def bench_cutouts(argv: list[str]) -> dict:
     """
     args = cutouts_parser().parse_args(argv)
     cpu = pin_one_core()
-    import numpy as np
 
-    from stellarexp import sdss
     from stellarexp.data import catalog, realcheck
     from stellarexp.data.cutouts import CutoutConfig, cut_field
     from stellarexp.sdss.calibobj import load_calibobj
-    from stellarexp.sdss.frames import read_frame
 
     field_dir = args.field_dir or default_field_dir()
     paths, calibobj = realcheck.locate_field(field_dir, args.run, args.camcol, args.field)
@@ -272,8 +273,6 @@ def available() -> list[str]:
 
 
 def _load_plugin(name: str) -> None:
-    import importlib
-
     module = PLUGIN_MODULES.get(name, f"stellarexp.benches.{name}")
     try:
         importlib.import_module(module)
@@ -293,7 +292,6 @@ def _source_file(name: str) -> Path | None:
     if module is None:
         path = Path(__file__).resolve().parent / "benches" / f"{name}.py"
         return path if path.is_file() else None
-    import importlib.util
 
     try:
         spec = importlib.util.find_spec(module)  # imports the parent packages only

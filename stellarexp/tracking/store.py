@@ -11,13 +11,18 @@ artifact location.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sqlite3
 from pathlib import Path
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from stellarexp import home as _home
+from stellarexp.tracking.relocate import relocate
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,6 @@ _RELOCATED: set[str] = set()
 
 def _relocate_once(db: Path) -> None:
     """Point a copied or moved store's recorded locations at its folder (once per process)."""
-    from stellarexp.tracking.relocate import relocate
-
     key = str(db)
     if key in _RELOCATED:
         return
@@ -92,9 +95,6 @@ def _use_wal(path: Path) -> None:
     the database file, so every later connection (MLflow's own included) uses it. Best effort: a
     database busy in another process keeps its mode and is switched by a later call.
     """
-    import contextlib
-    import sqlite3
-
     key = str(path)
     if key in _WAL_DONE:
         return
@@ -110,8 +110,6 @@ def _use_wal(path: Path) -> None:
 
 def connect(uri: str | None = None):
     """Point mlflow at the resolved URI and return an ``MlflowClient`` for it."""
-    import mlflow
-
     uri = resolve_uri(uri)
     if is_local(uri):
         prepare_local(uri)
@@ -136,8 +134,6 @@ def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str
         ``None``: beside a SQLite database (``<its folder>/artifacts``), so a store moves with
         its artifacts; for a tracking server, where the server puts them.
     """
-    from mlflow.exceptions import MlflowException
-
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
