@@ -46,6 +46,8 @@ LIGHT_PATHS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
     "python -m stellarexp.report --help": (("stellarexp.report",), _ALL),
     "python -m stellarexp.bench --help": (("stellarexp.bench",), _ALL),
     "python -m stellarexp.data --help": (("stellarexp.data.__main__",), _ALL),
+    "python -m stellarexp.bench train|sweep --help": (("stellarexp.benches.train",
+                                                       "stellarexp.benches.sweep"), _ALL),
     # the stellarexp modules hydra_plugins imports at its top are added by the test
     "Hydra's plugin scan (every Hydra start)": ((), _ALL),
     "python -m stellarexp.train stage=baseline": (("stellarexp.train", "stellarexp.stages.baseline"),

@@ -42,21 +42,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.profilers import Profiler
 
 from stellarexp.bench import new_parser, plain_details, register
 from stellarexp.config import compose
-from stellarexp.data.datamodule import StarDataModule
-from stellarexp.data.dataset import DatasetContent, write_dataset
-from stellarexp.models.convit import ConvitRegressor, arch_kwargs
-from stellarexp.models.image_module import BackboneModule
-from stellarexp.stages import image_common as ic
 from stellarexp.stages import targets_of
 
 TARGET_RATIO = 1.2
@@ -66,6 +55,10 @@ _FETCH = "train_dataloader_next"  # Lightning's profiler action around the loade
 def write_random_dataset(path: Path, n: int, seed: int = 0) -> Path:
     """A dataset file of ``n`` random stars: noisy cutouts with a blob whose flux follows the
     magnitudes, and labels drawn independently (only throughput is measured on it)."""
+    import pandas as pd
+
+    from stellarexp.data.dataset import DatasetContent, write_dataset
+
     rng = np.random.default_rng(seed)
     stars = pd.DataFrame({"star_id": [f"bench-{i:06d}" for i in range(n)],
                           "teff": rng.uniform(3800.0, 7000.0, n),
@@ -85,6 +78,8 @@ def write_random_dataset(path: Path, n: int, seed: int = 0) -> Path:
 
 
 def _device(cfg):
+    import torch
+
     accel = str(cfg.trainer.accelerator).lower()
     if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
@@ -94,12 +89,19 @@ def _device(cfg):
 def _sync(cuda: bool) -> float:
     """``perf_counter`` after the device has finished its queued work."""
     if cuda:
+        import torch
+
         torch.cuda.synchronize()
     return time.perf_counter()
 
 
 def _bare_step(arch: dict, targets, cfg, device, batch_size: int):
     """A function running one training step of a fresh network on one in-memory batch."""
+    import torch
+    import torch.nn.functional as F
+
+    from stellarexp.models.convit import ConvitRegressor
+
     st = cfg.stage
     model = ConvitRegressor(targets, **arch).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=float(st.lr), weight_decay=float(st.weight_decay))
@@ -131,6 +133,9 @@ def _bare_step(arch: dict, targets, cfg, device, batch_size: int):
 def _make_interleaver(bare_step, *, batch_size: int, warmup: int, steps: int, settle: int,
                       cuda: bool):
     """(profiler, callback) that time the loader steps and run the bare rounds between them."""
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.profilers import Profiler
+
     class FetchClock(Profiler):
         """Duration of each of the fit loop's ``next()`` calls on the training loader."""
 
@@ -329,6 +334,13 @@ def bench_train(argv: list[str]) -> dict:
     load0 = os.getloadavg()[0]
 
     cfg = compose("train", ["stage=backbone", "model=convit", *args.overrides])
+    import lightning as L
+    import torch
+
+    from stellarexp.data.datamodule import StarDataModule
+    from stellarexp.models.convit import arch_kwargs
+    from stellarexp.models.image_module import BackboneModule
+    from stellarexp.stages import image_common as ic
 
     ic.require_convit(cfg)
     threads = int(args.threads or cfg.trainer.n_jobs or 1)

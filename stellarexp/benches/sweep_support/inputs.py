@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from stellarexp.io_utils import write_csv_atomic
 
@@ -40,6 +39,8 @@ def write_star_table(path: Path, n: int, seed: int = 0) -> Path:
     Path
         ``path``.
     """
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     teff = rng.uniform(3800.0, 7000.0, n)
     logg = rng.uniform(0.5, 5.0, n)

@@ -10,10 +10,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-
 
 @dataclass(frozen=True)
 class TrialTimes:
@@ -44,6 +40,10 @@ def read_trials(journal: Path) -> list[TrialTimes]:
     RuntimeError
         When the journal holds no study or more than one.
     """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
     storage = JournalStorage(JournalFileBackend(str(journal)))
     names = optuna.get_all_study_names(storage)
     if len(names) != 1:
