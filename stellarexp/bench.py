@@ -28,6 +28,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 
 import argparse
 import ast
+import importlib
+import importlib.util
 import json
 import re
 import sys
@@ -112,8 +114,6 @@ def available() -> list[str]:
 
 
 def _load_plugin(name: str) -> None:
-    import importlib
-
     module = PLUGIN_MODULES.get(name, f"stellarexp.benches.{name}")
     try:
         importlib.import_module(module)
@@ -133,7 +133,6 @@ def _source_file(name: str) -> Path | None:
     if module is None:
         path = Path(__file__).resolve().parent / "benches" / f"{name}.py"
         return path if path.is_file() else None
-    import importlib.util
 
     try:
         spec = importlib.util.find_spec(module)  # imports the parent packages only

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
+import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from stellarexp import home as _home
+from stellarexp.constants import LABELS
 
 
 class ConfigError(ValueError):
@@ -13,17 +22,12 @@ class ConfigError(ValueError):
 
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun (``-m``: a grid or an Optuna sweep)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
 
 def job_tag() -> str:
     """``<host>-<pid>`` of this process: part of every job's output folder, so two jobs started
     in the same second (here or on another machine sharing the home) never share one."""
-    import os
-    import socket
-
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -31,12 +35,8 @@ def help_text(what: str) -> str:
     """Facts the ``--help`` pages quote, from their one source: ``targets`` (the labels) or
     ``studies`` (the shipped Optuna studies and their trial budgets, ``stellarexp/studies/``)."""
     if what == "targets":
-        from stellarexp.constants import LABELS
-
         return f"all (default), {', '.join(LABELS)}, or a list such as target=[teff,fe_h]"
     if what == "studies":
-        import yaml
-
         parts = []
         for path in sorted(_home.studies_dir().glob("*.yaml")):
             if path.stem == "defaults":
@@ -68,9 +68,6 @@ def compose(config_name: str, overrides: list[str] | None = None):
     overrides : list of str, optional
         Hydra command-line style overrides (``data.size=tiny``).
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     register_resolvers()
     with initialize_config_dir(config_dir=str(_home.conf_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from stellarexp.train import main as train_main
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the report stage with ``argv`` (default: the command line) as overrides."""
@@ -15,7 +17,6 @@ def main(argv: list[str] | None = None) -> None:
     if any(a.startswith(("stage=", "+stage=", "~stage")) for a in args):
         raise SystemExit("stellarexp.report always runs stage=report; use stellarexp.train for others")
     sys.argv = [sys.argv[0], "stage=report", "hydra/help=report", *args]
-    from stellarexp.train import main as train_main
 
     train_main()
 

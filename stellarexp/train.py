@@ -20,17 +20,27 @@ import sys
 import tempfile
 import warnings
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from stellarexp import stages
+from stellarexp.config import ConfigError, in_multirun, register_resolvers
+from stellarexp.home import conf_dir, outputs_dir
+from stellarexp.sdss.frames import FrameError
+from stellarexp.stages.checks import check_stage
+from stellarexp.tracking.diskfull import ArtifactStoreFull
+from stellarexp.tracking.redact import install_log_redaction
+from stellarexp.tune.studies import SweepError
+
 log = logging.getLogger("stellarexp.train")
 
 
 def _job_info() -> tuple[str, list[str]]:
     """The job's output directory and command-line overrides (outside Hydra: a fresh folder)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         return str(hc.runtime.output_dir), list(hc.overrides.task)
-    from stellarexp.home import outputs_dir
 
     outputs_dir().mkdir(parents=True, exist_ok=True)
     return tempfile.mkdtemp(prefix="job-", dir=outputs_dir()), []
@@ -49,12 +59,6 @@ def run(cfg) -> float | None:
     float or None
         The value of ``optimized_metric`` (``None`` when the stage did not produce it).
     """
-    from omegaconf import OmegaConf
-
-    from stellarexp import stages
-    from stellarexp.config import in_multirun, register_resolvers
-    from stellarexp.stages.checks import check_stage
-    from stellarexp.tracking.redact import install_log_redaction
     from stellarexp.tracking.runs import tracked_run
 
     register_resolvers()
@@ -101,7 +105,6 @@ class _ShowOnce:
     """A ``warnings.showwarning`` that shows each (category, text) once. Python's ``once``
     filter cannot do it: every ``catch_warnings`` block (the libraries enter many per job)
     resets what was shown."""
-
     def __init__(self, show):
         self.show, self.seen = show, set()
 
@@ -114,13 +117,9 @@ class _ShowOnce:
 
 def _user_error(exc: BaseException) -> bool:
     """True for the project's "bad input" errors, whose message says what to fix."""
-    from stellarexp.config import ConfigError
     from stellarexp.data.catalog_files import CatalogError
     from stellarexp.data.dataset import DatasetError
     from stellarexp.data.pipeline import UserInputError
-    from stellarexp.sdss.frames import FrameError
-    from stellarexp.tracking.diskfull import ArtifactStoreFull
-    from stellarexp.tune.studies import SweepError
 
     known = (CatalogError, ConfigError, DatasetError, FrameError, UserInputError, SweepError,
              ArtifactStoreFull)
@@ -134,8 +133,6 @@ def _task(cfg) -> float | None:
     except Exception as exc:
         # bad input in a single run: the message, not a traceback (the run is already FAILED
         # with the traceback logged). In a multirun the launcher or sweeper records the error.
-        from stellarexp.config import in_multirun
-
         multirun = in_multirun()
         full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"  # Hydra's switch for tracebacks
         if multirun or full_error or not _user_error(exc):
@@ -147,11 +144,6 @@ def _task(cfg) -> float | None:
 
 def main() -> None:
     """Console entry point (Hydra reads ``sys.argv``)."""
-    import hydra
-
-    from stellarexp.config import register_resolvers
-    from stellarexp.home import conf_dir
-
     register_resolvers()
     app = hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_task)
     app()

@@ -28,7 +28,14 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from stellarexp import sdss
 from stellarexp.bench import REPO_ROOT, new_parser, pin_one_core, register
+from stellarexp.data import catalog, realcheck
+from stellarexp.data.cutouts import CutoutConfig, _reproject_fn, crop_origin, cut_field
+from stellarexp.sdss.calibobj import load_calibobj
+from stellarexp.sdss.frames import read_frame
 
 TARGETS = {"cutout_stars_per_s": 20.0, "ratio": 20.0}
 FIXTURE = REPO_ROOT / "tests" / "data" / "sdss_4510_4_30"
@@ -70,11 +77,6 @@ def whole_frame_cutouts(frames: dict, stars, cfg) -> object:
 
     No reject rules are applied (that only flatters the alternative). Returns ``[N, 5, n, n]``.
     """
-    import numpy as np
-
-    from stellarexp import sdss
-    from stellarexp.data.cutouts import _reproject_fn, crop_origin
-
     fr = frames[sdss.REFERENCE_BAND]
     project = _reproject_fn(cfg)
     aligned = {b: (fr.image if b == sdss.REFERENCE_BAND else
@@ -139,8 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def field_facts(field_dir: Path, source: str, shape) -> dict:
     """Which field the run used and whether its frames are cropped (smaller than SDSS's)."""
-    from stellarexp import sdss
-
     cropped = list(shape) != [sdss.NAXIS2, sdss.NAXIS1]
     return {"field_dir": str(field_dir), "field_source": source, "frame_shape": list(shape),
             "cropped": cropped}
@@ -164,13 +164,7 @@ def bench_cutouts(argv: list[str]) -> dict:
     """
     args = build_parser().parse_args(argv)
     cpu = pin_one_core()
-    import numpy as np
 
-    from stellarexp import sdss
-    from stellarexp.data import catalog, realcheck
-    from stellarexp.data.cutouts import CutoutConfig, cut_field
-    from stellarexp.sdss.calibobj import load_calibobj
-    from stellarexp.sdss.frames import read_frame
 
     field_dir, source = (args.field_dir, "--field-dir") if args.field_dir else default_field_dir()
     paths, calibobj = realcheck.locate_field(field_dir, args.run, args.camcol, args.field)

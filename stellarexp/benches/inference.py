@@ -25,18 +25,19 @@ import argparse
 import os
 import time
 
+import torch
+
 from stellarexp.bench import new_parser, pin_one_core, register
+from stellarexp.config import compose
+from stellarexp.models.convit import build_convit
+from stellarexp.models.image_module import HeadModule
+from stellarexp.stages.image_common import plain
 
 TARGET_RATIO = 50.0
 
 
 def build_models(arch: str = "cpu", hidden=None, targets=("teff", "logg", "fe_h")):
     """A ConViT backbone of preset ``arch`` (``stellarexp/conf/model/convit.yaml``) and a Bayesian head."""
-    from stellarexp.config import compose
-    from stellarexp.models.convit import build_convit
-    from stellarexp.models.image_module import HeadModule
-    from stellarexp.stages.image_common import plain
-
     cfg = compose("train", ["model=convit", f"model.arch={arch}", "stage=head"])
     backbone = build_convit(plain(cfg.model), list(targets)).eval()
     head = HeadModule(backbone.embed_dim, list(targets), n_train=1000,
@@ -118,7 +119,6 @@ def bench_inference(argv: list[str]) -> dict:
     """
     args = build_parser().parse_args(argv)
     cpu = pin_one_core() if args.threads == 1 else None
-    import torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -44,6 +44,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+
+from stellarexp import stages, train
 from stellarexp.bench import REPO_ROOT, new_parser, plain_details, register
 from stellarexp.benches.sweep_support.inputs import fixed_params, write_star_table
 from stellarexp.benches.sweep_support.trial_times import (
@@ -97,7 +100,6 @@ def noop_stage(cfg, run) -> dict[str, float]:
         time.sleep(delay)
     value = (float(cfg.stage.get("x", 0.0)) - 1.0) ** 2
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
-    from hydra.core.hydra_config import HydraConfig
 
     number = HydraConfig.get().sweeper.get("trial_number") if HydraConfig.initialized() else None
     _log_time(number, "objective", elapsed)
@@ -187,8 +189,6 @@ def app_main(argv: Sequence[str]) -> None:
     argv : sequence of str
         The entry point's arguments (``-m`` and Hydra overrides).
     """
-    from stellarexp import stages, train
-
     stages.register(NOOP_STAGE, f"{__name__}:noop_stage")
     if os.environ.get(TIMES_ENV):
         _instrument()

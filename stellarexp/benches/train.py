@@ -42,7 +42,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from stellarexp.bench import new_parser, plain_details, register
+from stellarexp.config import compose
+from stellarexp.stages import targets_of
 
 TARGET_RATIO = 1.2
 _FETCH = "train_dataloader_next"  # Lightning's profiler action around the loader's next()
@@ -51,7 +55,6 @@ _FETCH = "train_dataloader_next"  # Lightning's profiler action around the loade
 def write_random_dataset(path: Path, n: int, seed: int = 0) -> Path:
     """A dataset file of ``n`` random stars: noisy cutouts with a blob whose flux follows the
     magnitudes, and labels drawn independently (only throughput is measured on it)."""
-    import numpy as np
     import pandas as pd
 
     from stellarexp.data.dataset import DatasetContent, write_dataset
@@ -329,7 +332,6 @@ def bench_train(argv: list[str]) -> dict:
 
     t_start = time.perf_counter()
     load0 = os.getloadavg()[0]
-    from stellarexp.config import compose
 
     cfg = compose("train", ["stage=backbone", "model=convit", *args.overrides])
     import lightning as L
@@ -339,7 +341,6 @@ def bench_train(argv: list[str]) -> dict:
     from stellarexp.models.convit import arch_kwargs
     from stellarexp.models.image_module import BackboneModule
     from stellarexp.stages import image_common as ic
-    from stellarexp.stages import targets_of
 
     ic.require_convit(cfg)
     threads = int(args.threads or cfg.trainer.n_jobs or 1)

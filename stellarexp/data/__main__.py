@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import sys
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from stellarexp import train
+from stellarexp.config import compose
+
 COMMANDS = ("simulate", "build", "describe", "realism")
 USAGE = f"""usage: python -m stellarexp.data {{{'|'.join(COMMANDS)}}} [key=value ...]
 
@@ -41,10 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from stellarexp.config import compose
 
     if command == "realism":
         return _realism(overrides)
@@ -77,11 +79,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _realism(overrides: list[str]) -> int:
     """The realism report as one tracked job of ``stage=realism``."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from stellarexp import train
-    from stellarexp.config import compose
     from stellarexp.data import pipeline
     from stellarexp.survey.realism.anchors import AnchorError
 

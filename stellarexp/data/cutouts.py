@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from stellarexp import sdss
 from stellarexp.data.cutout_checks import core_check, neighbour_check, position_check, sigma_cut
@@ -366,8 +367,6 @@ def build_cutouts(stars_df: pd.DataFrame, frame_root, config: CutoutConfig | Non
         A field whose frames are missing or unreadable rejects each of its stars with reason
         ``missing_frame`` or ``bad_frame`` naming the file; the build continues.
     """
-    from tqdm.auto import tqdm
-
     cfg = config or CutoutConfig()
     missing_cols = [c for c in ("star_id", "run", "camcol", "field", "ra", "dec") if c not in stars_df]
     if missing_cols:

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import yaml
 
+from stellarexp import __version__
 from stellarexp.home import conf_dir
 from stellarexp.io_utils import atomic_path
 from stellarexp.sdss import BANDS
@@ -135,8 +137,6 @@ def write_dataset(path, content: DatasetContent) -> str:
     content : DatasetContent
         Images ``[N, 5, 48, 48]`` and the star table (N rows, must contain ``star_id``).
     """
-    import h5py
-
     stars = content.stars.reset_index(drop=True).copy()
     images = np.asarray(content.images, dtype=np.float32)
     if images.ndim != 4 or images.shape[1] != len(BANDS):
@@ -173,7 +173,6 @@ def write_dataset(path, content: DatasetContent) -> str:
         h5.attrs["label_free"] = bool(content.label_free)
         h5.attrs["bands"] = "".join(BANDS)
         h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        from stellarexp import __version__
 
         h5.attrs["stellarexp_version"] = __version__
         for k, v in content.extra_attrs.items():
@@ -203,8 +202,6 @@ def _save(path: Path, data: memoryview) -> None:
 def open_dataset(path):
     """Open a dataset file read-only (h5py ``File``), with a clear :class:`DatasetError` when it
     is missing or not an HDF5 file."""
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise DatasetError(

@@ -10,13 +10,20 @@ stages (:func:`ensure_dataset`) call.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from stellarexp import sdss
 from stellarexp.constants import LABELS
+from stellarexp.data import catalog, catalog_files, cutouts
 from stellarexp.data import dataset as ds
 from stellarexp.sdss import BANDS
 
@@ -46,7 +53,6 @@ def source_of(data_cfg):
     spec = data_cfg.get("source")
     if spec in (None, "", "null"):
         return None
-    from hydra.utils import instantiate
 
     return instantiate(spec)
 
@@ -79,8 +85,6 @@ def build(data_cfg, *, progress: bool = True, force: bool = False) -> Path:
     pathlib.Path
         The dataset file.
     """
-    from stellarexp.data import catalog, catalog_files, cutouts
-
     out = dataset_path(data_cfg)
     source = source_of(data_cfg)
     prepare_source(data_cfg, progress=progress)
@@ -149,11 +153,6 @@ def inputs_fingerprint(data_cfg) -> str:
 
     A dataset whose stored hash differs is stale and gets rebuilt by :func:`build`.
     """
-    import hashlib
-    import json
-
-    from omegaconf import OmegaConf
-
     parts: dict = {"cutouts": OmegaConf.to_container(data_cfg.get("cutouts", {}) or {}, resolve=True)}
     source = source_of(data_cfg)
     if source is not None:
@@ -187,9 +186,6 @@ def frames_signature(data_cfg) -> list | None:
 
     Part of the input fingerprint: replacing a broken frame makes the next build rebuild.
     """
-    from stellarexp import sdss
-    from stellarexp.data import catalog_files
-
     cross, root = data_cfg.get("crossmatch"), data_cfg.get("frame_root")
     if cross in (None, "???") or root in (None, "???") or not Path(str(cross)).is_file():
         return None
@@ -208,16 +204,12 @@ def frames_signature(data_cfg) -> list | None:
 
 
 def _concat_rejects(*tables):
-    import pandas as pd
-
     parts = [t[["star_id", "reason", "detail"]] for t in tables if t is not None and len(t)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["star_id", "reason", "detail"])
 
 
 def _attach_truth(stars, truth_path: Path):
     """Join the simulator's true labels (diagnostics: the label-noise floor) by apstar_id."""
-    import pandas as pd
-
     truth = pd.read_csv(truth_path)
     keep = ["apstar_id"] + [c for c in ("teff_true", "logg_true", "fe_h_true") if c in truth]
     if "apstar_id" not in stars:

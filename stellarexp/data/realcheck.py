@@ -18,12 +18,16 @@ then :func:`cutouts.cut_field`). On the accepted cutouts:
 
 from __future__ import annotations
 
+import argparse
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.stats import sigma_clipped_stats
+from photutils.centroids import centroid_2dg
 
 from stellarexp import sdss
 from stellarexp.data import catalog
@@ -105,8 +109,6 @@ def locate_field(field_dir, run: int, camcol: int, field: int) -> tuple[dict, Pa
 
 
 def _background(img: np.ndarray, x: float, y: float, r_in: float, r_out: float) -> float:
-    from astropy.stats import sigma_clipped_stats
-
     yy, xx = np.indices(img.shape)
     rr = np.hypot(xx - x, yy - y)
     ring = img[(rr >= r_in) & (rr <= r_out)]
@@ -118,8 +120,6 @@ def _background(img: np.ndarray, x: float, y: float, r_in: float, r_out: float) 
 
 def centroid(img: np.ndarray, x: float, y: float, box: int = 9) -> tuple[float, float]:
     """2-D Gaussian centroid of ``img`` in a ``box`` around ``(x, y)`` (0-based, local sky removed)."""
-    from photutils.centroids import centroid_2dg
-
     h = box // 2
     if not (np.isfinite(x) and np.isfinite(y)):
         return np.nan, np.nan
@@ -323,9 +323,6 @@ def check_field(field_dir=FIXTURE_DIR, *, run: int = 4510, camcol: int = 4, fiel
 
 def main(argv=None) -> None:
     """``python -m stellarexp.data.realcheck [FIELD_DIR] [--flags paper|saturated]``: print the numbers."""
-    import argparse
-    import json
-
     ap = argparse.ArgumentParser(description="alignment and photometry of the cutout step on a real SDSS field")
     ap.add_argument("field_dir", nargs="?", default=str(FIXTURE_DIR))
     ap.add_argument("--flags", choices=("paper", "saturated"), default="paper",

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -270,8 +271,6 @@ class StarImageDataset(Dataset):
         # One handle per process, opened on first use; never reuse one inherited by fork.
         pid = os.getpid()
         if self._h5 is None or self._h5_pid != pid:
-            import h5py
-
             self._h5 = h5py.File(self.path, "r")
             self._h5_pid = pid
         return self._h5

@@ -17,8 +17,17 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.constants import LABELS
-from stellarexp.data.dataset import DatasetError, fold_of, split_mask
+from stellarexp.data.dataset import (
+    DatasetError,
+    fingerprint,
+    fold_of,
+    read_attrs,
+    read_stars,
+    split_mask,
+)
 from stellarexp.data.features import ADJACENT_COLORS, COLOR_FEATURES, complete_colors
+from stellarexp.data.pipeline import ensure_dataset  # simulates + builds when absent
+from stellarexp.data.units import check_label_units  # Teff in kK or log10: stop here
 from stellarexp.sdss import BANDS, LABEL_SENTINEL
 
 log = logging.getLogger(__name__)
@@ -247,7 +256,6 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
     if skipped:
         log.info("%s has no column for labels %s (%s); the targets %s do not need them",
                  path, skipped, labels_key, list(targets))
-    from stellarexp.data.units import check_label_units  # Teff in kK or log10: stop here
 
     check_label_units({k: out[k] for k in read}, f"table {path}", labels, error=DatasetError)
     if split_col:
@@ -269,16 +277,12 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
     else:
         out["fold"] = fold_of(out["star_id"])
 
-    from stellarexp.data.dataset import fingerprint
-
     fp = fingerprint(np.zeros((0, len(BANDS), 0, 0), np.float32), out)
     return StarTable(stars=out, name=name, fingerprint=fp, path=path)
 
 
 def read_dataset_stars(path, name: str | None = None) -> StarTable:
     """The star table of an HDF5 dataset file (no images), with the file's own fingerprint."""
-    from stellarexp.data.dataset import read_attrs, read_stars
-
     attrs = read_attrs(path)
     return StarTable(stars=read_stars(path), name=name or str(attrs.get("name", "dataset")),
                      fingerprint=str(attrs.get("fingerprint", "unknown")), path=Path(path))
@@ -300,7 +304,5 @@ def load_stars(data_cfg, targets: Sequence[str] = ()) -> StarTable:
                           hdu=data_cfg.get("hdu", 1), name=name, targets=targets)
     path = Path(str(data_cfg["dataset_path"]))
     if name == "synthetic":
-        from stellarexp.data.pipeline import ensure_dataset  # simulates + builds when absent
-
         path = Path(ensure_dataset(data_cfg))
     return read_dataset_stars(path, name)

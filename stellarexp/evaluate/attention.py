@@ -15,6 +15,7 @@ Both are averaged over heads and reshaped to the patch grid.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def attention_maps(model, images) -> tuple[np.ndarray, list[str]]:
@@ -34,8 +35,6 @@ def attention_maps(model, images) -> tuple[np.ndarray, list[str]]:
     names : list of str
         ``"GPSA 0"``, ..., ``"MHSA 5"``.
     """
-    import torch
-
     net = model.net
     grid = round(net.patch_embed.num_patches ** 0.5)
     captured: list = [None] * len(net.blocks)

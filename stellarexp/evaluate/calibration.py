@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import norm
 
 METHODS = ("variance", "conformal", "none")
 VERSION = 1
@@ -38,10 +39,19 @@ MAX_STORED_SCORES = 10_000
 every score (the finite-sample correction still uses the true count)."""
 
 
+def recalibration_settings(cfg) -> tuple[str, float]:
+    """``(method, level)`` from ``stage.recalibration`` (``stellarexp/conf/stage/head.yaml``,
+    which the logg stages inherit)."""
+    rcfg = cfg.stage.recalibration
+    method = str(rcfg.method or "none")
+    level = float(rcfg.level)
+    if method not in METHODS:
+        raise ValueError(f"stage.recalibration.method must be one of {METHODS}, got {method!r}")
+    return method, level
+
+
 def z_value(level: float) -> float:
     """Half-width in standard deviations of the central Gaussian interval of ``level``."""
-    from scipy.stats import norm
-
     _check_level(level)
     return float(norm.ppf(0.5 + level / 2.0))
 

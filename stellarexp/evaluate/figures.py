@@ -20,13 +20,28 @@ function                     figure
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import gaussian_kde
+
+from stellarexp.io_utils import atomic_path
 
 UNITS = {"teff": "K", "logg": "dex", "fe_h": "dex"}
 LABEL_TEX = {"teff": r"$T_\mathrm{eff}$", "logg": r"$\log g$", "fe_h": "[Fe/H]"}
+log = logging.getLogger(__name__)
 MAX_KDE_POINTS = 5000  # density of larger samples is evaluated from a subsample's KDE
+
+
+def optional_figure(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or ``None`` with a warning naming ``what`` when it fails: a
+    figure must never fail the run that draws it."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001  (a figure must never fail the run)
+        log.warning("figure %s skipped: %s: %s", what, type(exc).__name__, exc)
+        return None
 
 
 def _plt():
@@ -39,8 +54,6 @@ def _plt():
 
 
 def _save(fig, path) -> Path:
-    from stellarexp.io_utils import atomic_path
-
     plt = _plt()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +74,6 @@ def point_density(x, y, seed: int = 0) -> np.ndarray:
 
     Returns ones when the points are too few or degenerate for a KDE.
     """
-    from scipy.stats import gaussian_kde
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.size < 5 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return np.ones_like(x)

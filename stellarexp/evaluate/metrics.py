@@ -10,8 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import norm, spearmanr
+from sklearn.metrics import accuracy_score, precision_score, recall_score
 
 from stellarexp.constants import LOGG_THRESHOLD, MAD_TO_SIGMA
+from stellarexp.evaluate.calibration import z_value
 
 """Scale turning a median absolute deviation into a Gaussian sigma."""
 
@@ -173,8 +176,6 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
     Non-finite labels are dropped. Precision (recall) is NaN when nothing is predicted (is)
     positive, rather than a silent 0.
     """
-    from sklearn.metrics import accuracy_score, precision_score, recall_score
-
     t = np.asarray(y_true, dtype=float)
     p = np.asarray(y_pred, dtype=float)
     ok = np.isfinite(t) & np.isfinite(p)
@@ -224,8 +225,6 @@ def gaussian_crps(y, mean, std) -> float:
     Closed form (Gneiting & Raftery 2007): ``s [z (2 Phi(z) - 1) + 2 phi(z) - 1/sqrt(pi)]`` with
     ``z = (y - mean) / s``. For ``std -> 0`` it tends to ``|y - mean|``.
     """
-    from scipy.stats import norm
-
     y, m, s = _finite(y, mean, std)
     keep = s > 0
     if not keep.any():
@@ -238,8 +237,6 @@ def gaussian_crps(y, mean, std) -> float:
 
 def error_spearman(y, mean, std) -> float:
     """Spearman rank correlation of ``|mean - y|`` with ``std`` (does the spread rank errors?)."""
-    from scipy.stats import spearmanr
-
     y, m, s = _finite(y, mean, std)
     if y.size < 3 or np.ptp(s) == 0 or np.ptp(np.abs(m - y)) == 0:
         return float("nan")
@@ -263,8 +260,6 @@ def calibration_curve(y, mean, std, levels=CALIBRATION_LEVELS, *, interval=None)
     numpy.ndarray
         Observed coverage per level (a calibrated model follows the diagonal).
     """
-    from stellarexp.evaluate.calibration import z_value
-
     y, mean, std = (np.asarray(a, dtype=float).ravel() for a in (y, mean, std))
     out = []
     for level in np.asarray(levels, dtype=float):
@@ -295,8 +290,6 @@ def uncertainty_metrics(y, mean, std, *, interval=None) -> dict[str, float]:
         (mean interval width), ``nll`` (Gaussian, nats), ``crps`` (Gaussian, label units),
         ``spearman`` (|error| vs std).
     """
-    from stellarexp.evaluate.calibration import z_value
-
     y, mean, std = (np.asarray(a, dtype=float).ravel() for a in (y, mean, std))
     out = {}
     for level, tag in ((0.68, "68"), (0.95, "95")):
@@ -323,8 +316,6 @@ def uncertainty_report(y, mean, std, targets, subset: str, *, recalibration=None
     ``val/coverage95_cal_teff``; with ``logg`` also the coverage of the 95% interval per logg
     subset, ``<subset>/coverage95_{raw,cal}_{dwarf,giant}_<t>``.
     """
-    from stellarexp.evaluate.calibration import z_value
-
     y, mean, std = (np.asarray(a, dtype=float) for a in (y, mean, std))
     out = {}
     cal_std = recalibration.std(std) if recalibration is not None else None

@@ -10,9 +10,14 @@ scipy's log densities, summed over components by log-sum-exp, which never underf
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import scoringrules as sr
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp, ndtr
+from scipy.stats import norm
 
 _BISECTIONS = 60  # halves the bracket to 1e-18 of its width: exact to float precision
 
@@ -77,8 +82,6 @@ class Mixture:
 
     def cdf(self, x) -> np.ndarray:
         """P(label <= x) per star; ``x`` broadcasts with ``[N]``."""
-        from scipy.special import ndtr
-
         x = np.asarray(x, float)
         return np.sum(self.weights * ndtr((x[..., None] - self.means) / self.stds), -1)
 
@@ -101,17 +104,12 @@ class Mixture:
     def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Central interval ``(lo, hi)`` at ``level`` (equal tails)."""
         if self.means.shape[1] == 1:
-            from scipy.stats import norm
-
             h = norm.ppf(0.5 + level / 2.0) * self.stds[:, 0]
             return self.means[:, 0] - h, self.means[:, 0] + h
         return self.quantile(0.5 - level / 2.0), self.quantile(0.5 + level / 2.0)
 
     def nll(self, y) -> np.ndarray:
         """Negative log predictive density of ``y`` per star (nats)."""
-        from scipy.special import logsumexp
-        from scipy.stats import norm
-
         y = np.asarray(y, float)
         # from log densities (scoringrules' log scores take the log of a density, which
         # underflows to inf beyond ~38 sigma: one outlier would make a mean NLL infinite)
@@ -123,8 +121,6 @@ class Mixture:
 
     def crps(self, y) -> np.ndarray:
         """Continuous ranked probability score of ``y`` per star (label units)."""
-        import scoringrules as sr
-
         y = np.asarray(y, float)
         if self.means.shape[1] == 1:
             return np.asarray(sr.crps_normal(y, self.means[:, 0], self.stds[:, 0]), float)
@@ -150,7 +146,6 @@ def fit_scale(mixture: Mixture, y) -> float:
     if m.means.shape[1] == 1:
         z = (y - m.means[:, 0]) / m.stds[:, 0]
         return float(np.sqrt(np.mean(z * z)))
-    from scipy.optimize import minimize_scalar
 
     res = minimize_scalar(lambda t: float(np.mean(m.scaled(np.exp(t)).nll(y))),
                           bounds=(np.log(1e-3), np.log(1e4)), method="bounded",
@@ -170,8 +165,6 @@ def conformal_scale(mixture: Mixture, y, level: float) -> float:
     ValueError
         No star with a finite label and prediction.
     """
-    import math
-
     y = np.asarray(y, float)
     ok = np.isfinite(y) & np.all(np.isfinite(mixture.means) & (mixture.stds > 0), 1)
     if not ok.any():

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binom, spearmanr
 
 from stellarexp.evaluate.mixture import Mixture, conformal_scale, fit_scale
 
@@ -119,8 +120,6 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
 
 def binomial_range(n: int, level: float = COVERAGE_LEVEL) -> tuple[float, float]:
     """Central 95% range of the coverage fraction of ``n`` stars if the true coverage is ``level``."""
-    from scipy.stats import binom
-
     if n <= 0:
         return float("nan"), float("nan")
     lo, hi = binom.interval(0.95, n, level)
@@ -128,8 +127,6 @@ def binomial_range(n: int, level: float = COVERAGE_LEVEL) -> tuple[float, float]
 
 
 def _spearman(err, std) -> float:
-    from scipy.stats import spearmanr
-
     ok = np.isfinite(err) & np.isfinite(std)
     if ok.sum() < 3 or np.ptp(std[ok]) == 0 or np.ptp(err[ok]) == 0:
         return float("nan")

@@ -25,20 +25,22 @@ import logging
 
 import numpy as np
 
+from stellarexp.data.dataset import eval_subset, read_stars
+from stellarexp.evaluate import figures as fg
+from stellarexp.evaluate.calibration import fit_recalibration, recalibration_settings
+from stellarexp.evaluate.figures import optional_figure
+from stellarexp.evaluate.metrics import (
+    CALIBRATION_LEVELS,
+    calibration_curve,
+    metric_name,
+    subset_regression_metrics,
+    uncertainty_report,
+)
+from stellarexp.evaluate.out_of_sample import recalibration_factor
+from stellarexp.evaluate.scoring_run import score_out_of_sample
+from stellarexp.io_utils import atomic_path
+
 log = logging.getLogger(__name__)
-
-
-def recalibration_settings(cfg) -> tuple[str, float]:
-    """``(method, level)`` from ``stage.recalibration`` (``stellarexp/conf/stage/head.yaml``,
-    which the logg stages inherit)."""
-    from stellarexp.evaluate.calibration import METHODS
-
-    rcfg = cfg.stage.recalibration
-    method = str(rcfg.method or "none")
-    level = float(rcfg.level)
-    if method not in METHODS:
-        raise ValueError(f"stage.recalibration.method must be one of {METHODS}, got {method!r}")
-    return method, level
 
 
 def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artifact: str):
@@ -55,9 +57,6 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
         The fitted one, or the identity (``none``) with a warning when a target cannot be
         fitted (no usable validation star); the tag ``recalibration`` says which.
     """
-    from stellarexp.evaluate.calibration import fit_recalibration
-    from stellarexp.io_utils import atomic_path
-
     method, level = recalibration_settings(cfg)
     try:
         recal = fit_recalibration(pred_val["mean"], pred_val["std"], true_val, targets,
@@ -66,8 +65,6 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
         if pred_val.get("mixture") is not None and method != "none":
             # a mixture's factor is on its components' std (the packaged model scales them), fitted
             # as the out-of-sample scoring fits it
-            from stellarexp.evaluate.out_of_sample import recalibration_factor
-
             y = np.asarray(true_val, float)
             for j, mix in enumerate(pred_val["mixture"]):
                 if mix is not None:
@@ -85,16 +82,6 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
     run.log_artifact(path, artifact)
     run.set_tags({"recalibration": note})
     return recal
-
-
-def optional_figure(what: str, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``, or ``None`` with a warning naming ``what`` when it fails: a
-    figure must never fail the run that draws it."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001  (a figure must never fail the run)
-        log.warning("figure %s skipped: %s: %s", what, type(exc).__name__, exc)
-        return None
 
 
 def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "head",
@@ -135,12 +122,6 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
     dict
         Metrics to log (the caller logs them with its final step).
     """
-    from stellarexp.evaluate.metrics import (
-        metric_name,
-        subset_regression_metrics,
-        uncertainty_report,
-    )
-
     if "val" not in outputs:
         raise ValueError("evaluate_predictive needs the validation predictions ('val')")
     pred_val, true_val = outputs["val"]
@@ -163,7 +144,6 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
             log.info("%s %s: coverage of the 95%% interval %.3f raw -> %.3f recalibrated (%s)",
                      subset, t, metrics[metric_name(subset, "coverage95_raw", t)],
                      metrics[metric_name(subset, "coverage95_cal", t)], recal.method)
-    from stellarexp.evaluate.scoring_run import score_out_of_sample
 
     figures = bool(cfg.stage.figures)
     metrics.update(score_out_of_sample(cfg, run, targets, outputs, artifact=artifact,
@@ -177,10 +157,6 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
 def draw_figures(cfg, run, targets, outputs: dict, recal, *, dataset_path=None,
                  backbone_run_id: str | None = None, prefix: str = "head") -> list:
     """Draw and log this head's figures under ``figures/``; return the written paths."""
-    from stellarexp.data.dataset import eval_subset
-    from stellarexp.evaluate import figures as fg
-    from stellarexp.evaluate.metrics import CALIBRATION_LEVELS, calibration_curve
-
     subset = eval_subset(str(cfg.split.name))
     subset = subset if subset in outputs else "val"
     pred, true = outputs[subset]
@@ -232,8 +208,6 @@ def draw_figures(cfg, run, targets, outputs: dict, recal, *, dataset_path=None,
                            folder / f"{prefix}_learning_curves.png"))
     if dataset_path is not None:
         def plane():
-            from stellarexp.data.dataset import read_stars
-
             stars = read_stars(dataset_path)
             return fg.label_plane(stars["teff"], stars["logg"], stars["fe_h"],
                                   folder / "label_plane.png")

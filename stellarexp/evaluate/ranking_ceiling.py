@@ -16,6 +16,9 @@ import itertools
 
 import numpy as np
 import pandas as pd
+from lightgbm import LGBMRegressor
+from scipy.stats import spearmanr
+from sklearn.model_selection import KFold
 
 from stellarexp.constants import BANDS
 
@@ -68,10 +71,6 @@ def ceiling_rho(features: pd.DataFrame, abs_error, *, seed: int = 0) -> float:
     float
         NaN when fewer than ``10 x CEILING_FOLDS`` stars have a finite error.
     """
-    from lightgbm import LGBMRegressor
-    from scipy.stats import spearmanr
-    from sklearn.model_selection import KFold
-
     err = np.asarray(abs_error, float)
     ok = np.isfinite(err)
     if ok.sum() < 10 * CEILING_FOLDS:

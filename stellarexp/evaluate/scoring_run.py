@@ -22,9 +22,17 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
+from stellarexp.data.dataset import read_stars
+from stellarexp.evaluate import uncertainty_figures as uf
+from stellarexp.evaluate.calibration import recalibration_settings
+from stellarexp.evaluate.figures import optional_figure
+from stellarexp.evaluate.metrics import metric_name
 from stellarexp.evaluate.mixture import Mixture
 from stellarexp.evaluate.out_of_sample import binned_errors, out_of_sample, reliability, score
+from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
+from stellarexp.io_utils import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,6 @@ def predictives_of(pred: dict, j: int) -> Mixture:
 def _stars(dataset_path, rows: dict | None):
     if dataset_path is None or not rows:
         return {}
-    from stellarexp.data.dataset import read_stars
 
     stars = read_stars(dataset_path)
     return {s: stars.iloc[np.asarray(r, int)].reset_index(drop=True) for s, r in rows.items()}
@@ -71,13 +78,6 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
     dict
         The ``oos/...`` metrics.
     """
-    import pandas as pd
-
-    from stellarexp.evaluate.metrics import metric_name
-    from stellarexp.evaluate.predictive import optional_figure, recalibration_settings
-    from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
-    from stellarexp.io_utils import write_csv_atomic
-
     method, level = recalibration_settings(cfg)
     seed = int(cfg.seed)
     stars = _stars(dataset_path, rows)
@@ -136,8 +136,6 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
     write_csv_atomic(pd.concat(tables, ignore_index=True), path, index=False)
     run.log_artifact(path, artifact)
     if figures:
-        from stellarexp.evaluate import uncertainty_figures as uf
-
         title = f"{artifact}: {scheme}"
         out = run.output_dir / "figures"
         for p in (optional_figure("reliability", uf.reliability_figure, curves, RELIABILITY_LEVELS,

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binom
 
 from stellarexp.evaluate.figures import _label, _plt, _save
 
@@ -20,8 +21,6 @@ from stellarexp.evaluate.figures import _label, _plt, _save
 def reliability_figure(curves: dict[str, dict[str, np.ndarray]], levels, n_stars: dict[str, int],
                        path, *, title: str = ""):
     """Reliability diagram: ``curves[label][name]`` = observed coverage at ``levels``."""
-    from scipy.stats import binom
-
     plt = _plt()
     levels = np.asarray(levels, float)
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4.0), squeeze=False)

@@ -26,6 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from stellarexp.io_utils import atomic_path
 
 
 @dataclass
@@ -181,10 +185,6 @@ class SnapshotRing:
 
     def save(self, epoch: int, state_dict: dict) -> Path:
         """Write ``state_dict`` (copied to CPU) as ``epoch``'s snapshot and trim the ring."""
-        import torch
-
-        from stellarexp.io_utils import atomic_path
-
         dest = self.path(epoch)
         with atomic_path(dest) as tmp:
             torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
@@ -194,8 +194,6 @@ class SnapshotRing:
 
     def load(self, epoch: int) -> dict:
         """State dict of ``epoch`` (weights only, CPU tensors)."""
-        import torch
-
         return torch.load(self.path(epoch), map_location="cpu", weights_only=True)
 
 
@@ -205,8 +203,6 @@ def average_snapshots(paths: Sequence) -> dict:
     Floating tensors (weights and BatchNorm running mean/var) are averaged in float64 and cast
     back; integer tensors (``num_batches_tracked``) are taken from the last snapshot.
     """
-    import torch
-
     if not paths:
         raise ValueError("no snapshot to average")
     total: dict = {}
@@ -250,9 +246,6 @@ def recompute_batchnorm(model, batches: Iterable, *, device=None, max_batches: i
     int
         Number of images seen (0 when the model has no BatchNorm: nothing is done).
     """
-    import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
-
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not norms:
         return 0

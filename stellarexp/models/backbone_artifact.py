@@ -11,7 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from stellarexp.data.scalers import BandScaler, LabelScaler
 from stellarexp.io_utils import atomic_path, write_text_atomic
+from stellarexp.models.convit import ConvitRegressor
 
 ARTIFACT_DIR = "backbone"
 
@@ -31,8 +35,6 @@ class Backbone:
 def write_backbone_artifact(folder: Path, model, arch: dict, targets, band_scaler, label_scaler,
                             extra: dict | None = None) -> Path:
     """Write the backbone artifact files into ``folder`` (then logged as ``backbone/``)."""
-    import torch
-
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "weights.pt") as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
@@ -48,11 +50,6 @@ def write_backbone_artifact(folder: Path, model, arch: dict, targets, band_scale
 
 def read_backbone_artifact(folder: Path, run_id: str = "") -> Backbone:
     """Load a backbone from a downloaded ``backbone/`` folder."""
-    import torch
-
-    from stellarexp.data.scalers import BandScaler, LabelScaler
-    from stellarexp.models.convit import ConvitRegressor
-
     folder = Path(folder)
     meta = json.loads((folder / "model.json").read_text())
     scalers = json.loads((folder / "scalers.json").read_text())

@@ -10,6 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import joblib
+from sklearn.ensemble import RandomForestRegressor
+
+from stellarexp.io_utils import atomic_path
+
 MODELS: tuple[str, ...] = ("xgboost", "lightgbm", "catboost", "random_forest")
 
 SUFFIX = {"xgboost": ".ubj", "lightgbm": ".txt", "catboost": ".cbm", "random_forest": ".joblib"}
@@ -80,8 +85,6 @@ def make_regressor(name: str, params: dict | None = None, *, seed: int = 0, n_jo
         params.setdefault("allow_writing_files", False)
         return CatBoostRegressor(**params, random_seed=seed, thread_count=n_jobs)
     if name == "random_forest":
-        from sklearn.ensemble import RandomForestRegressor
-
         return RandomForestRegressor(**params, random_state=seed, n_jobs=n_jobs)
     raise ValueError(f"unknown baseline model {name!r}; choose one of {MODELS}")
 
@@ -91,8 +94,6 @@ def save_model(model, name: str, path) -> Path:
 
     ``path`` gets the suffix of :data:`SUFFIX` ``[name]``; the written path is returned.
     """
-    from stellarexp.io_utils import atomic_path
-
     if name not in SUFFIX:
         raise ValueError(f"unknown baseline model {name!r}; choose one of {MODELS}")
     path = Path(path).with_suffix(SUFFIX[name])
@@ -105,8 +106,6 @@ def save_model(model, name: str, path) -> Path:
         elif name == "catboost":
             model.save_model(str(tmp))
         elif name == "random_forest":
-            import joblib
-
             joblib.dump(model, tmp)
     return path
 
@@ -156,7 +155,6 @@ def load_model(path, name: str | None = None, *, trusted: bool = False):
         if not trusted:
             raise PermissionError(f"{path} is a joblib pickle, which can run code when loaded; load it "
                                   "only from a store you trust: load_model(path, trusted=True)")
-        import joblib
 
         return joblib.load(path)
     raise ValueError(f"unknown baseline model {name!r}; choose one of {MODELS}")

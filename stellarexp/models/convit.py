@@ -29,7 +29,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
+from timm.models.convit import ConVit
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 NORMS = ("batchnorm", "layernorm")
 
@@ -146,7 +148,6 @@ class ConvitRegressor(nn.Module):
                  locality_strength: float = 1.0, mlp_ratio: float = 4.0, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, norm: str = "batchnorm"):
         super().__init__()
-        from timm.models.convit import ConVit
 
         check_arch(img_size=img_size, patch_size=patch_size, depth=depth,
                    local_up_to_layer=local_up_to_layer, num_heads=num_heads,
@@ -229,7 +230,5 @@ def build_convit(model_cfg: Mapping, targets: Sequence[str]) -> ConvitRegressor:
 
 def count_norms(module: nn.Module) -> dict[str, int]:
     """Number of LayerNorm and BatchNorm layers in ``module`` (for checks and logs)."""
-    from torch.nn.modules.batchnorm import _BatchNorm
-
     return {"layernorm": sum(isinstance(m, nn.LayerNorm) for m in module.modules()),
             "batchnorm": sum(isinstance(m, _BatchNorm) for m in module.modules())}

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy.special import ndtr
 
 from stellarexp.constants import LOGG_THRESHOLD
+from stellarexp.data.scalers import LabelScaler
 from stellarexp.evaluate.mixture import Mixture
 from stellarexp.models.backbone_artifact import read_backbone_artifact
+from stellarexp.models.bayes import summarize
+from stellarexp.models.image_module import HeadModule
 from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
 from stellarexp.models.training_ranges import out_of_range
 from stellarexp.models.two_stage import two_stage_mixture
@@ -50,12 +55,6 @@ def load_head(folder: Path):
     meta : dict
         The parsed ``model.json``.
     """
-    # both import torch at module level: kept lazy so that importing this module stays light
-    import torch
-
-    from stellarexp.data.scalers import LabelScaler
-    from stellarexp.models.image_module import HeadModule
-
     meta = json.loads((folder / "model.json").read_text())
     module = HeadModule(**meta["hparams"])
     module.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu",
@@ -166,11 +165,6 @@ class Predictor:
             P(logg > threshold); NaN without a classifier), ``logg_prob_above`` (P(logg >
             threshold) of the logg predictive), ``out_of_range`` and its ``out_of_range_detail``.
         """
-        # torch, and bayes that imports it, stay lazy: see load_head
-        import torch
-
-        from stellarexp.models.bayes import summarize
-
         arr = self.check_images(images)
         n = int(n_samples or self.n_samples)
         if n < 2:
@@ -217,8 +211,6 @@ class Predictor:
         """The two-stage logg as its mixture predictive (mean, std, 95% interval; components'
         std times the logg recalibration's factor); returns P(logg > threshold) of the logg
         predictive (NaN without a logg target)."""
-        from scipy.special import ndtr
-
         n = len(res["mean"])
         if "logg" not in self.targets:
             return np.full(n, np.nan)

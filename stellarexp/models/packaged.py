@@ -28,6 +28,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from stellarexp.models.package_format import ARTIFACT_KEY, IMAGE_SHAPE, PackageError
 from stellarexp.models.package_predictor import Predictor
@@ -68,9 +71,6 @@ def signature(targets: Sequence[str], n_samples: int):
     -------
     mlflow.models.signature.ModelSignature
     """
-    from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
-
     cols = [ColSpec("double", f"{t}_{s}") for t in targets for s in ("mean", "std", "lo", "hi")]
     cols += [ColSpec("double", "logg_class_prob"), ColSpec("double", "logg_prob_above"),
              ColSpec("boolean", "out_of_range"),
@@ -179,8 +179,6 @@ def load(model_uri: str) -> Predictor:
     PackageError
         The URI names no model, or a model that is not a stellarexp package.
     """
-    from mlflow.exceptions import MlflowException
-
     local = Path(str(model_uri).removeprefix("file://")).expanduser()
     if local.is_dir():
         return Predictor(package_folder(local))

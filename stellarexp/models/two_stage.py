@@ -9,6 +9,7 @@ mixture samples). Used by ``stage=logg_heads`` and by the packaged model.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from stellarexp.evaluate.mixture import Mixture
 
@@ -22,8 +23,6 @@ def combine(p, h1, h2, mode: str = "hard", generator=None):
         ``mean``, ``std`` (formula of the module docstring), ``lo``, ``hi`` (2.5/97.5
         percentiles of the combined samples), each ``[B]``.
     """
-    import torch
-
     m1, m2 = h1.mean(0), h2.mean(0)
     v1, v2 = h1.var(0, unbiased=True), h2.var(0, unbiased=True)
     if mode == "hard":

@@ -18,22 +18,21 @@ Modules: :mod:`~stellarexp.reproduce.plan` (steps from the config),
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from stellarexp.reproduce.plan import ReproduceError
+from hydra.core.hydra_config import HydraConfig
+
+from stellarexp.home import outputs_dir
+from stellarexp.reproduce.plan import ReproduceError, check_registered
 
 __all__ = ["ReproduceError", "run"]
 
 
 def _output_dir() -> Path:
     """The Hydra job's folder, or a fresh one under ``$STELLAREXP_HOME/outputs`` outside Hydra."""
-    import tempfile
-
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    from stellarexp.home import outputs_dir
 
     folder = outputs_dir() / "reproduce"
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,7 +59,6 @@ def run(cfg, output_dir=None):
     if cfg.get("dry_run"):
         results = job.dry_run()
         print(job.plan_text(), flush=True)
-        from stellarexp.reproduce.plan import check_registered
 
         check_registered(job.steps, job.name)
         return results

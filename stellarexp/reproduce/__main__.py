@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import hydra
+
+from stellarexp.config import register_resolvers
+from stellarexp.home import conf_dir
+from stellarexp.reproduce import run
+
 
 def _task(cfg) -> None:
-    from stellarexp.reproduce import run
-
     run(cfg)
 
 
 def main() -> None:
     """Compose ``stellarexp/conf/reproduce.yaml`` from the command line and run it."""
-    import hydra
-
-    from stellarexp.config import register_resolvers
-    from stellarexp.home import conf_dir
-
     register_resolvers()
     app = hydra.main(config_path=str(conf_dir()), config_name="reproduce", version_base="1.3")(_task)
     app()

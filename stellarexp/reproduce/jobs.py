@@ -9,18 +9,23 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import mlflow
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from stellarexp import train
+from stellarexp.config import register_resolvers
+from stellarexp.home import conf_dir
+from stellarexp.tracking.job_identity import job_config_hash
+
 
 def compose_job(overrides: list[str]):
     """``stellarexp/conf/train.yaml`` composed with ``overrides``, Hydra's own node included.
 
     Works inside a running Hydra app (whose search path is the same ``stellarexp/conf/``) and outside one.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from stellarexp.config import register_resolvers
-    from stellarexp.home import conf_dir
-
     register_resolvers()
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
@@ -30,8 +35,6 @@ def compose_job(overrides: list[str]):
 
 def resolved(cfg) -> dict:
     """The job config as :func:`stellarexp.train.run` logs it: resolved, without ``hydra``."""
-    from omegaconf import OmegaConf
-
     return {key: OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
             if OmegaConf.is_config(node) else node
             for key, node in cfg.items() if key != "hydra"}
@@ -39,16 +42,12 @@ def resolved(cfg) -> dict:
 
 def config_hash(cfg) -> str:
     """The ``config_hash`` tag the job's run will carry (config + data fingerprint)."""
-    from stellarexp.tracking.job_identity import job_config_hash
-
     return job_config_hash(resolved(cfg))
 
 
 @contextlib.contextmanager
 def _hydra_job(cfg):
     """Make ``cfg`` Hydra's current job config for the block (the reproduce app's is restored)."""
-    from hydra.core.hydra_config import HydraConfig
-
     instance = HydraConfig.instance()
     saved = instance.cfg
     instance.set_config(cfg)
@@ -63,11 +62,6 @@ def run_job(cfg, output_dir: Path) -> str:
 
     The stage's exception propagates (its run ends FAILED with the traceback logged).
     """
-    import mlflow
-    from omegaconf import open_dict
-
-    from stellarexp import train
-
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with open_dict(cfg):

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import yaml
+from mlflow.entities import Metric
 from omegaconf import OmegaConf
 
 from stellarexp.reproduce.plan import ReproduceError
@@ -122,8 +123,6 @@ def end_parent(client, parent_id: str, results: Mapping[str, StepResult], status
     error : str, optional
         What failed (redacted and cut to 1000 characters).
     """
-    from mlflow.entities import Metric
-
     total = sum(r.seconds for r in results.values())
     ran = sum(r.status == "ran" for r in results.values())
     reused = sum(r.status == "reused" for r in results.values())

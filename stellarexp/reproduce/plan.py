@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.errors import CompactHydraException
+from omegaconf import OmegaConf
+
+from stellarexp import stages
 
 DATA_STAGE = "data"
 """The built-in step that simulates (synthetic) and builds the dataset file when absent."""
@@ -77,8 +80,6 @@ def build_plan(cfg, trainer: str | None = None) -> list[Step]:
         A step without a stage, a reference to a step that does not come before it, or an
         unknown step option.
     """
-    from omegaconf import OmegaConf
-
     exp = cfg.experiment
     trainer = trainer or resolve_trainer(cfg.get("accelerator", "auto"))
     common = [f"trainer={trainer}", *[str(o) for o in exp.get("overrides") or []]]
@@ -112,15 +113,11 @@ def build_plan(cfg, trainer: str | None = None) -> list[Step]:
 
 def unregistered(steps: list[Step]) -> list[Step]:
     """Steps whose stage is neither ``data`` nor registered in :mod:`stellarexp.stages`."""
-    from stellarexp import stages
-
     return [s for s in steps if s.stage != DATA_STAGE and s.stage not in stages.STAGES]
 
 
 def check_registered(steps: list[Step], experiment: str) -> None:
     """Raise :class:`ReproduceError` naming every step whose stage is not registered."""
-    from stellarexp import stages
-
     missing = unregistered(steps)
     if missing:
         names = ", ".join(f"'{s.name}' (stage={s.stage})" for s in missing)

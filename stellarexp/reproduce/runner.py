@@ -18,6 +18,9 @@ import time
 import traceback
 from pathlib import Path
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from stellarexp.data import pipeline
 from stellarexp.data.fingerprint import data_fingerprint
 from stellarexp.home import mlruns_dir, outputs_dir
@@ -36,9 +39,6 @@ def _last_active_run():
     ``mlflow.last_active_run`` remembers the id across tracking URIs and raises when that run is
     in another store (an earlier job of this process logged elsewhere).
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow.last_active_run()
     except MlflowException:
@@ -86,8 +86,6 @@ class Reproduce:
     @property
     def client(self):
         if self._client is None:
-            import mlflow
-
             tcfg = self.cfg.get("tracking") or {}
             self._client = store.connect(tcfg.get("uri"))
             probe = jobs.compose_job([*self.steps[0].overrides, *self.tracking_overrides])

@@ -15,7 +15,13 @@ import logging
 import subprocess
 import sys
 
+import yaml
+
 from stellarexp.reproduce.plan import ReproduceError
+from stellarexp.stages import targets_of
+from stellarexp.tune import naming, studies
+
+from .jobs import compose_job
 
 log = logging.getLogger("stellarexp.reproduce")
 
@@ -29,8 +35,6 @@ def _study_overrides(overrides: list[str], study: str, target: str) -> list[str]
 
 
 def _read_results(path):
-    import yaml
-
     try:
         return yaml.safe_load(path.read_text()) if path.is_file() else None
     except (OSError, yaml.YAMLError):
@@ -55,11 +59,6 @@ def study_plan(job_cfg, overrides: list[str], n_trials: int | None) -> list[dict
     n_trials : int, optional
         Trials per study (``None``: the study file's ``n_trials``, else 20).
     """
-    from stellarexp.stages import targets_of
-    from stellarexp.tune import naming, studies
-
-    from .jobs import compose_job
-
     study = f"{job_cfg.model.name}_{job_cfg.features.name}"
     if study not in studies.available_studies():
         raise ReproduceError(f"tune=true: no study file stellarexp/studies/{study}.yaml for this baseline")

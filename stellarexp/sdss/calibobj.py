@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from astropy.io import fits
 
 from stellarexp import sdss
 
@@ -23,8 +24,6 @@ def load_calibobj(path, *, field: int | None = None) -> pd.DataFrame:
         ``extinction_b``, ``flags_b``, ``psf_fwhm_b`` (arcsec) and, where the file has them,
         ``skyflux_b`` (nanomaggies per arcsec^2) and ``nmgypercount_b``.
     """
-    from astropy.io import fits
-
     with fits.open(path) as hdul:
         d = hdul[1].data
         if field is not None:

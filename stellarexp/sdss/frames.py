@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -154,8 +155,6 @@ def read_frame(path, *, gain: float | None = None, dark_variance: float | None =
         Naming the file, if it is missing, truncated, corrupt, or lacks a celestial WCS,
         the calibration vector or the sky table.
     """
-    import warnings
-
     from astropy.io import fits
     from astropy.wcs import WCS, FITSFixedWarning
 

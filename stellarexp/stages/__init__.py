@@ -15,6 +15,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from stellarexp.config import ConfigError
+from stellarexp.constants import LABELS
+
 STAGES: dict[str, str] = {
     "baseline": "stellarexp.stages.baseline:run",
     "report": "stellarexp.stages.report:run",
@@ -46,9 +49,6 @@ def resolve(name: str) -> Callable:
 
 def targets_of(target) -> list[str]:
     """Labels selected by the ``target`` key: ``all``, one label, or a list of labels."""
-    from stellarexp.config import ConfigError
-    from stellarexp.constants import LABELS
-
     if target is None or target == "all":
         return list(LABELS)
     chosen = [target] if isinstance(target, str) else [str(t) for t in target]

@@ -16,7 +16,22 @@ import logging
 import time
 from pathlib import Path
 
-from stellarexp.models import backbone_artifact
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from stellarexp.data.datamodule import StarDataModule
+from stellarexp.data.dataset import SPLITS
+from stellarexp.data.pipeline import ensure_dataset
+from stellarexp.evaluate import figures as fg
+from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
+from stellarexp.models import averaging, backbone_artifact
+from stellarexp.models.convit import arch_kwargs, build_convit
+from stellarexp.models.image_module import BackboneModule, residual_sigma
+from stellarexp.stages import image_common as ic
+from stellarexp.stages import pruning, targets_of
+from stellarexp.tracking.stale import resumable_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +65,6 @@ def _resume_path(stage_cfg, ckpt_dir: Path) -> tuple[Path | None, Path]:
 
 def _predict(model, loader, label_scaler):
     """Physical predictions and labels of every batch of ``loader`` (numpy ``[N, T]``)."""
-    import numpy as np
-    import torch
-
     model.eval()
     preds, trues = [], []
     with torch.no_grad():
@@ -66,11 +78,6 @@ def _predict(model, loader, label_scaler):
 def evaluate_backbone(model, dm, subset: str, targets, cfg, prefix_metric: str = "sigma"):
     """Metrics of ``model`` on ``subset``: the baselines' metric set (with intervals) per target,
     or only ``<subset>/<prefix_metric>_<t>`` when ``prefix_metric`` is not ``sigma``."""
-    import numpy as np
-
-    from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
-    from stellarexp.models.image_module import residual_sigma
-
     loader = {"val": dm.val_dataloader, "test": dm.test_dataloader}[subset]()
     pred, true = _predict(model, loader, dm.label_scaler)
     out = {}
@@ -89,18 +96,6 @@ def evaluate_backbone(model, dm, subset: str, targets, cfg, prefix_metric: str =
 
 def run(cfg, run) -> dict[str, float]:
     """Train, average, evaluate and log one backbone; see the module docstring."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    from stellarexp.data.datamodule import StarDataModule
-    from stellarexp.data.dataset import SPLITS
-    from stellarexp.data.pipeline import ensure_dataset
-    from stellarexp.models import averaging
-    from stellarexp.models.convit import arch_kwargs, build_convit
-    from stellarexp.models.image_module import BackboneModule
-    from stellarexp.stages import image_common as ic
-    from stellarexp.stages import pruning, targets_of
-
     ic.begin_image_stage(cfg)
     st = cfg.stage
     targets = targets_of(cfg.target)
@@ -116,8 +111,6 @@ def run(cfg, run) -> dict[str, float]:
     resume_from, ckpt_dir = _resume_path(st, ckpt_dir)
     if resume_from is None and not st.get("checkpoint_dir") and str(st.resume) == "auto":
         # the same job killed earlier (kill -9: its run was ended KILLED): continue its checkpoint
-        from stellarexp.tracking.stale import resumable_checkpoint
-
         found = resumable_checkpoint(run.client, run.run_id)
         if found:
             (resume_from, killed_run), ckpt_dir = found, found[0].parent
@@ -208,8 +201,6 @@ def run(cfg, run) -> dict[str, float]:
 def _log_learning_curves(run, hist: dict, plan, targets) -> None:
     """Fig. 9 (a-c): loss and validation sigma per epoch, the averaged epochs and the
     overfitting point marked (``figures/backbone_learning_curves.png``). Never fails the run."""
-    from stellarexp.evaluate import figures as fg
-
     try:
         loss = {"val/loss": list(zip(hist["epoch"], hist["val_loss"]))}
         loss.update(fg.run_histories(run.client, run.run_id, ["train/loss"]))

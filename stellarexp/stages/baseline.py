@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from stellarexp.data.dataset import DatasetError
+from stellarexp.data.features import features
+from stellarexp.data.table import load_stars
+from stellarexp.evaluate.figures import pred_vs_true
+from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
 from stellarexp.io_utils import write_csv_atomic
+from stellarexp.models import baselines
+from stellarexp.stages import targets_of
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +42,6 @@ def hyperparameters(model_cfg, target: str) -> dict:
 def _eval_subsets(table, split: str) -> dict[str, np.ndarray]:
     masks = {s: table.subset_mask(split, s) for s in ("train", "val", "test")}
     if not masks["train"].any() or not masks["val"].any():
-        from stellarexp.data.dataset import DatasetError
-
         raise DatasetError(
             f"split {split!r} leaves {int(masks['train'].sum())} training and "
             f"{int(masks['val'].sum())} validation stars; both must be non-empty"
@@ -46,12 +51,6 @@ def _eval_subsets(table, split: str) -> dict[str, np.ndarray]:
 
 def run(cfg, run) -> dict[str, float]:
     """Train and evaluate one regressor per target; see the module docstring."""
-    from stellarexp.data.features import features
-    from stellarexp.data.table import load_stars
-    from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
-    from stellarexp.models import baselines
-    from stellarexp.stages import targets_of
-
     targets = targets_of(cfg.target)
     table = load_stars(cfg.data, targets)  # only the targets' label columns are required
     run.set_tags({"data": table.name, "data_fingerprint": table.fingerprint,
@@ -124,8 +123,6 @@ def run(cfg, run) -> dict[str, float]:
         write_csv_atomic(preds, path, index=False)
         run.log_artifact(path)
     if cfg.stage.figure:
-        from stellarexp.evaluate.figures import pred_vs_true
-
         fig = pred_vs_true(panels, out_dir / "figures" / "pred_vs_true.png",
                            title=f"{model_name} ({kind}), {report_subset} subset of split={cfg.split.name}")
         run.log_figure(fig)

@@ -9,6 +9,7 @@ number > 0`` instead of a traceback from the optimiser.
 from __future__ import annotations
 
 from stellarexp.limits import STAGE_RULES, check_value
+from stellarexp.stages import targets_of
 
 
 def check_stage(cfg) -> None:
@@ -19,8 +20,6 @@ def check_stage(cfg) -> None:
     stellarexp.config.ConfigError
         Naming the key, its value and the allowed range.
     """
-    from stellarexp.stages import targets_of
-
     stage = cfg.get("stage") or {}
     for key, rule in STAGE_RULES.items():
         if key in stage:

@@ -13,9 +13,22 @@ from __future__ import annotations
 import json
 import logging
 
+import lightning as L
 import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch.utils.data import DataLoader, TensorDataset
 
+from stellarexp.data.dataset import SPLITS, read_attrs
+from stellarexp.data.pipeline import ensure_dataset
+from stellarexp.data.scalers import LabelScaler
+from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
+from stellarexp.evaluate.predictive import evaluate_predictive
 from stellarexp.io_utils import atomic_path, write_csv_atomic, write_text_atomic
+from stellarexp.models.image_module import HeadModule
+from stellarexp.stages import image_common as ic
+from stellarexp.stages import pruning, targets_of
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +44,6 @@ class _RandomView:
         return self.feats.shape[1]
 
     def __getitem__(self, i):
-        import torch
-
         k = int(torch.randint(self.feats.shape[0], (), generator=self.generator))
         return self.feats[k, i], self.labels[i]
 
@@ -46,10 +57,6 @@ def load_inputs(cfg, run, targets):
         ``backbone``, ``path``, ``fingerprint``, ``subsets`` (``{subset: (feats [8, N, D],
         labels [N, T] physical, rows [N])}`` for train, val and, under holdout, test).
     """
-    from stellarexp.data.dataset import SPLITS, read_attrs
-    from stellarexp.data.pipeline import ensure_dataset
-    from stellarexp.stages import image_common as ic
-
     split = str(cfg.split.name)
     path = ensure_dataset(cfg.data)
     fingerprint = str(read_attrs(path).get("fingerprint", ""))
@@ -79,15 +86,6 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
     Inside an Optuna sweep the per-epoch metric is reported for pruning at step
     ``prune_offset + epoch`` (:mod:`stellarexp.stages.pruning`).
     """
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import EarlyStopping
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from stellarexp.models.image_module import HeadModule
-    from stellarexp.stages import image_common as ic
-    from stellarexp.stages import pruning
-
     st = cfg.stage
     noise = st.noise
     # seeded here, after the features were read or computed (which draws from the global RNG)
@@ -121,8 +119,6 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
 
 def predictions_frame(rows, targets, pred, true):
     """Table of predictions (physical units): mean, std, 2.5/97.5 percentiles and labels."""
-    import pandas as pd
-
     out = pd.DataFrame({"row": rows})
     for i, t in enumerate(targets):
         out[t] = true[:, i]
@@ -141,8 +137,6 @@ def physical_prediction(module, feats, scaler, n_samples: int):
 
 def regression_metrics(cfg, subset, targets, pred, true) -> dict[str, float]:
     """The baselines' metrics of the mean prediction plus the 95% interval coverage."""
-    from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
-
     out = {}
     for i, t in enumerate(targets):
         ok = np.isfinite(true[:, i])
@@ -158,8 +152,6 @@ def regression_metrics(cfg, subset, targets, pred, true) -> dict[str, float]:
 
 def save_head(run, module, name: str, info: dict) -> None:
     """Log ``<name>/weights.pt`` (weights-only) and ``<name>/model.json``."""
-    import torch
-
     folder = run.output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "weights.pt") as tmp:
@@ -171,12 +163,6 @@ def save_head(run, module, name: str, info: dict) -> None:
 
 def run(cfg, run) -> dict[str, float]:
     """Train the Bayesian head for ``target`` on the frozen backbone; see the module docstring."""
-    import torch
-
-    from stellarexp.data.scalers import LabelScaler
-    from stellarexp.stages import image_common as ic
-    from stellarexp.stages import targets_of
-
     ic.begin_image_stage(cfg)
     targets = targets_of(cfg.target)
     inputs = load_inputs(cfg, run, targets)
@@ -201,14 +187,12 @@ def run(cfg, run) -> dict[str, float]:
         frame.insert(1, "subset", subset)
         frames.append(frame)
     metrics["train/epochs"] = float(last_epoch)
-    from stellarexp.evaluate.predictive import evaluate_predictive
 
     # recalibration fitted on val -> head/recalibration.json; coverage raw/calibrated; figures
     metrics.update(evaluate_predictive(cfg, run, targets, outputs, artifact="head",
                                        dataset_path=inputs["path"],
                                        backbone_run_id=inputs["backbone"].run_id,
                                        rows={s: v[2] for s, v in subsets.items() if s in outputs}))
-    import pandas as pd
 
     out = run.output_dir / "predictions.csv"
     write_csv_atomic(pd.concat(frames), out, index=False)

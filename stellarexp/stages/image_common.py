@@ -6,17 +6,29 @@ ConViT), ``model.json`` (architecture and targets), ``scalers.json`` (band and l
 its training data) and ``averaging.json`` (the averaging plan and validation history). Later
 stages find it by ``backbone.run_id`` or as the latest FINISHED ``stage=backbone`` run for the
 same data fingerprint and split whose ``targets`` tag covers theirs.
-
-Imports torch lazily: only the functions that build models or tensors load it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import zlib
 from pathlib import Path
 
+import lightning as L
+import torch
+from mlflow.exceptions import MlflowException
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from stellarexp import home
+from stellarexp.config import in_multirun
+from stellarexp.data.augmentation import dihedral_views
+from stellarexp.data.star_dataset import StarImageDataset
+from stellarexp.io_utils import atomic_path
 from stellarexp.models.backbone_artifact import ARTIFACT_DIR, Backbone, read_backbone_artifact
+from stellarexp.tracking.compare import search_finished
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +39,6 @@ def set_threads(cfg) -> None:
     The count is part of the result: float reductions split over other thread counts round
     differently, so only runs with the same ``trainer.n_jobs`` agree to the last bit.
     """
-    import torch
-
     n = int(cfg.trainer.n_jobs or 2)
     torch.set_num_threads(max(n, 1))
 
@@ -41,10 +51,6 @@ def set_determinism(cfg) -> None:
     for CUDA; ``warn``: the same with warnings instead of errors; ``false``: torch's defaults
     (faster on GPUs). Lightning's ``Trainer(deterministic=...)`` gets the same value.
     """
-    import os
-
-    import torch
-
     mode = deterministic_mode(cfg)
     torch.use_deterministic_algorithms(bool(mode), warn_only=mode == "warn")
     if mode:
@@ -78,10 +84,6 @@ def seed_training(cfg, name: str = "") -> int:
     int
         The seed used.
     """
-    import zlib
-
-    import lightning as L
-
     seed = int(cfg.seed) + (zlib.crc32(name.encode()) % 2**16 if name else 0)
     L.seed_everything(seed, workers=True, verbose=False)
     return seed
@@ -90,8 +92,6 @@ def seed_training(cfg, name: str = "") -> int:
 def begin_image_stage(cfg) -> None:
     """What every image stage does first: check ``model=convit``, limit torch's threads to
     ``trainer.n_jobs``, apply ``trainer.deterministic`` and seed torch with ``cfg.seed``."""
-    import torch
-
     require_convit(cfg)
     set_threads(cfg)
     set_determinism(cfg)
@@ -107,8 +107,6 @@ def require_convit(cfg) -> None:
 
 def plain(node):
     """A resolved plain container of a config node (or the value itself)."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
@@ -132,8 +130,6 @@ def trainer_kwargs(cfg, stage_cfg) -> dict:
     Lightning's info messages and tips are silenced (:func:`quiet_lightning`): the sweeper
     prints one line per trial instead. Single runs keep the bar when ``stage.progress_bar``.
     """
-    from stellarexp.config import in_multirun
-
     sweep = in_multirun()
     if sweep:
         quiet_lightning()
@@ -177,8 +173,6 @@ def find_backbone_run(client, *, run_id: str | None = None, fingerprint: str | N
         No such run, with the command that would create one.
     """
     if run_id:
-        from mlflow.exceptions import MlflowException
-
         try:
             run = client.get_run(str(run_id))
         except MlflowException:
@@ -189,7 +183,6 @@ def find_backbone_run(client, *, run_id: str | None = None, fingerprint: str | N
             raise LookupError(f"run {run_id} is a {run.data.tags.get('stage')!r} run, "
                               "not a backbone")
         return run
-    from stellarexp.tracking.compare import search_finished
 
     wanted = set(targets)
     for run in search_finished(client, stage="backbone", fingerprint=fingerprint, split=split):
@@ -214,8 +207,6 @@ def load_backbone(client, run) -> Backbone:
 
 def features_cache_dir() -> Path:
     """``$STELLAREXP_HOME/cache/features``."""
-    from stellarexp import home
-
     return home.home() / "cache" / "features"
 
 
@@ -233,11 +224,6 @@ def view_features(backbone: Backbone, dataset, *, batch_size: int = 256, device=
     torch.Tensor ``[8, N, D]``
         View ``k`` is :func:`stellarexp.data.augmentation.dihedral` ``(image, k)``.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
-    from stellarexp.data.augmentation import dihedral_views
-
     model = backbone.model.to(device).eval()
     parts = []
     with torch.no_grad():
@@ -255,10 +241,6 @@ def cached_view_features(backbone: Backbone, path, split: str, subset: str, targ
     The cache key is the backbone run, the data fingerprint, the split and the subset, so the
     backbone runs over each image's 8 views once for all later head and logg stages.
     """
-    import torch
-
-    from stellarexp.data.star_dataset import StarImageDataset
-
     ds = StarImageDataset(path, split, subset, tuple(targets), augment=False,
                           scaler=backbone.band_scaler)
     labels = torch.from_numpy(ds.labels.astype("float32"))
@@ -272,8 +254,6 @@ def cached_view_features(backbone: Backbone, path, split: str, subset: str, targ
     feats = view_features(backbone, ds, batch_size=batch_size)
     ds.close()
     if use_cache and backbone.run_id:
-        from stellarexp.io_utils import atomic_path
-
         with atomic_path(cache) as tmp:
             torch.save({"features": feats, "rows": torch.from_numpy(ds.rows)}, tmp)
     return feats, labels, ds.rows

@@ -24,35 +24,36 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
+from stellarexp.data.scalers import LabelScaler
+from stellarexp.evaluate.metrics import metric_name
+from stellarexp.evaluate.predictive import evaluate_predictive
+from stellarexp.models.image_module import HeadModule, residual_sigma
 from stellarexp.models.two_stage import combine, two_stage_mixture
+from stellarexp.stages import image_common as ic
+from stellarexp.stages.head import fit_head, load_inputs, save_head
+from stellarexp.tracking.compare import search_finished
 
 log = logging.getLogger(__name__)
 
 
 def _classes(logg, threshold: float):
-    import torch
-
     return torch.where(torch.isfinite(logg), (logg > threshold).float(), torch.nan)
 
 
 def _class_probability(module, feats, n_samples: int):
-    import torch
-
     with torch.no_grad():
         return torch.sigmoid(module.head(feats.expand(n_samples, *feats.shape))).mean(0)[:, 0]
 
 
 def run_classifier(cfg, run) -> dict[str, float]:
     """``stage=logg_classifier``; see the module docstring."""
-    import torch
-
-    from stellarexp.evaluate.metrics import metric_name
-    from stellarexp.stages import image_common as ic
-    from stellarexp.stages.head import fit_head, load_inputs, save_head
-
     ic.begin_image_stage(cfg)
     thr = float(cfg.stage.threshold)
     inputs = load_inputs(cfg, run, ["logg"])
@@ -79,8 +80,6 @@ def run_classifier(cfg, run) -> dict[str, float]:
 
 def _latest(client, stage: str, backbone_run_id: str, split: str, fingerprint: str,
             target: str | None = None):
-    from stellarexp.tracking.compare import search_finished
-
     for r in search_finished(client, stage=stage, fingerprint=fingerprint, split=split):
         tags = r.data.tags
         if tags.get("backbone_run_id") == backbone_run_id and (
@@ -90,13 +89,6 @@ def _latest(client, stage: str, backbone_run_id: str, split: str, fingerprint: s
 
 
 def _load_classifier(client, run_id: str):
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
-    from stellarexp.models.image_module import HeadModule
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(client.download_artifacts(run_id, "classifier", tmp))
         meta = json.loads((folder / "model.json").read_text())
@@ -107,14 +99,6 @@ def _load_classifier(client, run_id: str):
 
 def run_heads(cfg, run) -> dict[str, float]:
     """``stage=logg_heads``; see the module docstring."""
-    import torch
-
-    from stellarexp.data.scalers import LabelScaler
-    from stellarexp.evaluate.metrics import metric_name
-    from stellarexp.models.image_module import residual_sigma
-    from stellarexp.stages import image_common as ic
-    from stellarexp.stages.head import fit_head, load_inputs, save_head
-
     ic.begin_image_stage(cfg)
     st = cfg.stage
     thr = float(st.threshold)
@@ -201,7 +185,6 @@ def run_heads(cfg, run) -> dict[str, float]:
         if one is not None and f"{subset}/sigma_logg" in one.data.metrics:
             metrics[metric_name(subset, "sigma_onestage", "logg")] = one.data.metrics[
                 f"{subset}/sigma_logg"]
-    from stellarexp.evaluate.predictive import evaluate_predictive
 
     # recalibration of the combined logg fitted on val -> heads/recalibration.json
     metrics.update(evaluate_predictive(cfg, run, ["logg"], {s: o[:2] for s, o in outputs.items()},
@@ -222,10 +205,6 @@ def sure_widths(run, one_stage, probs: dict, sure: float) -> dict[str, float]:
     Reads the ``out_of_sample.csv`` tables of this run (``heads/``) and of the one-stage head run
     ``one_stage`` (``head/``); empty when there is no one-stage run or no sure star.
     """
-    import tempfile
-
-    import pandas as pd
-
     if one_stage is None:
         log.info("no one-stage logg head on this backbone: the sure-star widths are not compared")
         return {}

@@ -17,15 +17,26 @@ of the head's dataset) for the out-of-range flag. It is logged as an MLflow pyfu
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from stellarexp.data import dataset as ds
+from stellarexp.data.fingerprint import data_fingerprint
+from stellarexp.data.pipeline import dataset_path
+from stellarexp.models import package_format, packaged, training_ranges
+from stellarexp.stages import targets_of
+from stellarexp.stages.logg import _latest
+from stellarexp.tracking.compare import search_finished
 
 log = logging.getLogger(__name__)
 
 
 def _get_run(client, run_id: str, stage: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         run = client.get_run(str(run_id))
     except MlflowException as exc:
@@ -46,9 +57,6 @@ def find_parts(client, runs_cfg, *, fingerprint: str | None, split: str, targets
     LookupError
         No head run, or run ids that do not belong together; the message says what to run.
     """
-    from stellarexp.stages.logg import _latest
-    from stellarexp.tracking.compare import search_finished
-
     wanted = set(targets)
     if runs_cfg.get("head"):
         head = _get_run(client, runs_cfg["head"], "head")
@@ -112,9 +120,6 @@ def choose_logg(mode: str, head, logg_heads) -> str:
 
 def _training_stars(head_run, cfg, split: str):
     """The training-subset star table of the head's dataset (for the training ranges)."""
-    from stellarexp.data import dataset as ds
-    from stellarexp.data.pipeline import dataset_path
-
     fp = head_run.data.tags.get("data_fingerprint")
     candidates = [head_run.data.tags.get("data_path"), str(dataset_path(cfg.data))]
     for cand in candidates:
@@ -130,10 +135,6 @@ def _training_stars(head_run, cfg, split: str):
 
 def run(cfg, run) -> dict[str, float]:
     """Assemble, log and register the package; see the module docstring."""
-
-    from stellarexp.data.fingerprint import data_fingerprint
-    from stellarexp.models import package_format, packaged, training_ranges
-    from stellarexp.stages import targets_of
 
     st = cfg.stage
     client = run.client
@@ -195,10 +196,6 @@ def run(cfg, run) -> dict[str, float]:
 
 def _copy_artifact(client, run_id: str, artifact: str, dest: Path) -> bool:
     """Copy one artifact file of a run to ``dest`` when it exists (``False`` otherwise)."""
-    import shutil
-
-    from mlflow.exceptions import MlflowException
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = Path(client.download_artifacts(run_id, artifact, tmp))
@@ -212,11 +209,6 @@ def _copy_artifact(client, run_id: str, artifact: str, dest: Path) -> bool:
 
 def _check(model_uri: str, data_path: str, split: str) -> dict[str, float]:
     """Reload the logged model through ``mlflow.pyfunc`` and predict a few validation stars."""
-    import mlflow
-    import numpy as np
-
-    from stellarexp.data import dataset as ds
-
     stars = ds.read_stars(data_path)
     rows = np.flatnonzero(ds.split_mask(stars["fold"], split, "val"))[:8]
     images = ds.read_images(data_path, rows).astype(np.float32)

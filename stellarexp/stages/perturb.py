@@ -34,9 +34,28 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import median_abs_deviation, spearmanr
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2.functional import rotate as tv_rotate
 
 from stellarexp.constants import BANDS
+from stellarexp.data.dataset import read_attrs
+from stellarexp.data.pipeline import ensure_dataset
+from stellarexp.data.scalers import LabelScaler
+from stellarexp.data.star_dataset import StarImageDataset
+from stellarexp.evaluate import figures as fg
+from stellarexp.evaluate.attention import attention_maps
+from stellarexp.evaluate.calibration import Recalibration
+from stellarexp.evaluate.figures import optional_figure
+from stellarexp.evaluate.metrics import coverage, error_spearman
 from stellarexp.io_utils import write_csv_atomic
+from stellarexp.models.image_module import HeadModule
+from stellarexp.stages import image_common as ic
+from stellarexp.stages import targets_of
+from stellarexp.stages.head import physical_prediction
+from stellarexp.tracking.compare import search_finished
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +68,6 @@ def find_head_run(client, *, run_id=None, fingerprint=None, split=None, targets=
         if run.data.tags.get("stage") != "head":
             raise LookupError(f"run {run_id} is a {run.data.tags.get('stage')!r} run, not a head")
         return run
-    from stellarexp.tracking.compare import search_finished
 
     wanted = set(targets)
     for run in search_finished(client, stage="head", fingerprint=fingerprint, split=split):
@@ -63,11 +81,6 @@ def find_head_run(client, *, run_id=None, fingerprint=None, split=None, targets=
 
 def load_head(client, run_id: str):
     """``(module, meta, recalibration or None)`` from a head run's ``head/`` artifact."""
-    import torch
-
-    from stellarexp.evaluate.calibration import Recalibration
-    from stellarexp.models.image_module import HeadModule
-
     with tempfile.TemporaryDirectory(prefix="stellarexp-head-") as tmp:
         folder = Path(client.download_artifacts(run_id, "head", tmp))
         meta = json.loads((folder / "model.json").read_text())
@@ -90,10 +103,6 @@ class Predictor:
 
     def __call__(self, images) -> dict[str, np.ndarray]:
         """``mean``, ``std``, ``std_cal``, ``lo``, ``hi`` (recalibrated 95%) ``[N, T]``."""
-        import torch
-
-        from stellarexp.stages.head import physical_prediction
-
         model = self.backbone.model.eval()
         feats = []
         with torch.no_grad():
@@ -117,16 +126,12 @@ class Predictor:
 
 def pixel_scatter(images) -> np.ndarray:
     """Robust pixel scatter ``1.4826 x MAD`` of every cutout and band, ``[N, 5]``."""
-    from scipy.stats import median_abs_deviation
-
     x = np.asarray(images, dtype=np.float64)
     return median_abs_deviation(x, axis=(-2, -1), scale="normal", nan_policy="omit")
 
 
 def add_noise(images, scatter, eps: float, bands, generator):
     """``images`` ``[N, 5, H, W]`` plus Gaussian noise ``eps x scatter`` in ``bands``."""
-    import torch
-
     out = images.clone()
     for b in bands:
         sigma = torch.as_tensor(eps * scatter[:, b], dtype=images.dtype)[:, None, None]
@@ -137,9 +142,6 @@ def add_noise(images, scatter, eps: float, bands, generator):
 
 def rotate(images, degrees: float):
     """Rotate ``[N, C, H, W]`` counter-clockwise about the centre (torchvision, bilinear)."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2.functional import rotate as tv_rotate
-
     if degrees % 360 == 0:
         return images.clone()
     return tv_rotate(images, float(degrees), interpolation=InterpolationMode.BILINEAR, fill=0.0)
@@ -147,8 +149,6 @@ def rotate(images, degrees: float):
 
 def _summary(pred, ref, y, targets, **keys) -> list[dict]:
     """One table row per target: shift against ``ref``, spread, sigma, coverage."""
-    from stellarexp.evaluate.metrics import coverage, error_spearman
-
     rows = []
     for j, t in enumerate(targets):
         shift = pred["mean"][:, j] - ref["mean"][:, j]
@@ -168,8 +168,6 @@ def _summary(pred, ref, y, targets, **keys) -> list[dict]:
 
 def noise_experiment(predict, images, y, targets, st, seed: int):
     """Table rows (clean row ``eps = 0`` first), the example star's rows and its noisy images."""
-    import torch
-
     bands = [BANDS.index(str(b)) for b in st.noise.bands]
     scatter = pixel_scatter(images.numpy())
     gen = torch.Generator().manual_seed(seed)
@@ -195,10 +193,6 @@ def noise_experiment(predict, images, y, targets, st, seed: int):
 
 def rotation_experiment(predict, images, y, targets, step: float):
     """Predictions at every angle ``[A]`` and the table rows; Spearman summaries per target."""
-    from scipy.stats import spearmanr
-
-    from stellarexp.evaluate.metrics import error_spearman
-
     angles = np.arange(0.0, 360.0, float(step))
     preds = [predict(rotate(images, a)) for a in angles]
     rows = []
@@ -227,18 +221,6 @@ def rotation_experiment(predict, images, y, targets, step: float):
 
 def run(cfg, run) -> dict[str, float]:
     """Noise and rotation experiments on a trained head; see the module docstring."""
-    import pandas as pd
-    import torch
-
-    from stellarexp.data.dataset import read_attrs
-    from stellarexp.data.pipeline import ensure_dataset
-    from stellarexp.data.scalers import LabelScaler
-    from stellarexp.data.star_dataset import StarImageDataset
-    from stellarexp.evaluate import figures as fg
-    from stellarexp.evaluate.predictive import optional_figure
-    from stellarexp.stages import image_common as ic
-    from stellarexp.stages import targets_of
-
     ic.begin_image_stage(cfg)
     st = cfg.stage
     split = str(cfg.split.name)
@@ -318,8 +300,6 @@ def run(cfg, run) -> dict[str, float]:
     n_att = min(int(st.attention.examples), n)
     if n_att:
         def attention():
-            from stellarexp.evaluate.attention import attention_maps
-
             scaled = backbone.band_scaler.transform(images[:n_att])
             maps, names = attention_maps(backbone.model, scaled)
             # the maps tile the model's centred crop, so show that crop beside them

@@ -24,6 +24,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from astropy.table import Table
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from stellarexp import home
+from stellarexp.data import dataset as ds
+from stellarexp.data import pipeline
+from stellarexp.data.pipeline import UserInputError
+from stellarexp.io_utils import atomic_path
+from stellarexp.models import package_format, packaged, training_ranges
+from stellarexp.stages import image_common as ic
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +46,6 @@ ID_COLUMNS = ("star_id", "obj_id", "apogee_id", "ra", "dec", "run", "camcol", "f
 
 
 def _user_error(message: str):
-    from stellarexp.data.pipeline import UserInputError
-
     return UserInputError(message)
 
 
@@ -50,8 +60,6 @@ def table_format(path) -> str:
 
 def write_table(frame, path) -> Path:
     """Write ``frame`` atomically as CSV, FITS or Parquet (by extension)."""
-    from stellarexp.io_utils import atomic_path
-
     path = Path(path)
     fmt = table_format(path)
     with atomic_path(path) as tmp:
@@ -60,8 +68,6 @@ def write_table(frame, path) -> Path:
         elif fmt == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
-            from astropy.table import Table
-
             table = Table.from_pandas(frame.reset_index(drop=True))
             for name in table.colnames:  # FITS wants fixed-width strings, not objects
                 if table[name].dtype == object:
@@ -88,8 +94,6 @@ def rejects_path(output) -> Path:
 
 
 def _missing(cfg, key: str) -> bool:
-    from omegaconf import OmegaConf
-
     return key not in cfg or OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")
 
 
@@ -100,12 +104,6 @@ def prepare_input(cfg) -> Path:
     ``$STELLAREXP_HOME/cache/predict/`` and rebuilt only when the table, frames location or
     cutout settings change.
     """
-    from omegaconf import OmegaConf
-
-    from stellarexp import home
-    from stellarexp.data import dataset as ds
-    from stellarexp.data import pipeline
-
     if _missing(cfg, "input"):
         raise _user_error("input is not set: give input=<dataset file .h5> or "
                           "input=<cross-match table> [frame_root=<folder of frames/301/...>]")
@@ -150,13 +148,6 @@ def prepare_input(cfg) -> Path:
 
 def run(cfg, run) -> dict[str, float]:
     """Predict every star of ``input`` with ``model_uri``; see the module docstring."""
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from stellarexp.data import dataset as ds
-    from stellarexp.models import package_format, packaged, training_ranges
-    from stellarexp.stages import image_common as ic
-
     st = cfg.stage
     if _missing(cfg, "model_uri"):
         raise _user_error("model_uri is not set: give model_uri=models:/<name>/<version> (see "

@@ -19,7 +19,11 @@ from __future__ import annotations
 import logging
 import math
 
+import optuna
 from lightning.pytorch.callbacks import Callback
+
+from stellarexp.stages import optimized_metric
+from stellarexp.tune.in_job import current_trial
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,6 @@ class OptunaPruning(Callback):
         self.trial.report(value, step)
         self.reported.append((step, value))
         if self.trial.should_prune():
-            import optuna
-
             msg = (f"trial {self.trial.number} pruned at epoch {trainer.current_epoch} "
                    f"({self.monitor[0]} = {value:.6g})")
             log.info(msg)
@@ -72,8 +74,6 @@ class OptunaPruning(Callback):
 
 def monitor_names(cfg) -> list[str]:
     """The job's optimised metric and its per-epoch spelling without the target suffix."""
-    from stellarexp.stages import optimized_metric
-
     name = optimized_metric(cfg)
     names = [name]
     target = cfg.get("target")
@@ -84,8 +84,6 @@ def monitor_names(cfg) -> list[str]:
 
 def callbacks(cfg, step_offset: int = 0) -> list:
     """``[OptunaPruning]`` inside an Optuna sweep job, else ``[]``."""
-    from stellarexp.tune.in_job import current_trial
-
     trial = current_trial()
     if trial is None:
         return []

@@ -13,8 +13,29 @@ import logging
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
+from stellarexp import sdss
 from stellarexp.constants import LABELS, LOGG_THRESHOLD
+from stellarexp.data import dataset as ds
+from stellarexp.data.dataset import split_mask
+from stellarexp.data.features import features
+from stellarexp.data.pipeline import ensure_dataset
+from stellarexp.evaluate.figures import label_plane
+from stellarexp.home import conf_dir
+from stellarexp.io_utils import atomic_path
+from stellarexp.models.baselines import make_regressor
+from stellarexp.survey import labels, measurement, population
+from stellarexp.survey.labels import load_apogee_labels
+from stellarexp.survey.population import draw_survey_stars
+from stellarexp.survey.realism import anchors, locus, noise, transfer, twin
+from stellarexp.survey.realism import figures as rf
+from stellarexp.survey.realism.checks import Check, dereddened_colours
+from stellarexp.survey.realism.locus import BRIGHT_R
+from stellarexp.survey.realism.noise import error_curve
+from stellarexp.survey.simulate import spec_from_config
+from stellarexp.tracking.compare import paper_table
+from stellarexp.tracking.table_format import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +55,6 @@ def simulated_colours(stars: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         ``ug, gr, ri, iz, feh, logg``; stars with a non-finite value left out.
     """
-    from stellarexp.survey.realism.checks import dereddened_colours
-
     out = dereddened_colours(stars)
     out["feh"] = pd.to_numeric(stars["fe_h"], errors="coerce").to_numpy(float)
     out["logg"] = pd.to_numeric(stars["logg"], errors="coerce").to_numpy(float)
@@ -44,8 +63,6 @@ def simulated_colours(stars: pd.DataFrame) -> pd.DataFrame:
 
 def dereddened_magnitudes(stars: pd.DataFrame, mag: str, ext: str) -> pd.DataFrame:
     """Columns ``u g r i z``: magnitudes minus extinction (column patterns with ``{b}``)."""
-    from stellarexp import sdss
-
     return pd.DataFrame({b: stars[mag.format(b=b)].to_numpy(float) - stars[ext.format(b=b)].to_numpy(float)
                          for b in sdss.BANDS})
 
@@ -66,10 +83,6 @@ def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int,
     :func:`stellarexp.survey.measurement.measured_magnitudes`), as the SSPP stars it is compared
     with are; otherwise its colours are the true ones.
     """
-    from stellarexp.survey import labels, measurement, population
-    from stellarexp.survey.realism.checks import dereddened_colours
-    from stellarexp.survey.realism.noise import error_curve
-
     rng = np.random.default_rng(seed)
     lab = labels.segue_like_labels(sspp, n, rng)
     r_range = tuple(float(v) for v in data_cfg.get("r_range", (14.0, 19.5)))
@@ -77,8 +90,6 @@ def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int,
     stars = population.draw_labelled_stars(n, rng, labels=lab, apogee_h_limit=None, r_range=r_range,
                                            teff_colour_scatter=dict(scatter) if scatter else None)
     if catalogue is not None and "zero_point_sigma" in data_cfg:
-        from stellarexp.survey.simulate import spec_from_config
-
         spec = spec_from_config(data_cfg)
         curves = {b: error_curve(catalogue[f"psfmag_{b}"], catalogue[f"psfmagerr_{b}"]) for b in "ugriz"}
         stars = measurement.measured_magnitudes(stars, rng, error_curves=curves,
@@ -100,15 +111,6 @@ def difficulty(stars: pd.DataFrame, *, sample: str, tolerance: float, seed: int,
     stellarexp.survey.realism.checks.Check
         Value: the ratio (ours / paper) farthest from 1 over models and labels.
     """
-    from omegaconf import OmegaConf
-
-    from stellarexp.data.dataset import split_mask
-    from stellarexp.data.features import features
-    from stellarexp.home import conf_dir
-    from stellarexp.models.baselines import make_regressor
-    from stellarexp.survey.realism.checks import Check
-    from stellarexp.tracking.compare import paper_table
-
     X = features(stars, "color").to_numpy(float)
     train = split_mask(stars["fold"].to_numpy(), "paper", "train")
     val = split_mask(stars["fold"].to_numpy(), "paper", "val")
@@ -143,11 +145,8 @@ def anchor_twin(cfg, cal: pd.DataFrame) -> pd.DataFrame | None:
     """The calibObj stars measured by the survey's photometry in the anchor's conditions
     (:mod:`stellarexp.survey.realism.twin`); ``None`` for data that is not the synthetic survey,
     for an anchor without condition columns, or with ``stage.twin=false``."""
-    from stellarexp.survey.realism import twin
-
     if not cfg.stage.twin or str(cfg.data.get("name")) != "synthetic":
         return None
-    from stellarexp.survey.simulate import spec_from_config
 
     try:
         conditions = twin.anchor_conditions(cal)
@@ -161,10 +160,6 @@ def anchor_twin(cfg, cal: pd.DataFrame) -> pd.DataFrame | None:
 
 def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
     """Every comparison; returns the checks and the inputs the figures need."""
-    from stellarexp import sdss
-    from stellarexp.data.dataset import split_mask
-    from stellarexp.survey.realism import anchors, locus, noise, transfer
-
     scfg = cfg.stage
     sspp = anchors.load_sspp(scfg.get("sspp"))
     cal = anchors.load_calibobj_stars(scfg.get("calibobj"))
@@ -198,8 +193,6 @@ def run_checks(cfg, stars: pd.DataFrame, sample: str) -> tuple[list, dict]:
 
 def to_markdown(checks, *, title: str) -> str:
     """The realism table: check, sample, value, target, verdict, detail."""
-    from stellarexp.tracking.table_format import markdown_table
-
     def cell(text: str) -> str:  # a pipe inside a cell would end it
         return str(text).replace("|", "\\|")
 
@@ -215,11 +208,6 @@ def to_markdown(checks, *, title: str) -> str:
 
 
 def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cfg_data=None) -> list:
-    from stellarexp.evaluate.figures import label_plane
-    from stellarexp.survey.labels import load_apogee_labels
-    from stellarexp.survey.realism import figures as rf
-    from stellarexp.survey.realism.locus import BRIGHT_R
-
     fig_dir = out_dir / "figures"
     paths = [rf.dwarf_locus_figure(inputs["sim"], inputs["sspp"], fig_dir / "dwarf_locus.png", sample=sample),
              rf.dwarf_locus_figure(inputs["seg"], inputs["sspp_scored"], fig_dir / "dwarf_locus_segue_like.png",
@@ -243,8 +231,6 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cf
     paths.append(label_plane(stars["teff"], stars["logg"], stars["fe_h"], fig_dir / "label_plane_survey.png",
                              title=f"{sample}: labels of {len(stars)} dataset stars (logg > 4: {share:.0%})"))
     if cfg_data is not None and "dwarf_share" in cfg_data:
-        from stellarexp.survey.population import draw_survey_stars
-
         bare = draw_survey_stars(len(stars), int(cfg_data.seed), dwarf_share=0.0, r_range=tuple(cfg_data.r_range),
                                  binary_fraction=dict(cfg_data.get("binary_fraction", {})) or None)
         bare_share = float((bare["logg"] > LOGG_THRESHOLD).mean())
@@ -257,10 +243,6 @@ def _figures(checks, inputs: dict, out_dir, sample: str, stars: pd.DataFrame, cf
 
 def run(cfg, run) -> dict:
     """Run the realism report; see the module docstring."""
-    from stellarexp.data import dataset as ds
-    from stellarexp.data.pipeline import ensure_dataset
-    from stellarexp.io_utils import atomic_path
-
     path = ensure_dataset(cfg.data, progress=bool(cfg.get("progress", True)))
     attrs = ds.read_attrs(path)
     stars = ds.read_stars(path)

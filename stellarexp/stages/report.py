@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
+from stellarexp.data.dataset import eval_subset
 from stellarexp.data.fingerprint import data_fingerprint
 from stellarexp.io_utils import write_csv_atomic, write_text_atomic
+from stellarexp.tracking import compare, goals, perturb_report, row_sources, table_format
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,6 @@ def figure_links(client, runs) -> dict[str, list[tuple[str, str]]]:
 
 def realism_section(client, run) -> str:
     """The realism table of a ``stage=realism`` run (its ``realism/realism.md``), or ``""``."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = Path(client.download_artifacts(run.info.run_id, "realism/realism.md", tmp))
@@ -52,9 +53,6 @@ def realism_section(client, run) -> str:
 
 def run(cfg, run) -> dict:
     """Build, print and log the comparison table; see the module docstring."""
-    from stellarexp.data.dataset import eval_subset
-    from stellarexp.tracking import compare, goals, perturb_report, row_sources, table_format
-
     scfg = cfg.stage
     split = str(cfg.split.name)
     subset = eval_subset(split)
@@ -131,8 +129,6 @@ def _linked_runs(client, comp, run_ids, fingerprint, split) -> list:
     of the table, the backbones of its image-model rows, and the newest perturbation experiment
     and realism report of this data and split.
     """
-    from stellarexp.tracking import compare
-
     if run_ids:
         return [client.get_run(r) for r in run_ids]
     linked = [client.get_run(r) for r in comp.run_ids]

@@ -9,17 +9,19 @@ calibObj anchor (:mod:`stellarexp.survey.realism.twin`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from stellarexp import sdss
+from stellarexp.sdss.frames import sky_image
+from stellarexp.survey import photometry, psf
 
 
 def field_star_photometry(rb, noise, neighbours: pd.DataFrame, n_labelled: int, stamp, ovs, spec,
                            max_stars: int = 120) -> pd.DataFrame:
     """Measure r-band PSF fluxes of a sample of field stars (14 < r < 22.5, inside the frame)."""
-    from stellarexp.survey import photometry
-
     x = np.asarray(rb.x[n_labelled:], dtype=float)
     y = np.asarray(rb.y[n_labelled:], dtype=float)
     mag = neighbours["mag_r"].to_numpy()
@@ -41,8 +43,6 @@ def measure_band(rb, bc, x, y, spec, rng):
         The fits (``flux``, ``flux_err``, ``x_fit``, ``y_fit``), the per-pixel noise map and the
         catalogue's PSF model as an oversampled stamp.
     """
-    from stellarexp.survey import photometry, psf
-
     # the fit's weights and reported errors use the pipeline's variance, which may leave out the
     # dark variance that the pixels hold (data.catalogue_error_dark_variance, docs/simulation.md)
     noise = noise_map(rb, bc, dark_variance=spec.catalogue_error_dark_variance)
@@ -55,8 +55,6 @@ def measure_band(rb, bc, x, y, spec, rng):
 
 def catalogue_psf(true_psf, rng, fwhm_error: float):
     """The PSF model a photometric pipeline would estimate: the true one, FWHM slightly off."""
-    import dataclasses
-
     scale = 1.0 + (rng.normal(0.0, fwhm_error) if fwhm_error > 0 else 0.0)
     return dataclasses.replace(true_psf, fwhm_px=true_psf.fwhm_px * scale)
 
@@ -69,8 +67,6 @@ def noise_map(rb, bc, *, dark_variance: bool = True) -> np.ndarray:
     (``sqrt(dn / gain + darkVariance)``); without it, the variance SDSS's photometric pipeline
     reports errors from (docs/simulation.md, "Reported errors").
     """
-    from stellarexp.sdss.frames import sky_image
-
     sky = sky_image(rb.allsky, rb.xinterp, rb.yinterp)
     if dark_variance:
         dn = np.clip(rb.image / rb.calib[None, :] + sky, 0.0, None)

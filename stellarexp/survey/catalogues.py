@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.coordinates import Angle
+from astropy.table import Table
 
 from stellarexp import sdss
 from stellarexp.constants import LOGG_THRESHOLD
@@ -18,8 +20,6 @@ from stellarexp.survey.labels import observed_labels
 
 def apogee_id(ra, dec) -> list[str]:
     """2MASS-style APOGEE_ID (``2MHHMMSSss+DDMMSSs``) encoding J2000 coordinates."""
-    from astropy.coordinates import Angle
-
     out = []
     for a, d in zip(np.atleast_1d(ra), np.atleast_1d(dec)):
         h, m, s = Angle(a, "deg").hms
@@ -125,8 +125,6 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
 
 
 def _write_fits_table(df: pd.DataFrame, path: Path) -> None:
-    from astropy.table import Table
-
     with atomic_path(path) as tmp:
         Table.from_pandas(df).write(tmp, format="fits", overwrite=True)
 

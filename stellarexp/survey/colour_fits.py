@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import asdict
 from importlib import resources
+
+from stellarexp.io_utils import write_text_atomic
+from stellarexp.survey.realism.anchors import load_sspp
 
 RESOURCE = "colour_fits.json"
 
 
 def write_colour_fits(path) -> dict:
     """Fit the three relations to the packaged real stars and write them to ``path`` (JSON)."""
-    from dataclasses import asdict
-
-    from stellarexp.io_utils import write_text_atomic
     from stellarexp.survey.iz_relation import calibobj_magnitudes, fit_iz_relation
-    from stellarexp.survey.realism.anchors import load_sspp
     from stellarexp.survey.ri_relation import fit_ri_offset
     from stellarexp.survey.ug_relation import fit_ug_relation
 

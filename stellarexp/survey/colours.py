@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from stellarexp.survey.iz_relation import packaged_iz_relation
+from stellarexp.survey.ri_relation import GR_DOMAIN as RI_GR_DOMAIN
+from stellarexp.survey.ri_relation import packaged_ri_offset
+from stellarexp.survey.ug_relation import GR_DOMAIN as UG_GR_DOMAIN
+from stellarexp.survey.ug_relation import packaged_ug_relation
+
 # --- Empirical colour relations (see docs/population.md) ------------------------------------
 # Range of g-r over which the Ivezic et al. (2008) Teff cubic is inverted; hotter stars are
 # clamped to the blue end (none in APOGEE, whose Teff <= 6.8 kK maps to g-r >= 0.17).
@@ -129,8 +135,6 @@ def iz_from_ri(r_i):
     -------
     numpy.ndarray
     """
-    from stellarexp.survey.iz_relation import packaged_iz_relation
-
     return packaged_iz_relation()(r_i)
 
 
@@ -152,11 +156,9 @@ def ug_from_feh(g_r, fe_h):
     numpy.ndarray
         u-g (mag) of a dwarf; add :func:`gravity_ug_offset` for giants.
     """
-    from stellarexp.survey.ug_relation import GR_DOMAIN, packaged_ug_relation
-
     relation = packaged_ug_relation()
     y, feh = np.broadcast_arrays(np.asarray(g_r, dtype=float), np.asarray(fe_h, dtype=float))
-    lo, hi = GR_DOMAIN
+    lo, hi = UG_GR_DOMAIN
     base = relation(y, feh)
     return base + UG_BLUE_SLOPE * np.minimum(y - lo, 0.0) + relation.red_slope * np.maximum(y - hi, 0.0)
 
@@ -262,9 +264,7 @@ def intrinsic_colours(teff, logg, fe_h) -> dict[str, np.ndarray]:
 def _dwarf_ri_shift(g_r, moved_gr, fe_h) -> np.ndarray:
     """r-i a dwarf gains when its g-r moves to ``moved_gr``: along the Juric et al. locus, plus
     the SSPP dwarfs' offset from it at that g-r and [Fe/H] (:mod:`stellarexp.survey.ri_relation`)."""
-    from stellarexp.survey.ri_relation import GR_DOMAIN, packaged_ri_offset
-
-    hi = GR_DOMAIN[1]  # the locus saturates in g-r beyond the offset's domain: move inside it
+    hi = RI_GR_DOMAIN[1]  # the locus saturates in g-r beyond the offset's domain: move inside it
     along = ri_from_gr(np.minimum(moved_gr, hi)) - ri_from_gr(np.minimum(g_r, hi))
     return along + packaged_ri_offset()(moved_gr, fe_h)
 

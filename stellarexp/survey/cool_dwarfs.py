@@ -25,9 +25,11 @@ import functools
 
 import numpy as np
 import pandas as pd
+from scipy.stats import truncnorm
 
 from stellarexp.constants import LOGG_THRESHOLD
 from stellarexp.survey import dwarf_sequence
+from stellarexp.survey.labels import apogee_arrays
 
 CHABRIER_LOG_MC = np.log10(0.22)  # Chabrier (2003), system mass function, m < 1 Msun
 CHABRIER_SIGMA = 0.57
@@ -54,8 +56,6 @@ def cool_dwarf_labels(n: int, rng, fe_h_pool) -> pd.DataFrame:
     pandas.DataFrame
         ``teff``, ``logg``, ``fe_h``, ``mass``.
     """
-    from scipy.stats import truncnorm
-
     rng = np.random.default_rng(rng)
     fe_h_pool = np.asarray(fe_h_pool, float)
     fe_h_pool = fe_h_pool[np.isfinite(fe_h_pool)]
@@ -72,8 +72,6 @@ def cool_dwarf_labels(n: int, rng, fe_h_pool) -> pd.DataFrame:
 @functools.lru_cache(maxsize=1)
 def packaged_pool() -> pd.DataFrame:
     """A fixed pool of cool-dwarf labels, [Fe/H] from the APOGEE dwarfs at |b| >= 30 deg."""
-    from stellarexp.survey.labels import apogee_arrays
-
     arr = apogee_arrays()
     dwarfs = (arr["logg"] > DWARF_LOGG) & (np.abs(arr["glat"]) >= 30.0)
     return cool_dwarf_labels(POOL_SIZE, POOL_SEED, arr["fe_h"][dwarfs])

@@ -8,11 +8,16 @@ needing the same stars in both.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
+import pandas as pd
+from astropy.wcs import WCS
 
-from stellarexp.sdss import mag_to_nmgy
+from stellarexp.sdss import BANDS, mag_to_nmgy
+from stellarexp.survey import conditions, photometry, psf, render
+from stellarexp.survey.catalogue_photometry import noise_map
 
 
 def fit_flux_error_curve(flux, flux_err) -> tuple[float, float]:
@@ -69,15 +74,6 @@ def simulated_error_curve(*, camcol: int, fwhm_r_arcsec: float, sky_r_nmgy_arcse
     catalogue's PSF photometry and fits ``err^2 = a + b f``. Comparing with the real catalogue
     of the same field then tests the noise model and the photometry, not the luck of the draw.
     """
-    import dataclasses
-
-    import pandas as pd
-    from astropy.wcs import WCS
-
-    from stellarexp.sdss import BANDS
-    from stellarexp.survey import conditions, photometry, psf, render
-    from stellarexp.survey.catalogue_photometry import noise_map
-
     cond = conditions.draw_field_conditions(9999, camcol, 11, rng, ra0=180.0, dec0=30.0,
                                             fwhm_r_arcsec=fwhm_r_arcsec, shape=shape)
     ny, nx = shape

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import bz2
 import io
+import warnings
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 
 from stellarexp import sdss
 from stellarexp.io_utils import atomic_path
@@ -66,11 +70,6 @@ def _astrom_table(wcs_header, band: str, run: int, camcol: int, field: int, mjd:
     ``nu = D + E row + F col`` (degrees), for the scan's great circle (NODE, INCL). The TAN WCS
     is linearised over the frame; the distortion and colour terms are zero.
     """
-    import warnings
-
-    from astropy.io import fits
-    from astropy.wcs import WCS, FITSFixedWarning
-
     ny, nx = shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -108,7 +107,6 @@ def _tai_calendar(tai: float) -> tuple[str, str]:
     """``DATE-OBS`` and ``TAIHMS`` strings of a TAI given in seconds since 1858-11-17 (MJD 0)."""
     day = int(tai // 86400.0)
     sec = tai - day * 86400.0
-    from datetime import date, timedelta
 
     d = date(1858, 11, 17) + timedelta(days=day)
     h, rem = divmod(sec, 3600.0)
@@ -125,8 +123,6 @@ def build_header(*, wcs_header, band: str, run: int, camcol: int, nmgy: float, d
     simulation cannot honestly fill (telescope encoders, software versions) are left out, and
     ``ORIGIN`` says where the frame comes from.
     """
-    from astropy.io import fits
-
     date, taihms = _tai_calendar(float(tai))
     camrow = sdss.DRIFT_ORDER.index(band) + 1
     hdr = fits.Header()
@@ -229,8 +225,6 @@ def write_frame(path, image: np.ndarray, *, wcs_header, band: str, run: int, cam
     ValueError
         Naming the argument, for inconsistent shapes or impossible values.
     """
-    from astropy.io import fits
-
     path = Path(path)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2 or 0 in image.shape:

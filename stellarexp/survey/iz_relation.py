@@ -14,6 +14,12 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+from sklearn.linear_model import HuberRegressor
+
+from stellarexp.sdss import BANDS
+from stellarexp.survey.colour_fits import packaged_colour_fits
+from stellarexp.survey.realism.anchors import load_calibobj_stars
 
 RI_DOMAIN: tuple[float, float] = (-0.1, 1.7)
 R_LIMIT = 19.5
@@ -65,8 +71,6 @@ def fit_iz_relation(mags) -> IzRelation:
     -------
     IzRelation
     """
-    from sklearn.linear_model import HuberRegressor
-
     missing = [b for b in "riz" if b not in mags.columns]
     if missing:
         raise ValueError(f"the star table lacks magnitude column(s) {missing}")
@@ -85,11 +89,6 @@ def fit_iz_relation(mags) -> IzRelation:
 
 def calibobj_magnitudes():
     """Dereddened PSF magnitudes ``u..z`` of the packaged calibObj stars (a DataFrame)."""
-    import pandas as pd
-
-    from stellarexp.sdss import BANDS
-    from stellarexp.survey.realism.anchors import load_calibobj_stars
-
     cat = load_calibobj_stars()
     return pd.DataFrame({b: 22.5 - 2.5 * np.log10(np.clip(cat[f"psfflux_{b}"].to_numpy(float), 1e-3, None))
                          - cat[f"extinction_{b}"].to_numpy(float) for b in BANDS})
@@ -99,7 +98,5 @@ def calibobj_magnitudes():
 def packaged_iz_relation() -> IzRelation:
     """The relation fitted to the packaged calibObj stars, as frozen in the package
     (:mod:`stellarexp.survey.colour_fits`)."""
-    from stellarexp.survey.colour_fits import packaged_colour_fits
-
     d = packaged_colour_fits()["iz"]
     return IzRelation(tuple(d["coef"]), int(d["n_stars"]), float(d["robust_scatter"]))

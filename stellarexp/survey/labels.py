@@ -12,6 +12,7 @@ from importlib import resources
 
 import numpy as np
 import pandas as pd
+from astropy.coordinates import SkyCoord
 
 from stellarexp.constants import LABELS
 from stellarexp.io_utils import atomic_path
@@ -56,8 +57,6 @@ def build_apogee_resource(csv_path, out_path) -> int:
     int
         Number of rows written.
     """
-    from astropy.coordinates import SkyCoord
-
     df = pd.read_csv(csv_path)
     missing = [c for c in ("apogee_id", *LABEL_COLUMNS) if c not in df.columns]
     if missing:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 
+import astropy.units as u
 import numpy as np
+import speclite.filters
 
 from stellarexp.sdss import BANDS, EXTINCTION_COEFF
 from stellarexp.survey import dwarf_sequence
@@ -33,9 +35,6 @@ _BC_LOGT_GRID = np.linspace(np.log10(2000.0), np.log10(20000.0), 361)
 @functools.lru_cache(maxsize=1)
 def _blackbody_bc_table() -> np.ndarray:
     """Raw blackbody BC_x = Mbol - M_x (AB) on ``_BC_LOGT_GRID``: columns u g r i z H."""
-    import astropy.units as u
-    import speclite.filters
-
     names = [f"sdss2010-{b}" for b in BANDS] + ["twomass-H"]
     filters = speclite.filters.load_filters(*names)
     wave_aa = np.arange(2800.0, 19005.0, 5.0)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.sdss import BANDS
+from stellarexp.survey import calibration_errors
 
 
 def measured_magnitudes(stars: pd.DataFrame, rng, *, error_curves: Mapping[str, tuple], zero_point_sigma: Mapping,
@@ -42,8 +43,6 @@ def measured_magnitudes(stars: pd.DataFrame, rng, *, error_curves: Mapping[str, 
     pandas.DataFrame
         A copy of ``stars`` with measured ``mag_<b>`` and map ``extinction_<b>``.
     """
-    from stellarexp.survey import calibration_errors
-
     out = stars.copy()
     n = len(out)
     fields = np.arange(n) // max(int(per_field), 1)

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from astropy.table import QTable
+from photutils.psf import ImagePSF, PSFPhotometry
 
 from stellarexp import sdss
 
@@ -31,8 +33,6 @@ def image_psf(stamp: np.ndarray, oversampling: int, *, normalise: bool = False):
         the stamp is accounted for and the fitted ``flux`` is the TOTAL flux (what psfMag
         reports after SDSS's aperture correction). True rescales the stamp to unit sum.
     """
-    from photutils.psf import ImagePSF
-
     stamp = np.asarray(stamp, dtype=float)
     if normalise:
         stamp = stamp / stamp.sum() * oversampling**2  # ImagePSF integrates over native pixels
@@ -66,9 +66,6 @@ def measure_psf_fluxes(image: np.ndarray, sigma: np.ndarray, x, y, psf_model, *,
     pandas.DataFrame
         Columns ``flux``, ``flux_err``, ``x_fit``, ``y_fit``, ``qfit`` (NaN where the fit failed).
     """
-    from astropy.table import QTable
-    from photutils.psf import PSFPhotometry
-
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     n = len(x)

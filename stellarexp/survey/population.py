@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.sdss import BANDS, EXTINCTION_COEFF, mag_to_nmgy
-from stellarexp.survey import binaries, dwarf_sequence
+from stellarexp.survey import binaries, cool_dwarfs, dwarf_sequence
 from stellarexp.survey import teff_colour_scatter as teff_colour_scatter_mod
 from stellarexp.survey.arguments import check_n, check_nonneg, check_r_range, colour_scatter_draw
 from stellarexp.survey.galaxy import GalaxyModel, draw_ebv
@@ -294,8 +294,6 @@ def draw_survey_stars(n: int, rng, *, dwarf_share: float = 0.0, **kwargs) -> pd.
         As :func:`draw_labelled_stars`, plus ``component`` (``apogee`` or ``cool_dwarf``; for
         the latter ``label_index`` is a row of the cool-dwarf pool).
     """
-    from stellarexp.survey import cool_dwarfs
-
     rng = np.random.default_rng(rng)
     stars = draw_labelled_stars(n, rng, **kwargs).assign(component="apogee")
     k = cool_dwarfs.cool_dwarf_count(len(stars), stars["logg"], dwarf_share)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from photutils.aperture import CircularAperture, aperture_photometry
+from scipy.optimize import brentq
 
 
 def _check_positive(name: str, value) -> float:
@@ -88,8 +90,6 @@ class PSFParams:
 @lru_cache(maxsize=4096)
 def _half_width_in_alpha(beta: float, f: float, k: float, beta_w: float) -> float:
     """Half width at half maximum of the summed profile in units of the core alpha."""
-    from scipy.optimize import brentq
-
     def shape(u2):
         # profile * pi * alpha^2, as a function of u^2 = (r / alpha)^2
         return (1.0 - f) * (beta - 1.0) * (1.0 + u2) ** (-beta) + f * (beta_w - 1.0) / (k * k) * (
@@ -128,8 +128,6 @@ def pixel_encircled_energy(params: PSFParams, radius: float) -> float:
     :func:`encircled_energy` says (-0.4% at 1.5 FWHM, -0.02% at 3 FWHM for FWHM = 3.3 px).
     Averaged over a 3 x 3 grid of sub-pixel star positions.
     """
-    from photutils.aperture import CircularAperture, aperture_photometry
-
     radius = float(radius)
     if not (math.isfinite(radius) and radius > 0):
         raise ValueError(f"radius must be positive and finite, got {radius!r}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.wcs import WCS
 
 from stellarexp import sdss
 from stellarexp.sdss.frames import sky_image
@@ -213,8 +214,6 @@ def interpolate_rows(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def render_band(bc: BandConditions, shape, ra, dec, flux, rng: np.random.Generator) -> RenderedBand:
     """Render one band (see the module docstring for the steps)."""
-    from astropy.wcs import WCS
-
     ny, nx = shape
     wcs = WCS(dict(bc.wcs_header))
     if len(ra):

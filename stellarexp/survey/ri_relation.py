@@ -21,8 +21,10 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.interpolate import RegularGridInterpolator
 
 from stellarexp.constants import MAD_TO_SIGMA
+from stellarexp.survey.colour_fits import packaged_colour_fits
 
 GR_EDGES: tuple[float, ...] = tuple(round(0.2 + 0.1 * k, 1) for k in range(11))  # 0.2 ... 1.2
 FEH_EDGES: tuple[float, ...] = (-2.5, -1.5, -1.0, -0.5, 0.0, 0.5)
@@ -54,8 +56,6 @@ class RiOffset:
 
     @functools.cached_property
     def _interpolator(self):
-        from scipy.interpolate import RegularGridInterpolator
-
         return RegularGridInterpolator((_centres(GR_EDGES), _centres(FEH_EDGES)),
                                        np.asarray(self.table, float))
 
@@ -128,8 +128,6 @@ def fit_ri_offset(sspp) -> RiOffset:
 def packaged_ri_offset() -> RiOffset:
     """The offset fitted to the packaged SSPP half, as frozen in the package
     (:mod:`stellarexp.survey.colour_fits`)."""
-    from stellarexp.survey.colour_fits import packaged_colour_fits
-
     d = packaged_colour_fits()["ri"]
     return RiOffset(tuple(map(tuple, d["table"])), tuple(map(tuple, d["counts"])), int(d["n_stars"]),
                     float(d["robust_scatter"]))

@@ -28,10 +28,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.wcs import WCS
+from tqdm.auto import tqdm
 
 from stellarexp import sdss
 from stellarexp.io_utils import atomic_path
-from stellarexp.survey import catalogues
+from stellarexp.survey import (
+    calibration_errors,
+    catalogue_photometry,
+    catalogues,
+    conditions,
+    field_stars,
+    galaxy,
+    photometry,
+    population,
+    render,
+)
+from stellarexp.survey.binaries import BINARY_FRACTION
+from stellarexp.survey.teff_colour_scatter import check_scatter
 
 FIELD_DIR = "fields"
 MANIFEST = "survey.json"
@@ -90,7 +104,6 @@ class SurveySpec:
             raise ValueError(f"data.dwarf_share must lie in [0, 1), got {self.dwarf_share!r}")
         if not (np.isfinite(self.ebv_map_error) and self.ebv_map_error >= 0):
             raise ValueError(f"data.ebv_map_error must be a finite fraction >= 0, got {self.ebv_map_error!r}")
-        from stellarexp.survey.binaries import BINARY_FRACTION
 
         fractions = dict(self.binary_fraction)
         unknown = sorted(set(fractions) - set(BINARY_FRACTION))
@@ -99,7 +112,6 @@ class SurveySpec:
                              f"got {fractions!r}")
         # one canonical order, so equal content gives equal fingerprints however it was written
         object.__setattr__(self, "binary_fraction", tuple(sorted((str(k), float(v)) for k, v in fractions.items())))
-        from stellarexp.survey.teff_colour_scatter import check_scatter
 
         scatter = check_scatter(dict(self.teff_colour_scatter))
         object.__setattr__(self, "teff_colour_scatter", tuple(sorted(scatter.items())))
@@ -207,19 +219,6 @@ def simulate_field(spec: SurveySpec, plan_row: dict) -> tuple[pd.DataFrame, pd.D
         r-band PSF photometry of unlabelled field stars (true magnitude, measured flux and
         error): the magnitude vs flux-error curve compared with the real calibObj catalogue.
     """
-    from astropy.wcs import WCS
-
-    from stellarexp.survey import (
-        calibration_errors,
-        catalogue_photometry,
-        conditions,
-        field_stars,
-        galaxy,
-        photometry,
-        population,
-        render,
-    )
-
     run, camcol, field = int(plan_row["run"]), int(plan_row["camcol"]), int(plan_row["field"])
     rng = np.random.default_rng([spec.seed, 1, int(plan_row["index"])])
     cond = conditions.draw_field_conditions(run, camcol, field, rng, ra0=float(plan_row["ra0"]),
@@ -365,8 +364,6 @@ def survey_complete(root, spec: SurveySpec | None = None) -> bool:
 
 def simulate_survey(spec: SurveySpec, *, progress: bool = True, force: bool = False) -> dict:
     """Simulate the whole survey (resumable: finished fields are kept) and return its summary."""
-    from tqdm.auto import tqdm
-
     root = Path(spec.root)
     if survey_complete(root, spec) and not force:
         return json.loads((root / MANIFEST).read_text())

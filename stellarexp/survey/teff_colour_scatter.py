@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from stellarexp.survey.colours import intrinsic_colours
+
 # Huang et al. (2015): fractional Teff residual of the colour calibrations
 HUANG_2015: dict[str, float] = {"dwarf": 0.020, "giant": 0.015}
 # classes IV and V (dwarfs and subgiants) against II and III in Huang et al.'s split
@@ -45,8 +47,6 @@ def colour_offsets(teff, logg, fe_h, rng, scatter: Mapping | None) -> dict[str, 
     scatter : mapping or None
         Fractional spread for ``dwarf`` (logg > 3.5) and ``giant`` stars; None draws nothing.
     """
-    from stellarexp.survey.colours import intrinsic_colours
-
     scatter = check_scatter(scatter)
     if scatter is None:
         return None

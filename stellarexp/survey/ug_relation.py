@@ -21,8 +21,12 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.interpolate import RegularGridInterpolator
+from sklearn.linear_model import HuberRegressor
+from sklearn.preprocessing import PolynomialFeatures
 
 from stellarexp.constants import MAD_TO_SIGMA
+from stellarexp.survey.colour_fits import packaged_colour_fits
 
 # Domain of the fit: where the SSPP half holds >= ~15 stars per 0.1 mag x 0.5 dex cell.
 GR_DOMAIN: tuple[float, float] = (0.15, 1.2)
@@ -67,8 +71,6 @@ class UgRelation:
 
     @functools.cached_property
     def _grid(self):
-        from scipy.interpolate import RegularGridInterpolator
-
         y = np.linspace(*GR_DOMAIN, 211)
         f = np.linspace(*FEH_DOMAIN, 301)
         table = self.polynomial(y[:, None], f[None, :])
@@ -97,9 +99,6 @@ def fit_ug_relation(sspp) -> UgRelation:
     -------
     UgRelation
     """
-    from sklearn.linear_model import HuberRegressor
-    from sklearn.preprocessing import PolynomialFeatures
-
     missing = [c for c in ("ug", "gr", "ri", "iz", "feh") if c not in sspp.columns]
     if missing:
         raise ValueError(f"the SSPP table lacks column(s) {missing}")
@@ -129,8 +128,6 @@ def fit_ug_relation(sspp) -> UgRelation:
 def packaged_ug_relation() -> UgRelation:
     """The relation fitted to the packaged SSPP half, as frozen in the package
     (:mod:`stellarexp.survey.colour_fits`)."""
-    from stellarexp.survey.colour_fits import packaged_colour_fits
-
     d = packaged_colour_fits()["ug"]
     return UgRelation(tuple(d["coef"]), tuple(tuple(p) for p in d["powers"]), float(d["red_slope"]),
                       int(d["n_stars"]), float(d["robust_scatter"]))

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
+from mlflow.entities import ViewType
 
 from stellarexp.evaluate.metrics import metric_name
 from stellarexp.tracking import row_sources
@@ -128,8 +129,6 @@ def _format(tpl: str, tags: dict) -> str | None:
 def search_finished(client, *, stage: str, fingerprint: str | None, split: str,
                     experiments: list[str] | None = None) -> list:
     """FINISHED runs of ``stage`` for one data fingerprint and split, newest first."""
-    from mlflow.entities import ViewType
-
     if experiments:
         exps = [client.get_experiment_by_name(n) for n in experiments]
         ids = [e.experiment_id for e in exps if e is not None]

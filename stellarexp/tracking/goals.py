@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from stellarexp.evaluate.out_of_sample import binomial_range
 from stellarexp.tracking.compare import Comparison
 from stellarexp.tracking.row_sources import TARGETS
 from stellarexp.tracking.table_format import HEADERS, format_value, markdown_table
@@ -96,8 +97,6 @@ class GoalReport:
     def sure_width_goal_met(self) -> bool:
         """On the sure stars the two-stage 95% interval is no wider than the one-stage one, and
         does not buy that by under-covering (coverage not below the binomial range's floor)."""
-        from stellarexp.evaluate.out_of_sample import binomial_range
-
         w = self.sure_widths
         floor = binomial_range(int(w.get("n", 0) or 0))[0] if math.isfinite(w.get("n", math.nan)) else math.nan
         return w.get("two", math.nan) <= w.get("one", math.nan) and w.get("cover_two", math.nan) >= floor

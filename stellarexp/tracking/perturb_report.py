@@ -13,6 +13,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 from stellarexp.tracking.row_sources import TARGETS
 from stellarexp.tracking.table_format import HEADERS, format_value, markdown_table
 
@@ -24,16 +27,12 @@ TABLES = ("noise_example", "noise", "rotation")
 @lru_cache(maxsize=1)
 def paper_table1() -> dict:
     """The paper's Table 1 (``stellarexp/resources/paper_table1.yaml``)."""
-    import yaml
-
     path = Path(__file__).resolve().parent.parent / "resources" / "paper_table1.yaml"
     return yaml.safe_load(path.read_text())
 
 
 def load_tables(client, run_id: str) -> dict:
     """``{name: DataFrame}`` of the run's ``perturb/<name>.csv`` files that exist."""
-    import pandas as pd
-
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:

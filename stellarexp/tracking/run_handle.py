@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric, Param, RunTag
+
 from stellarexp.tracking.diskfull import guard
 from stellarexp.tracking.display import headline_first
 from stellarexp.tracking.params import param_value
@@ -53,14 +55,10 @@ class TrackedRun:
             self.client.log_batch(self.run_id, **{k: v for k, v in parts.items() if v})
 
     def _params(self, params: Mapping[str, Any]) -> list:
-        from mlflow.entities import Param
-
         return [Param(str(k), param_value(v)) for k, v in params.items()]
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set several tags now, in batches (values cut to MLflow's limit)."""
-        from mlflow.entities import RunTag
-
         self._log_batch(tags=[RunTag(str(k), str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()])
 
     def log_params(self, params: Mapping[str, str]) -> None:
@@ -79,8 +77,6 @@ class TrackedRun:
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics (with any deferred params) in as few requests as MLflow allows; the
         last values are kept in :attr:`metrics` for the job's return value."""
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         # the paper's sigmas first: MLflow's compare page plots the first metric a run logged
         items = [Metric(str(k), float(metrics[k]), now, int(step)) for k in headline_first(metrics)]

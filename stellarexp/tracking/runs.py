@@ -17,7 +17,10 @@ import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import mlflow
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from stellarexp.tracking import redact, stale, store
 from stellarexp.tracking.display import run_name
@@ -65,10 +68,6 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
     ``config/overrides.yaml`` and puts the command line in the ``overrides`` tag. The params are
     sent with the stage's first metrics (or at the end), in one request.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
     tcfg = cfg.get("tracking") or {}
     client = store.connect(tcfg.get("uri"))
     if process_rank() > 0:
@@ -140,8 +139,6 @@ def tracked_run(cfg: Mapping, output_dir, overrides: list[str] | None = None) ->
 def _end_run(run_id: str, status: str, error: str, output_dir: Path) -> None:
     """End the active run; when the store cannot take it (a full disk under the database), keep
     the cause beside the job for the next job to record (stellarexp.tracking.stale)."""
-    import mlflow
-
     try:
         mlflow.end_run(status=status)
     except Exception as exc:

@@ -28,6 +28,8 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from stellarexp.io_utils import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, START_TAG = "host", "pid", "pid_start"
@@ -121,8 +123,6 @@ def keep_failure(job_dir, run_id: str, status: str, error: str, store_error: Bas
     the cause (:func:`end_dead_runs`). Returns the file, or ``None`` when it could not be written
     either (the log then holds the cause).
     """
-    from stellarexp.io_utils import write_text_atomic
-
     path = Path(job_dir) / FAILURE_FILE
     record = {"run_id": run_id, "status": status, "error": error,
               "store_error": f"{type(store_error).__name__}: {store_error}"[:1000]}

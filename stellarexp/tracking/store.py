@@ -12,6 +12,7 @@ artifact location. Every experiment stellarexp uses gets a saved view of its run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -19,8 +20,12 @@ import sqlite3
 import time
 from pathlib import Path
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from stellarexp import home as _home
 from stellarexp.tracking import display
+from stellarexp.tracking.relocate import relocate
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,6 @@ _RELOCATED: set[str] = set()
 
 def _relocate_once(db: Path) -> None:
     """Point a copied or moved store's recorded locations at its folder (once per process)."""
-    from stellarexp.tracking.relocate import relocate
-
     key = str(db)
     if key in _RELOCATED:
         return
@@ -95,9 +98,6 @@ def _use_wal(path: Path) -> None:
     the database file, so every later connection (MLflow's own included) uses it. Best effort: a
     database busy in another process keeps its mode and is switched by a later call.
     """
-    import contextlib
-    import sqlite3
-
     key = str(path)
     if key in _WAL_DONE:
         return
@@ -113,8 +113,6 @@ def _use_wal(path: Path) -> None:
 
 def connect(uri: str | None = None):
     """Point mlflow at the resolved URI and return an ``MlflowClient`` for it."""
-    import mlflow
-
     uri = resolve_uri(uri)
     if is_local(uri):
         prepare_local(uri)
@@ -161,8 +159,6 @@ def ensure_experiment(client, name: str = DEFAULT_EXPERIMENT, artifact_root: str
         ``None``: beside a SQLite database (``<its folder>/artifacts``), so a store moves with
         its artifacts; for a tracking server, where the server puts them.
     """
-    from mlflow.exceptions import MlflowException
-
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":

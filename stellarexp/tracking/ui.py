@@ -19,6 +19,8 @@ import argparse
 import os
 import sys
 
+from mlflow.entities import ViewType
+
 from stellarexp.tracking import display, store
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -52,8 +54,6 @@ def runs_views(uri: str, base: str) -> list[tuple[str, str]]:
 
     Best effort: a store that cannot be read gives an empty list (the UI starts anyway).
     """
-    from mlflow.entities import ViewType
-
     try:
         client = store.connect(uri)
         # MLflow's own "Default" experiment holds no stellarexp runs

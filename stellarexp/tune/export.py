@@ -9,6 +9,8 @@ import shlex
 import sys
 from collections.abc import Iterable, Mapping
 
+from optuna.trial import TrialState
+
 from stellarexp.tracking.redact import redact_override
 from stellarexp.tune.search_space import SearchParam
 
@@ -35,8 +37,6 @@ def best_summary(study, space: Mapping[str, SearchParam], base_overrides: list[s
 
     Returns ``None`` while the study has no complete trial.
     """
-    from optuna.trial import TrialState
-
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from omegaconf import OmegaConf
 
+from stellarexp.config import register_resolvers
 from stellarexp.tune.search_space import parse_override
 from stellarexp.tune.studies import SweepError
 
@@ -49,7 +50,6 @@ def data_identity(cfg, prepare: bool = True) -> str | None:
 
         fingerprint = data_fingerprint(data)
         if fingerprint is None and prepare:
-            from stellarexp.config import register_resolvers
             from stellarexp.data.table import load_stars
 
             register_resolvers()

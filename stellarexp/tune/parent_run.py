@@ -12,7 +12,14 @@ import contextlib
 import io
 import logging
 
+import yaml
+from mlflow.entities import Metric, RunTag
+from omegaconf import OmegaConf
+
+from stellarexp.tracking import store
 from stellarexp.tracking.display import STUDY_TAG, TRIAL_TAG, sweep_run_name
+from stellarexp.tracking.redact import redact
+from stellarexp.tracking.stale import process_tags
 from stellarexp.tune.search_space import quote
 from stellarexp.tune.storages import describe_storage
 
@@ -31,23 +38,15 @@ class ParentRun:
     @classmethod
     def open(cls, cfg, study, plan) -> ParentRun | None:
         """Create the parent run, or reopen the one recorded in the study (resume)."""
-        from omegaconf import OmegaConf
-
         tracking = OmegaConf.select(cfg, "tracking", default=None) if cfg is not None else None
         if tracking is None or "parent_run_id" not in tracking:
             return None
         try:
-            import yaml
-
-            from stellarexp.tracking import store
-            from stellarexp.tracking.redact import redact
-
 
             client = store.connect(tracking.get("uri"))
             artifact_root = tracking.get("artifact_root") if store.is_local(client.tracking_uri) else None
             exp_id = store.ensure_experiment(client, tracking.get("experiment") or store.DEFAULT_EXPERIMENT,
                                              artifact_root)
-            from stellarexp.tracking.stale import process_tags
 
             run_id = study.user_attrs.get(RUN_ATTR)
             if run_id:
@@ -106,9 +105,6 @@ class ParentRun:
 
     def finish(self, study, summary: dict | None) -> None:
         """Log best value, parameters, trial and run id, and two figures; end the run."""
-        import yaml
-        from mlflow.entities import Metric, RunTag
-
         try:
             trials = study.get_trials(deepcopy=False)
             counts = {f"sweep/n_{s.lower()}": float(sum(t.state.name == s for t in trials))

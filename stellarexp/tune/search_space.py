@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, ValueType
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from stellarexp.config import ConfigError
@@ -73,15 +76,11 @@ def format_value(value: Any) -> str:
 
 
 def _parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     return OverridesParser.create()
 
 
 def parse_override(line: str):
     """Parse one override with Hydra's grammar (raises :class:`SweepError` with the line)."""
-    from hydra.errors import HydraException
-
     try:
         return _parser().parse_override(line)
     except HydraException as exc:
@@ -94,8 +93,6 @@ def _prefix(override) -> str:
 
 def is_search_override(override) -> bool:
     """True for overrides only an Optuna study can run (``interval``), not a grid."""
-    from hydra.core.override_parser.types import ValueType
-
     return override.value_type == ValueType.INTERVAL_SWEEP
 
 
@@ -120,7 +117,6 @@ def to_param(override) -> SearchParam:
     values Hydra's range yields (``b`` excluded, as in Hydra); ``choice(...)`` and comma lists
     -> categorical.
     """
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     key, value = override.key_or_group, override.value()

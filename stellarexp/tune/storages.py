@@ -13,6 +13,11 @@ import logging
 import re
 from pathlib import Path
 
+import sqlalchemy as sa
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.pool import NullPool
+
 from stellarexp.io_utils import file_lock
 from stellarexp.tune.journal import repair_journal
 from stellarexp.tune.studies import default_journal
@@ -41,9 +46,6 @@ def describe_storage(spec: str | None) -> str:
 
 def open_storage(spec: str | None):
     """Open an Optuna storage: a journal file (default or a path) or a database URL."""
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
-
     path = _journal_path(spec)
     if path is None:
         kwargs = {"connect_args": {"timeout": 60}} if str(spec).startswith("sqlite") else None
@@ -62,9 +64,6 @@ _PG_LOCK_KEY = 0x5354454C4C4152
 @contextlib.contextmanager
 def _pg_lock(url: str):
     """Hold a PostgreSQL advisory lock: workers on other hosts see it too; released at exit."""
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
     engine = sa.create_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as conn:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from stellarexp.io_utils import write_csv_atomic
 
 # hyperparameters fixed per model family so that every trial of a study costs about the same
@@ -37,7 +39,6 @@ def write_star_table(path: Path, n: int, seed: int = 0) -> Path:
     Path
         ``path``.
     """
-    import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(seed)

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from stellarexp import sdss
+from stellarexp.io_utils import atomic_path
+from stellarexp.sdss.calibobj import load_calibobj
 
 RESOURCE_PACKAGE = "stellarexp.resources"
 SSPP_RESOURCE = "sspp_colours_feh.npz"
@@ -115,7 +117,6 @@ def load_calibobj_stars(path=None) -> pd.DataFrame:
     """
     if not path:
         return _read_npz(CALIBOBJ_RESOURCE, CALIBOBJ_COLUMNS + CONDITION_COLUMNS)
-    from stellarexp.sdss.calibobj import load_calibobj
 
     path = Path(path)
     if not path.is_file():
@@ -135,8 +136,6 @@ def build_resources(sspp_csv, calibobj_fits, out_dir) -> dict[str, int]:
     dict
         Rows written per resource.
     """
-    from stellarexp.io_utils import atomic_path
-
     out_dir = Path(out_dir)
     sspp = read_sspp_csv(sspp_csv)
     stars = load_calibobj_stars(calibobj_fits)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import median_abs_deviation
 
 from stellarexp import sdss
 
@@ -73,8 +74,6 @@ def dereddened_colours(stars: pd.DataFrame, mag: str = "psfmag_{b}", ext: str = 
 
 def robust_sigma(x) -> float:
     """1.4826 x MAD of the finite values (scipy's normal-scaled median absolute deviation)."""
-    from scipy.stats import median_abs_deviation
-
     x = np.asarray(x, float)
     x = x[np.isfinite(x)]
     return float(median_abs_deviation(x, scale="normal")) if x.size else float("nan")

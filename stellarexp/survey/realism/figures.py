@@ -15,6 +15,7 @@ from stellarexp.survey.realism.locus import (
     PRINCIPAL_COLOURS,
     principal_colour,
 )
+from stellarexp.survey.realism.noise import calibobj_magnitudes, error_curve
 
 
 def _plt():
@@ -76,8 +77,6 @@ def photometric_error_figure(sim: pd.DataFrame, real: pd.DataFrame, path, *, sam
     """PSF-magnitude error against magnitude per band: calibObj stars and the simulated
     catalogue, each with its binned median curve (:func:`~stellarexp.survey.realism.noise.error_curve`),
     and the median curve of the anchor's twin (its stars measured by the survey in its conditions)."""
-    from stellarexp.survey.realism.noise import calibobj_magnitudes, error_curve
-
     plt = _plt()
     fig, axes = plt.subplots(1, len(sdss.BANDS), figsize=(3.0 * len(sdss.BANDS), 3.2), squeeze=False)
     for ax, b in zip(axes[0], sdss.BANDS):

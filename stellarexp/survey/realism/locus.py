@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.survey.realism.checks import Check, robust_sigma
+from stellarexp.survey.realism.noise import common_range
 
 GR_EDGES: tuple[float, ...] = tuple(np.round(np.arange(0.2, 1.2001, 0.1), 2))
 FEH_EDGES: tuple[float, ...] = (-1.5, -1.0, -0.5, 0.0, 0.5)
@@ -172,8 +173,6 @@ def locus_width(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str,
     Check
         Value: the ratio (simulated / real) farthest from 1.
     """
-    from stellarexp.survey.realism.noise import common_range
-
     lo, hi = common_range(sim["r"].to_numpy(float), real["r"].to_numpy(float))
     rows = []
     for name in PRINCIPAL_COLOURS:

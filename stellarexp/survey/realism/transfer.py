@@ -19,8 +19,10 @@ for both models; the unweighted scores are reported beside them.
 
 from __future__ import annotations
 
+import lightgbm
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import KFold, cross_val_predict
 
 from stellarexp.survey.realism.checks import COLOURS, Check
 
@@ -35,8 +37,6 @@ FEH_BIN = 0.05  # dex: bins of the composition weights
 
 
 def _regressor(seed: int):
-    import lightgbm
-
     return lightgbm.LGBMRegressor(**LGBM_PARAMS, random_state=seed, n_jobs=2, verbose=-1)
 
 
@@ -87,8 +87,6 @@ def colour_transfer(sim: pd.DataFrame, real: pd.DataFrame, *, sample: str, seed:
     Check
         Value: sigma(sim-trained) / sigma(SSPP-trained); ``metrics`` hold both sigmas and the bias.
     """
-    from sklearn.model_selection import KFold, cross_val_predict
-
     cols = list(COLOURS)
     train = sim[np.isfinite(sim[cols + ["feh"]].to_numpy(float)).all(axis=1)]
     test, (f_lo, f_hi) = transfer_window(train, real)

@@ -18,8 +18,12 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from astropy.wcs import WCS
 
 from stellarexp import sdss
+from stellarexp.survey import conditions as survey_conditions
+from stellarexp.survey import photometry, render
+from stellarexp.survey.catalogue_photometry import measure_band
 
 ANCHOR_RUN, ANCHOR_CAMCOL = 4510, 4
 ANCHOR_CENTRE = (200.45, 36.81)  # deg: field 30 of the anchor run, a high-latitude sight line
@@ -73,12 +77,6 @@ def twin_catalogue(cal: pd.DataFrame, spec, seed: int, *, stars_per_field: int =
     pandas.DataFrame
         ``psfmag_<b>``, ``psfmagerr_<b>`` of each anchor star as the survey measures it.
     """
-    from astropy.wcs import WCS
-
-    from stellarexp.survey import conditions as survey_conditions
-    from stellarexp.survey import photometry, render
-    from stellarexp.survey.catalogue_photometry import measure_band
-
     conditions = anchor_conditions(cal)
     rng = np.random.default_rng([int(seed), 7])
     order = rng.permutation(len(cal))
