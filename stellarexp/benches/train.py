@@ -270,7 +270,7 @@ def bench_train(argv: list[str]) -> dict:
                 raise RuntimeError(f"Lightning ran {clock.count} steps, expected {total}")
             only_n, only_t = loader_only(dm, args.warmup, args.steps)
         return {
-            "bench": "train", "arch": str(cfg.model.get("arch", "")), "params_m": round(params / 1e6, 3),
+            "bench": "train", "arch": str(cfg.model.arch), "params_m": round(params / 1e6, 3),
             "targets_predicted": list(targets), "batch_size": batch_size, "threads": threads,
             "device": str(device), "precision": str(cfg.trainer.precision),
             "num_workers": num_workers, "prefetch_factor": prefetch if num_workers else None,

@@ -36,8 +36,8 @@ def data_fingerprint(data_cfg) -> str | None:
             if OmegaConf.is_missing(data_cfg, "path"):
                 return None
             cols = OmegaConf.to_container(data_cfg.columns, resolve=True)
-            return read_table(data_cfg.path, cols, fmt=data_cfg.get("format", "auto"),
-                              hdu=data_cfg.get("hdu", 1)).fingerprint
+            return read_table(data_cfg.path, cols, fmt=data_cfg.format,
+                              hdu=data_cfg.hdu).fingerprint
         path = Path(str(data_cfg.dataset_path))
         if not path.is_file():
             return None

@@ -298,10 +298,10 @@ def load_stars(data_cfg, targets: Sequence[str] = ()) -> StarTable:
     :func:`stellarexp.data.pipeline.ensure_dataset`; other missing dataset files raise
     :class:`~stellarexp.data.dataset.DatasetError` with the command that builds them.
     """
-    name = str(data_cfg.get("name", "dataset"))
+    name = str(data_cfg["name"])
     if name == "table" or "columns" in data_cfg:
-        return read_table(data_cfg["path"], data_cfg["columns"], fmt=data_cfg.get("format", "auto"),
-                          hdu=data_cfg.get("hdu", 1), name=name, targets=targets)
+        return read_table(data_cfg["path"], data_cfg["columns"], fmt=data_cfg["format"],
+                          hdu=data_cfg["hdu"], name=name, targets=targets)
     path = Path(str(data_cfg["dataset_path"]))
     if name == "synthetic":
         path = Path(ensure_dataset(data_cfg))

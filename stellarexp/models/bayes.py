@@ -106,13 +106,18 @@ class ScaleMixturePrior:
 def make_prior(cfg) -> GaussianPrior | ScaleMixturePrior:
     """Prior from a config mapping ``{kind: gaussian, sigma}`` or
     ``{kind: scale_mixture, pi, sigma1, sigma2}``."""
-    kind = str(cfg.get("kind", "gaussian"))
+    # the defaults live in stellarexp/conf/stage/head.yaml only
+    keys = {"gaussian": ("sigma",), "scale_mixture": ("pi", "sigma1", "sigma2")}
+    kind = str(cfg.get("kind"))
+    if kind not in keys:
+        raise ValueError(f"stage.prior.kind must be 'gaussian' or 'scale_mixture', got {kind!r}")
+    missing = [k for k in keys[kind] if cfg.get(k) is None]
+    if missing:
+        raise ValueError(f"stage.prior (kind {kind}) lacks {missing}: set them as in "
+                         "stellarexp/conf/stage/head.yaml")
     if kind == "gaussian":
-        return GaussianPrior(cfg.get("sigma", 1.0))
-    if kind == "scale_mixture":
-        return ScaleMixturePrior(cfg.get("pi", 0.5), cfg.get("sigma1", 1.0),
-                                 cfg.get("sigma2", math.exp(-6)))
-    raise ValueError(f"prior kind must be 'gaussian' or 'scale_mixture', got {kind!r}")
+        return GaussianPrior(cfg["sigma"])
+    return ScaleMixturePrior(cfg["pi"], cfg["sigma1"], cfg["sigma2"])
 
 
 def gaussian_log_q(w: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

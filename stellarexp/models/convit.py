@@ -223,7 +223,7 @@ def arch_kwargs(model_cfg: Mapping) -> dict:
 
 def build_convit(model_cfg: Mapping, targets: Sequence[str]) -> ConvitRegressor:
     """A :class:`ConvitRegressor` from a ``model`` config node and the target names."""
-    if str(model_cfg.get("name", "convit")) != "convit":
+    if str(model_cfg["name"]) != "convit":
         raise ValueError(f"image stages need model=convit, got model={model_cfg.get('name')!r}")
     return ConvitRegressor(targets, **arch_kwargs(model_cfg))
 

@@ -81,7 +81,7 @@ def build_plan(cfg, trainer: str | None = None) -> list[Step]:
         unknown step option.
     """
     exp = cfg.experiment
-    trainer = trainer or resolve_trainer(cfg.get("accelerator", "auto"))
+    trainer = trainer or resolve_trainer(cfg.accelerator)
     common = [f"trainer={trainer}", *[str(o) for o in exp.get("overrides") or []]]
     steps: list[Step] = []
     for name, node in (exp.get("steps") or {}).items():

@@ -60,7 +60,7 @@ class Reproduce:
         self.name = str(cfg.experiment.name)
         self.output_dir = Path(output_dir)
         self.steps_dir = outputs_dir() / "reproduce" / self.name / "steps"
-        self.trainer = plan.resolve_trainer(cfg.get("accelerator", "auto"))
+        self.trainer = plan.resolve_trainer(cfg.accelerator)
         self.steps = plan.build_plan(cfg, self.trainer)
         rerun = cfg.get("rerun") or []
         self.rerun = {s.name for s in self.steps} if "all" in rerun else {str(r) for r in rerun}
@@ -140,7 +140,7 @@ class Reproduce:
         before = data_fingerprint(data_cfg)
         if "dataset_path" in data_cfg:
             try:
-                path = pipeline.build(data_cfg, progress=bool(self.cfg.get("progress", True)))
+                path = pipeline.build(data_cfg, progress=bool(self.cfg.progress))
             except pipeline.UserInputError as exc:
                 raise ReproduceError(f"step '{step.name}': {exc}") from exc
             note = str(path)

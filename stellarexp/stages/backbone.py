@@ -43,7 +43,7 @@ def _resume_path(stage_cfg, ckpt_dir: Path) -> tuple[Path | None, Path]:
     requires it; ``false`` starts afresh; a path names a checkpoint file or its folder, whose
     folder (and snapshot ring) the resumed run continues to use.
     """
-    resume = stage_cfg.get("resume", "auto")
+    resume = stage_cfg.resume
     if isinstance(resume, bool) or str(resume).lower() in ("true", "false", "auto"):
         mode = str(resume).lower()
         last = ckpt_dir / "last.ckpt"
@@ -122,7 +122,7 @@ def run(cfg, run) -> dict[str, float]:
                             snapshot_dir=str(ckpt_dir / "snapshots"), ring_capacity=ring_size)
     module.epoch_logger = run.log_metrics
     run.set_tags({"data_fingerprint": dm.fingerprint, "data_path": str(path),
-                  "targets": ic.targets_tag(targets), "arch": str(cfg.model.get("arch", "")),
+                  "targets": ic.targets_tag(targets), "arch": str(cfg.model.arch),
                   "checkpoint_dir": str(ckpt_dir),
                   **({"resumed_from": str(resume_from)} if resume_from else {})})
     if resume_from:

@@ -138,7 +138,7 @@ def trainer_kwargs(cfg, stage_cfg) -> dict:
               "precision": str(cfg.trainer.precision),
               "deterministic": deterministic_mode(cfg),
               "max_epochs": int(stage_cfg.max_epochs), "logger": False,
-              "enable_progress_bar": bool(stage_cfg.get("progress_bar", True)) and not sweep,
+              "enable_progress_bar": bool(stage_cfg.progress_bar) and not sweep,
               "enable_model_summary": False, "num_sanity_val_steps": 0}
     for key in ("limit_train_batches", "limit_val_batches"):
         if stage_cfg.get(key) is not None:

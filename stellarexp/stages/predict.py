@@ -139,7 +139,7 @@ def prepare_input(cfg) -> Path:
         "dataset_path": str(home.home() / "cache" / "predict" / f"{path.stem}-{key}.h5"),
         "cutouts": cutouts})
     try:
-        return pipeline.build(data_cfg, progress=bool(cfg.stage.get("progress_bar", True)))
+        return pipeline.build(data_cfg, progress=bool(cfg.stage.progress_bar))
     except pipeline.UserInputError:
         raise
     except (ValueError, FileNotFoundError) as exc:  # CatalogError and the like

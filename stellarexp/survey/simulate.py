@@ -158,7 +158,7 @@ def spec_from_config(data_cfg) -> SurveySpec:
         extra["r_range"] = tuple(float(v) for v in data_cfg.r_range)
     return SurveySpec(size=size, root=str(data_cfg.root), seed=int(data_cfg.seed), n_fields=int(s.n_fields),
                       labelled_per_field=int(s.labelled_per_field),
-                      field_stars_per_field=int(s.field_stars_per_field), workers=int(data_cfg.get("workers", 2)),
+                      field_stars_per_field=int(s.field_stars_per_field), workers=int(data_cfg.workers),
                       **extra)
 
 

@@ -69,6 +69,10 @@ def test_scale_mixture_log_prob_is_finite_and_correct():
                 {"kind": "scale_mixture", "pi": 1.5}, {"kind": "laplace"}):
         with pytest.raises(ValueError):
             make_prior(bad)
+    # no code default stands in for the config's: a missing key is named
+    with pytest.raises(ValueError, match=r"lacks \['sigma1', 'sigma2'\]"):
+        make_prior({"kind": "scale_mixture", "pi": 0.5})
+    assert make_prior({"kind": "scale_mixture", "pi": 0.5, "sigma1": 1.0, "sigma2": 0.0025}).sigma2 == 0.0025
 
 
 def test_elbo_scales_the_kl_by_the_training_set_size():
