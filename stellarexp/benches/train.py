@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from stellarexp.bench import new_parser, plain_details, register
-from stellarexp.benches.train_timing import (
+from stellarexp.benches.train_support.timing import (
     bare_step_fn,
     loader_only,
     make_interleaver,

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import BANDS
 from stellarexp.data.features import colors
 from stellarexp.models.package_format import PackageError
 
@@ -35,7 +36,7 @@ def training_ranges(stars: pd.DataFrame, targets: Sequence[str]) -> dict:
         v = v[np.isfinite(v)]
         if v.size:
             out["labels"][t] = [float(v.min()), float(v.max())]
-    if all(f"psfmag_{b}" in stars for b in "ugriz"):
+    if all(f"psfmag_{b}" in stars for b in BANDS):
         col = colors(stars)
         for name in col.columns:
             v = col[name].to_numpy(float)
@@ -47,7 +48,7 @@ def training_ranges(stars: pd.DataFrame, targets: Sequence[str]) -> dict:
 
 def star_colours(stars: pd.DataFrame) -> pd.DataFrame | None:
     """The 10 dereddened colours of ``stars``, or ``None`` without ``psfmag_<b>`` columns."""
-    if not all(f"psfmag_{b}" in stars for b in "ugriz"):
+    if not all(f"psfmag_{b}" in stars for b in BANDS):
         return None
     return colors(stars).reset_index(drop=True)
 

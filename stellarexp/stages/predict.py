@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from stellarexp import home
+from stellarexp.constants import BANDS
 from stellarexp.data import dataset as ds
 from stellarexp.data import pipeline
 from stellarexp.data.pipeline import UserInputError
@@ -118,8 +119,8 @@ def prepare_input(cfg) -> Path:
                 shape = tuple(h5["images"].shape)
         except ds.DatasetError as exc:
             raise _user_error(str(exc)) from None
-        bands = str(attrs.get("bands", "ugriz"))
-        if len(shape) != 4 or shape[1:] != (5, 48, 48) or bands != "ugriz":
+        bands = str(attrs.get("bands", "".join(BANDS)))
+        if len(shape) != 4 or shape[1:] != (len(BANDS), 48, 48) or bands != "".join(BANDS):
             raise _user_error(f"input={path}: images of shape {shape} in bands {bands!r}; the "
                               "model needs the five bands u, g, r, i, z as [N, 5, 48, 48] cutouts")
         return path

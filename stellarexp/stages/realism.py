@@ -91,7 +91,7 @@ def segue_like_sample(sspp: pd.DataFrame, data_cfg, n: int, seed: int,
                                            teff_colour_scatter=dict(scatter) if scatter else None)
     if catalogue is not None and "zero_point_sigma" in data_cfg:
         spec = spec_from_config(data_cfg)
-        curves = {b: error_curve(catalogue[f"psfmag_{b}"], catalogue[f"psfmagerr_{b}"]) for b in "ugriz"}
+        curves = {b: error_curve(catalogue[f"psfmag_{b}"], catalogue[f"psfmagerr_{b}"]) for b in sdss.BANDS}
         stars = measurement.measured_magnitudes(stars, rng, error_curves=curves,
                                                 zero_point_sigma=dict(spec.zero_point_sigma),
                                                 ebv_map_error=spec.ebv_map_error, per_field=spec.labelled_per_field)

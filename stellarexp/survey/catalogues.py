@@ -13,7 +13,7 @@ from astropy.coordinates import Angle
 from astropy.table import Table
 
 from stellarexp import sdss
-from stellarexp.constants import LOGG_THRESHOLD
+from stellarexp.constants import LABELS, LOGG_THRESHOLD
 from stellarexp.io_utils import atomic_path
 from stellarexp.survey.labels import observed_labels
 
@@ -34,7 +34,7 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
     rng = np.random.default_rng([spec.seed, 2])
     root = Path(root)
     n = len(stars)
-    obs = observed_labels(stars[["teff", "logg", "fe_h"]], rng)
+    obs = observed_labels(stars[list(LABELS)], rng)
     ra_ap = stars["ra"].to_numpy() + rng.normal(0, 0.08 / 3600, n) / np.cos(np.radians(stars["dec"].to_numpy()))
     dec_ap = stars["dec"].to_numpy() + rng.normal(0, 0.08 / 3600, n)
     ids = apogee_id(ra_ap, dec_ap)
@@ -118,7 +118,7 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
         "fe_h_flagged": int((labels["FE_H_FLAG"] != 0).sum()),
         "sentinel_labels": int((labels[["TEFF", "LOGG", "FE_H"]] == sdss.LABEL_SENTINEL).any(axis=1).sum()),
         "label_stats": {c: {"mean": float(truth[f"{c}_true"].mean()), "std": float(truth[f"{c}_true"].std())}
-                        for c in ("teff", "logg", "fe_h")},
+                        for c in LABELS},
         "dwarf_fraction": float((truth["logg_true"] > LOGG_THRESHOLD).mean()),
         "disk_mb": round(disk_usage(root) / 1e6, 1),
     }

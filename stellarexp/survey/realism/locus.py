@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import BANDS
 from stellarexp.survey.realism.checks import Check, robust_sigma
 from stellarexp.survey.realism.noise import common_range
 
@@ -149,7 +150,7 @@ def principal_colour(mags: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndar
     value, in_range : numpy.ndarray
     """
     spec = PRINCIPAL_COLOURS[name]
-    m = np.column_stack([mags[b].to_numpy(float) for b in "ugriz"] + [np.ones(len(mags))])
+    m = np.column_stack([mags[b].to_numpy(float) for b in BANDS] + [np.ones(len(mags))])
     value = m @ np.asarray(spec["coef"])
     p1 = m @ np.asarray(spec["p1"])
     lo, hi = spec["p1_range"]
