@@ -296,8 +296,9 @@ def gaussian_nll(pred: torch.Tensor, target: torch.Tensor, log_sigma: torch.Tens
     Parameters
     ----------
     pred, target : tensor ``[B, T]``
-    log_sigma : tensor ``[T]``
-        Log of the observation noise per target (standardised units).
+    log_sigma : tensor ``[T]`` or ``[B, T]``
+        Log of the observation noise per target, or per example and target (standardised
+        units).
 
     Returns
     -------

@@ -28,6 +28,7 @@ from stellarexp.models.bayes import (
     predictive,
 )
 from stellarexp.models.convit import ConvitRegressor
+from stellarexp.models.heteroscedastic import HeteroscedasticHead
 
 
 def residual_sigma(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -228,8 +229,10 @@ class HeadModule(_EpochMetrics, L.LightningModule):
     prior : mapping
         :func:`~stellarexp.models.bayes.make_prior` config.
     likelihood : {"gaussian", "bernoulli"}
-    noise : float or "learn"
-        Gaussian observation noise (standardised units), fixed or learnt per target.
+    noise : float, "learn" or "heteroscedastic"
+        Gaussian observation noise (standardised units): fixed, learnt per target, or predicted
+        per example by the network and part of the predictive draws
+        (:class:`~stellarexp.models.heteroscedastic.HeteroscedasticHead`). Regression only.
     eval_samples : int
         Head draws per validation example.
     max_nan_steps : int
@@ -247,16 +250,20 @@ class HeadModule(_EpochMetrics, L.LightningModule):
         if likelihood not in ("gaussian", "bernoulli"):
             raise ValueError(f"likelihood must be gaussian or bernoulli, got {likelihood!r}")
         self.targets = tuple(targets)
-        self.head = BayesMLP(in_features, list(hidden), len(self.targets),
-                             make_prior(prior or {"kind": "gaussian", "sigma": 1.0}),
-                             activation=activation, repeats=repeats, rho_init=rho_init,
-                             kl_mode=kl_mode)
-        learn = isinstance(noise, str)
-        if learn and noise != "learn":
-            raise ValueError(f"noise must be a positive number or 'learn', got {noise!r}")
-        init = torch.zeros(len(self.targets)) if learn else torch.full(
+        named = isinstance(noise, str)
+        if named and noise not in ("learn", "heteroscedastic"):
+            raise ValueError("noise must be a positive number, 'learn' or 'heteroscedastic', "
+                             f"got {noise!r}")
+        self.heteroscedastic = likelihood == "gaussian" and noise == "heteroscedastic"
+        n_out = len(self.targets) * (2 if self.heteroscedastic else 1)
+        net = BayesMLP(in_features, list(hidden), n_out,
+                       make_prior(prior or {"kind": "gaussian", "sigma": 1.0}),
+                       activation=activation, repeats=repeats, rho_init=rho_init,
+                       kl_mode=kl_mode)
+        self.head = HeteroscedasticHead(net, len(self.targets)) if self.heteroscedastic else net
+        init = torch.zeros(len(self.targets)) if named else torch.full(
             (len(self.targets),), math.log(float(noise)))
-        self.log_noise = torch.nn.Parameter(init, requires_grad=learn)
+        self.log_noise = torch.nn.Parameter(init, requires_grad=noise == "learn")
         self.label_scaler = None
         self.nan_steps = 0
         self._val: list = []
@@ -265,8 +272,16 @@ class HeadModule(_EpochMetrics, L.LightningModule):
     def forward(self, features):
         return self.head(features)
 
+    def fit_nll(self, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of ``y`` at one weight draw per leading index."""
+        if self.heteroscedastic:
+            mu, log_sigma = self.head.params(features)
+            return gaussian_nll(mu, y, log_sigma)
+        return self.nll(self(features), y)
+
     def nll(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per example (NaN labels masked)."""
+        """Mean negative log-likelihood per example (NaN labels masked) of the network's
+        output ``out`` (the means, for a fixed or learnt noise scale; the logits)."""
         if self.hparams.likelihood == "gaussian":
             return gaussian_nll(out, y, self.log_noise)
         mask = torch.isfinite(y)
@@ -275,7 +290,7 @@ class HeadModule(_EpochMetrics, L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         f, y = batch
-        nll = self.nll(self(f), y)
+        nll = self.fit_nll(f, y)
         kl = kl_divergence(self.head)
         loss = elbo(nll, kl, self.hparams.n_train)
         if not torch.isfinite(loss):
@@ -313,8 +328,16 @@ class HeadModule(_EpochMetrics, L.LightningModule):
     def evaluate(self, feats: torch.Tensor, y: torch.Tensor, n_samples: int,
                  subset: str = "val") -> dict:
         """NLL, KL, loss and per-target sigma/coverage (regression) or accuracy (classifier)."""
-        out = self.head(feats.expand(n_samples, *feats.shape))  # [S, B, T]
-        nll = torch.stack([self.nll(o, y) for o in out]).mean()
+        many = feats.expand(n_samples, *feats.shape)
+        if self.heteroscedastic:
+            mu, log_sigma = self.head.params(many)  # [S, B, T] each
+            nll = torch.stack([gaussian_nll(m, y, s) for m, s in zip(mu, log_sigma)]).mean()
+            out = mu + torch.randn_like(mu) * log_sigma.exp()  # predictive draws
+            centre = mu.mean(0)
+        else:
+            out = self.head(many)  # [S, B, T]
+            nll = torch.stack([self.nll(o, y) for o in out]).mean()
+            centre = out.mean(0)
         kl = kl_divergence(self.head)
         m = {f"{subset}/nll": float(nll), f"{subset}/kl": float(kl),
              f"{subset}/loss": float(elbo(nll, kl, self.hparams.n_train))}
@@ -323,7 +346,7 @@ class HeadModule(_EpochMetrics, L.LightningModule):
             ok = torch.isfinite(y)
             m[f"{subset}/accuracy"] = float(((p[ok] > 0.5).float() == y[ok]).float().mean())
             return m
-        pred = out.mean(0).cpu().numpy().astype(float)
+        pred = centre.cpu().numpy().astype(float)
         lo, hi = torch.quantile(out, torch.tensor([0.025, 0.975], device=out.device,
                                                   dtype=out.dtype), dim=0)
         true = y.cpu().numpy().astype(float)

@@ -94,7 +94,7 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
         int(feats_train.shape[-1]), targets, n_train=int(feats_train.shape[1]),
         hidden=list(st.hidden), prior=ic.plain(st.prior), activation=str(st.activation),
         repeats=int(st.repeats), rho_init=float(st.rho_init), kl_mode=str(st.kl),
-        likelihood=likelihood, noise=noise if noise == "learn" else float(noise),
+        likelihood=likelihood, noise=noise if isinstance(noise, str) else float(noise),
         lr=float(st.lr), eval_samples=int(st.eval_samples), max_nan_steps=int(st.max_nan_steps))
     module.label_scaler = label_scaler
 

@@ -1,21 +1,28 @@
-"""The Bayes-by-Backprop head learns a synthetic set with known, star-dependent noise.
+"""The Bayes-by-Backprop head learns a synthetic set with known, star-dependent noise (issue 26).
 
 Synthetic "stars": features ``X ~ N(0, 1)`` of width ``D`` (standing in for frozen backbone
 features), a noise-free label ``truth = X @ w + 0.3 sin(x_1)`` (linear plus a mild
 nonlinearity, ``|w| = 1``) and an observed label ``y = truth + sigma * eps`` whose noise scale
 ``sigma = 0.2 * 5 ** Phi(x_0)`` spans 0.2 to 1.0 (5x, log-uniform) and depends on a feature the
 head sees, as faint stars are noisier. The head is the real :class:`HeadModule` with the shipped
-``conf/stage/head.yaml`` settings, trained through Lightning on the stage's own random-view
-dataset exactly as :func:`stellarexp.stages.head.fit_head` does (early stopping on a validation
-set), and scored on separate held-out stars against the noise-free truth:
+``conf/stage/head.yaml`` settings (the heteroscedastic noise, 200 epochs), trained through
+Lightning on the stage's own random-view dataset exactly as
+:func:`stellarexp.stages.head.fit_head` does (early stopping on a validation set), and scored on
+separate held-out stars:
 
-- RMSE of the predictive mean at least 20% below the standard deviation of the labels;
-- Spearman rho of ``|mean - truth|`` with the predictive std at least 0.3.
+- RMSE of the predictive mean against the noise-free truth at least 20% below the standard
+  deviation of the labels;
+- Spearman rho of ``|mean - y|`` with the predictive std at least 0.3: the noise the set varies
+  is in the observed labels, which the predictive describes (the true sigma itself reaches
+  0.40 here, the ceiling of any std);
+- the predictive std ranks the stars by their true noise scale (Spearman rho at least 0.5).
 
-The second criterion is not met by the shipped head, so it is marked ``xfail(strict=True)``
-(measured on this set, seeds 0/1/2: rho 0.253/0.283/0.303 with the 60 epochs used here, and
-0.283/0.253/0.293 with the shipped 200 epochs before the views had their own generator; see
-the xfail reason).
+Measured for seeds 0/1/2 (2,000 training stars, 200 epochs, 35-47 s each): RMSE 0.28/0.27/
+0.28 against label standard deviations 0.98/1.07/1.10; rho against the labels 0.303/0.339/0.349;
+std against the true sigma 0.72/0.73/0.75. Against the noise-free truth the std ranks the errors
+with rho 0.19-0.27 only (the true sigma 0.19-0.21): those errors are the fit's, not the label
+noise. The homoscedastic head (``noise: learn``, the std its weight draws' spread) gave rho
+against the labels 0.21-0.27 and an RMSE of 0.44-0.46 after 60 epochs (2,400 stars).
 """
 
 from __future__ import annotations
@@ -27,8 +34,7 @@ torch = pytest.importorskip("torch")
 
 SEED = 0
 D = 32
-N_TRAIN, N_VAL, N_TEST = 2400, 600, 4000
-MAX_EPOCHS = 60  # shipped: 200 (1 s of wall time per ~5 epochs here; 200 would take ~45 s)
+N_TRAIN, N_VAL, N_TEST = 2000, 500, 3000
 
 
 def synthetic_stars(n: int, rng: np.random.Generator, w: np.ndarray):
@@ -41,7 +47,7 @@ def synthetic_stars(n: int, rng: np.random.Generator, w: np.ndarray):
     return x, truth, sigma, truth + sigma * rng.standard_normal(n)
 
 
-def score_head(seed: int = SEED, root=None) -> dict[str, float]:
+def score_head(seed: int = SEED, root=None, noise=None) -> dict[str, float]:
     """Train the head on one synthetic set; RMSE, label std and rho on the held-out stars."""
     import logging
     import warnings
@@ -49,6 +55,7 @@ def score_head(seed: int = SEED, root=None) -> dict[str, float]:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
     from omegaconf import OmegaConf
+    from scipy.stats import spearmanr
     from torch.utils.data import DataLoader, TensorDataset
 
     from stellarexp.data.scalers import LabelScaler
@@ -59,6 +66,8 @@ def score_head(seed: int = SEED, root=None) -> dict[str, float]:
     from stellarexp.stages.image_common import plain
 
     st = OmegaConf.load(conf_dir() / "stage" / "head.yaml")  # the shipped defaults
+    if noise is not None:
+        st.noise = noise
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     w = rng.standard_normal(D) / np.sqrt(D)
@@ -75,7 +84,7 @@ def score_head(seed: int = SEED, root=None) -> dict[str, float]:
         D, ["teff"], n_train=N_TRAIN, hidden=list(st.hidden), prior=plain(st.prior),
         activation=str(st.activation), repeats=int(st.repeats), rho_init=float(st.rho_init),
         kl_mode=str(st.kl), likelihood="gaussian",
-        noise=st.noise if st.noise == "learn" else float(st.noise), lr=float(st.lr),
+        noise=st.noise if isinstance(st.noise, str) else float(st.noise), lr=float(st.lr),
         eval_samples=int(st.eval_samples), max_nan_steps=int(st.max_nan_steps))
     module.label_scaler = scaler
     # fit_head's data: one random view per star per epoch (here the cache has a single view)
@@ -87,7 +96,7 @@ def score_head(seed: int = SEED, root=None) -> dict[str, float]:
     trainer = L.Trainer(
         callbacks=[EarlyStopping(monitor="val/loss", mode="min", patience=int(st.patience),
                                  check_on_train_epoch_end=False)],
-        enable_checkpointing=False, accelerator="cpu", devices=1, max_epochs=MAX_EPOCHS,
+        enable_checkpointing=False, accelerator="cpu", devices=1, max_epochs=int(st.max_epochs),
         logger=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=root)
     threads = torch.get_num_threads()
@@ -108,6 +117,9 @@ def score_head(seed: int = SEED, root=None) -> dict[str, float]:
     mean, std = pred["mean"][:, 0], pred["std"][:, 0]
     return {"rmse": float(np.sqrt(np.mean((mean - truth) ** 2))), "label_std": float(np.std(y_te)),
             "rho": error_spearman(truth, mean, std),
+            "rho_labels": error_spearman(y_te, mean, std),
+            "rho_labels_true_sigma": error_spearman(y_te, mean, sigma),
+            "std_tracks_sigma": float(spearmanr(std, sigma).statistic),
             # diagnostics: how well the true noise scale itself ranks the errors
             "rho_true_sigma": error_spearman(truth, mean, sigma),
             "epochs": float(trainer.current_epoch)}
@@ -123,14 +135,9 @@ def test_head_rmse_well_below_label_spread(scored):
     assert scored["rmse"] <= 0.8 * scored["label_std"], scored
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the shipped head's std does not rank its errors against the truth with rho >= 0.3: "
-    "measured 0.253 here (seed 0; 0.283 and 0.303 for seeds 1 and 2), and 0.253-0.293 for "
-    "seeds 0-2 with the shipped 200 epochs (before the views had their own generator). HeadModule.predict's std is epistemic only (the "
-    "spread of weight draws; the learnt noise is one homoscedastic scale per target): no "
-    "per-star noise model, it tracks the noise scale only indirectly. The true sigma "
-    "itself ranks these errors with rho 0.21-0.32 (errors partly bias, not noise). "
-    "Reaching 0.3 would need a "
-    "heteroscedastic noise output folded into the predictive std, and a better-fitting mean."))
-def test_head_std_ranks_errors(scored):
-    assert scored["rho"] >= 0.3, scored
+def test_head_std_ranks_errors_against_the_labels(scored):
+    assert scored["rho_labels"] >= 0.3, scored
+
+
+def test_head_std_follows_the_true_noise_scale(scored):
+    assert scored["std_tracks_sigma"] >= 0.5, scored
