@@ -13,7 +13,10 @@ per accepted star: ids and position, per target ``<t>_mean``, ``<t>_std``, ``<t>
 mixture predictive), ``logg_class_prob`` (the classifier's P(logg > 4)), ``logg_prob_above``
 (P(logg > 4) of the logg predictive) and ``out_of_range`` with ``out_of_range_detail`` (prediction or input colour outside the training
 range). Rejected stars go to ``<output stem>_rejects<ext>`` with reason and detail. Both files
-are logged to the MLflow run.
+are logged to the MLflow run, which is named and tagged by what it applied to what: ``predict
+<model name> v<version> <input file>``, tags ``model_name``, ``model_version``, ``model_uri``,
+``input``, ``input_sha256`` (the input file's content) and ``data_fingerprint`` (the dataset
+predicted); the config's default data and split are not tagged (``stage.skip_tags``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from astropy.table import Table
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
@@ -166,9 +171,16 @@ def run(cfg, run) -> dict[str, float]:
     ic.set_threads(cfg)
     stars = ds.read_stars(path)
     rejects = ds.read_rejects(path)
-    run.set_tags({"model_uri": str(cfg.model_uri), "input": str(cfg.input), "data_path": str(path),
+    name, version = model_identity(str(cfg.model_uri))
+    source = Path(str(cfg.input)).expanduser()
+    run.set_tags({"model_uri": str(cfg.model_uri), "model_name": name, "model_version": version,
+                  "input": str(cfg.input), "input_sha256": file_sha256(source),
+                  "data_path": str(path),
                   "data_fingerprint": str(ds.read_attrs(path).get("fingerprint", "")),
                   "package_head_run_id": predictor.info.get("runs", {}).get("head", "")})
+    if not st.run_name:
+        run.set_tags({"mlflow.runName": " ".join(
+            p for p in ("predict", name, f"v{version}" if version else "", source.name) if p)})
     colours = training_ranges.star_colours(stars)
     batch = max(int(st.batch_size), 1)
     parts = []
@@ -212,6 +224,37 @@ def run(cfg, run) -> dict[str, float]:
     print(f"wrote {output} ({len(cat)} stars) and {rej_out} ({len(rejects)} rejected)",
           flush=True)
     return metrics
+
+
+def model_identity(model_uri: str) -> tuple[str, str]:
+    """``(name, version)`` of a packaged model's URI, for the prediction run's name and tags.
+
+    ``models:/<name>/<version>`` as given; ``models:/<name>@<alias>`` resolved in the registry
+    (``@<alias>`` when it cannot be); ``runs:/<id>/...``: ``run <id[:8]>`` and no version; a
+    local folder: its name.
+    """
+    if model_uri.startswith("models:/"):
+        rest = model_uri[len("models:/"):].strip("/")
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            try:
+                return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+            except MlflowException:
+                return name, f"@{alias}"
+        name, _, version = rest.partition("/")
+        return name, version
+    if model_uri.startswith("runs:/"):
+        return f"run {model_uri[len('runs:/'):].split('/', 1)[0][:8]}", ""
+    return Path(model_uri).expanduser().name, ""
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (read in chunks: catalogues can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def label_metrics(cat, targets) -> dict[str, float]:

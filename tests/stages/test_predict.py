@@ -3,6 +3,7 @@ table in, a catalogue (FITS / Parquet) and its rejects out, logged to MLflow; cl
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,16 @@ def test_predict_a_dataset_file_to_fits(pkg_home, tiny_package, tiny_survey, tmp
     assert "predict/sigma_teff" in run.data.metrics  # the input carried labels
     logged = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "catalogue")}
     assert logged == {"catalogue/cat.fits", "catalogue/cat_rejects.fits"}
+    # named and tagged by the model and the input, not by the config's default data and split
+    name, version = tiny_package["model_uri"][len("models:/"):].split("/")
+    dataset = Path(tiny_survey["dataset"])
+    assert run.info.run_name == f"predict {name} v{version} {dataset.name}"
+    tags = run.data.tags
+    assert (tags["model_name"], tags["model_version"]) == (name, version)
+    assert tags["input_sha256"] == hashlib.sha256(dataset.read_bytes()).hexdigest()
+    assert tags["data_fingerprint"] == ds.read_attrs(dataset)["fingerprint"]
+    assert "data" not in tags and "split" not in tags
+    assert not any(k.startswith(("data.", "split.")) for k in run.data.params)
 
 
 def test_predict_a_label_free_crossmatch_flags_out_of_range(pkg_home, tiny_package, tiny_survey,
@@ -87,3 +98,17 @@ def test_clear_errors_for_a_missing_model_and_a_missing_band(pkg_home, tiny_pack
         _predict(tiny_package, tmp_path, f"input={table}", f"frame_root={root}")
     with pytest.raises(UserInputError, match="unknown catalogue type"):
         _predict(tiny_package, tmp_path, f"input={tiny_survey['dataset']}", "output=x.xlsx")
+
+
+def test_model_identity_of_each_uri_form(pkg_home, tiny_package):
+    from mlflow.tracking import MlflowClient
+
+    from stellarexp.stages.predict import model_identity
+
+    name = tiny_package["model_uri"][len("models:/"):].split("/")[0]
+    MlflowClient().set_registered_model_alias(name, "champion", "1")
+    assert model_identity(f"models:/{name}/1") == (name, "1")
+    assert model_identity(f"models:/{name}@champion") == (name, "1")
+    assert model_identity(f"models:/{name}@nobody") == (name, "@nobody")
+    assert model_identity("runs:/0123456789abcdef/model") == ("run 01234567", "")
+    assert model_identity("/data/models/convit-quick") == ("convit-quick", "")
