@@ -3,7 +3,7 @@
 :class:`Predictor` runs a package (:mod:`stellarexp.models.package_format`) on raw cutouts
 ``[N, 5, 48, 48]`` (nanomaggies): one backbone pass, ``n_samples`` vectorised head draws,
 calibrated intervals when the head has a recalibration, the two-stage logg when the package
-asks for it, and the out-of-range flag (:mod:`stellarexp.models.training_ranges`).
+asks for it, and the out-of-distribution flag (:mod:`stellarexp.models.training_ranges`).
 
 Imports torch when a package is loaded, not at import time.
 """
@@ -26,7 +26,7 @@ from stellarexp.models.backbone_artifact import read_backbone_artifact
 from stellarexp.models.bayes import summarize
 from stellarexp.models.image_module import HeadModule
 from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
-from stellarexp.models.training_ranges import out_of_range
+from stellarexp.models.training_ranges import ood
 from stellarexp.models.two_stage import two_stage_mixture
 
 try:
@@ -117,7 +117,7 @@ class Predictor:
     def columns(self) -> list[str]:
         """Output columns of :meth:`predict`."""
         cols = [f"{t}_{s}" for t in self.targets for s in ("mean", "std", "lo", "hi")]
-        return [*cols, "logg_class_prob", "logg_prob_above", "out_of_range", "out_of_range_detail"]
+        return [*cols, "logg_class_prob", "logg_prob_above", "ood", "ood_score", "ood_reasons"]
 
     @staticmethod
     def check_images(images) -> np.ndarray:
@@ -146,9 +146,9 @@ class Predictor:
         images : array-like ``[N, 5, 48, 48]``
             Aligned five-band cutouts in nanomaggies (the dataset file's ``images``).
         colours : pandas.DataFrame, optional
-            The 10 dereddened colours of the same stars
+            The 10 dereddened colours and observed magnitudes of the same stars
             (:func:`stellarexp.models.training_ranges.star_colours`); with them the
-            out-of-range flag also checks the inputs.
+            out-of-distribution flag also checks the inputs and scores their colour density.
         n_samples : int, optional
             Head draws per star (default: the package's).
         seed : int
@@ -163,7 +163,8 @@ class Predictor:
             when the head carries a recalibration; the two-stage logg: its mixture predictive,
             see :mod:`stellarexp.evaluate.mixture`), ``logg_class_prob`` (the classifier's
             P(logg > threshold); NaN without a classifier), ``logg_prob_above`` (P(logg >
-            threshold) of the logg predictive), ``out_of_range`` and its ``out_of_range_detail``.
+            threshold) of the logg predictive), ``ood``, ``ood_score`` and ``ood_reasons``
+            (:func:`stellarexp.models.training_ranges.ood`).
         """
         arr = self.check_images(images)
         n = int(n_samples or self.n_samples)
@@ -201,10 +202,11 @@ class Predictor:
         frame["logg_class_prob"] = res["p"] if len(arr) else np.zeros(0)
         frame["logg_prob_above"] = prob_above
         means = {t: res["mean"][:, j] for j, t in enumerate(self.targets)}
-        flag, detail = out_of_range(means, self.ranges, colours) if len(arr) else (
-            np.zeros(0, bool), [])
-        frame["out_of_range"] = flag
-        frame["out_of_range_detail"] = detail
+        flag, score, reasons = ood(means, self.ranges, colours) if len(arr) else (
+            np.zeros(0, bool), np.zeros(0), [])
+        frame["ood"] = flag
+        frame["ood_score"] = score
+        frame["ood_reasons"] = reasons
         return frame[self.columns]
 
     def _logg_predictive(self, res: dict) -> np.ndarray:

@@ -73,8 +73,8 @@ def signature(targets: Sequence[str], n_samples: int):
     """
     cols = [ColSpec("double", f"{t}_{s}") for t in targets for s in ("mean", "std", "lo", "hi")]
     cols += [ColSpec("double", "logg_class_prob"), ColSpec("double", "logg_prob_above"),
-             ColSpec("boolean", "out_of_range"),
-             ColSpec("string", "out_of_range_detail")]
+             ColSpec("boolean", "ood"), ColSpec("double", "ood_score"),
+             ColSpec("string", "ood_reasons")]
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *IMAGE_SHAPE))]),
         outputs=Schema(cols),

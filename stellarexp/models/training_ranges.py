@@ -1,7 +1,12 @@
-"""The training ranges a package records, and the out-of-range flag they give a prediction.
+"""What a package records of its training stars, and the out-of-distribution flag it gives.
 
-:func:`training_ranges` is stored in ``package.json`` when a package is assembled;
-:func:`out_of_range` flags stars whose predicted labels or input colours fall outside them.
+:func:`training_ranges` is stored in ``package.json`` when a package is assembled: the ranges of
+the labels, the 10 dereddened colours and the observed r magnitude, and the training stars'
+standardised colours with a density threshold. :func:`ood` flags a star whose predicted label,
+colour or magnitude lies outside those ranges, or whose colours sit where training stars are
+sparse: its score is the mean distance to its ``k`` nearest training stars in standardised
+colour space over the same distance's 99th percentile among the training stars themselves
+(each against the others), so about 1% of training stars score above 1 by construction.
 """
 
 from __future__ import annotations
@@ -10,14 +15,23 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.neighbors import NearestNeighbors
 
 from stellarexp.constants import BANDS
 from stellarexp.data.features import colors
 from stellarexp.models.package_format import PackageError
 
+NEIGHBOURS = 10  # k of the colour-space score
+DENSITY_QUANTILE = 0.99  # of the training stars' own scores: the flag's threshold
+# the magnitude checked: the band the catalogue cuts select on; the other bands' magnitudes are
+# r plus colours, which the colour ranges and the density score already judge
+MAGNITUDE_BANDS = ("r",)
+
 
 def training_ranges(stars: pd.DataFrame, targets: Sequence[str]) -> dict:
-    """Min/max of each label and of the 10 dereddened colours over ``stars`` (finite values).
+    """Min/max of each label, of the 10 dereddened colours and of the observed magnitudes of
+    :data:`MAGNITUDE_BANDS` over ``stars`` (finite values), and their colour space
+    (:func:`colour_space`).
 
     Parameters
     ----------
@@ -28,7 +42,8 @@ def training_ranges(stars: pd.DataFrame, targets: Sequence[str]) -> dict:
     Returns
     -------
     dict
-        ``{"labels": {t: [lo, hi]}, "colours": {"u-g": [lo, hi], ...}}``.
+        ``{"labels": {t: [lo, hi]}, "colours": {"u-g": [lo, hi], ...}, "magnitudes": {"r":
+        [lo, hi]}, "colour_space": {...}}`` (the last two when ``stars`` has photometry).
     """
     out: dict = {"labels": {}, "colours": {}}
     for t in targets:
@@ -43,37 +58,97 @@ def training_ranges(stars: pd.DataFrame, targets: Sequence[str]) -> dict:
             v = v[np.isfinite(v)]
             if v.size:
                 out["colours"][name] = [float(v.min()), float(v.max())]
+        out["magnitudes"] = {}
+        for b in MAGNITUDE_BANDS:
+            v = pd.to_numeric(stars[f"psfmag_{b}"], errors="coerce").to_numpy(float)
+            v = v[np.isfinite(v)]
+            if v.size:
+                out["magnitudes"][b] = [float(v.min()), float(v.max())]
+        space = colour_space(col)
+        if space:
+            out["colour_space"] = space
     return out
 
 
+def colour_space(col: pd.DataFrame, k: int = NEIGHBOURS) -> dict:
+    """The training stars in standardised colour space and the density score's threshold.
+
+    Colours are centred on their median and scaled by their robust spread (1.4826 MAD), so no
+    one colour dominates the distance. A training star's score is its mean distance to its ``k``
+    nearest other training stars; the threshold is the :data:`DENSITY_QUANTILE` of those.
+
+    Returns
+    -------
+    dict
+        ``columns``, ``centre``, ``scale``, ``points`` (standardised, 4 decimals), ``k``,
+        ``threshold``, ``quantile``; empty with fewer than ``k + 2`` complete stars.
+    """
+    x = col.to_numpy(float)
+    x = x[np.isfinite(x).all(axis=1)]
+    if len(x) < k + 2:
+        return {}
+    centre = np.median(x, axis=0)
+    scale = 1.4826 * np.median(np.abs(x - centre), axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    z = np.round((x - centre) / scale, 4)
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    own = dist[:, 1:].mean(axis=1)  # the nearest is the star itself
+    return {"columns": list(col.columns), "centre": centre.tolist(), "scale": scale.tolist(),
+            "points": z.tolist(), "k": int(k), "quantile": DENSITY_QUANTILE,
+            "threshold": float(np.quantile(own, DENSITY_QUANTILE))}
+
+
+def colour_score(colours: pd.DataFrame, space: dict) -> np.ndarray:
+    """Each star's colour-space score (:func:`colour_space`; above 1: sparser than 99% of the
+    training stars' surroundings); NaN without all the colours."""
+    x = colours.reindex(columns=space["columns"]).to_numpy(float)
+    score = np.full(len(x), np.nan)
+    ok = np.isfinite(x).all(axis=1)
+    if ok.any():
+        z = (x[ok] - np.asarray(space["centre"])) / np.asarray(space["scale"])
+        nn = NearestNeighbors(n_neighbors=int(space["k"])).fit(np.asarray(space["points"]))
+        dist, _ = nn.kneighbors(z)
+        score[ok] = dist.mean(axis=1) / float(space["threshold"])
+    return score
+
+
 def star_colours(stars: pd.DataFrame) -> pd.DataFrame | None:
-    """The 10 dereddened colours of ``stars``, or ``None`` without ``psfmag_<b>`` columns."""
+    """The 10 dereddened colours of ``stars`` and their observed magnitudes (``mag_<b>``), or
+    ``None`` without ``psfmag_<b>`` columns."""
     if not all(f"psfmag_{b}" in stars for b in BANDS):
         return None
-    return colors(stars).reset_index(drop=True)
+    out = colors(stars)
+    for b in BANDS:
+        out[f"mag_{b}"] = pd.to_numeric(stars[f"psfmag_{b}"], errors="coerce").astype(float)
+    return out.reset_index(drop=True)
 
 
-def out_of_range(mean: Mapping[str, np.ndarray], ranges: dict,
-                 colours: pd.DataFrame | None = None) -> tuple[np.ndarray, list[str]]:
-    """Flag stars whose predicted mean or input colour lies outside the training range.
+def ood(mean: Mapping[str, np.ndarray], ranges: dict,
+        colours: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Flag stars out of the training distribution, with a score and the reasons.
 
     Parameters
     ----------
     mean : mapping of str to numpy.ndarray ``[N]``
         Predicted mean of each label.
     ranges : dict
-        Training ranges (:func:`training_ranges`).
+        What the package recorded (:func:`training_ranges`).
     colours : pandas.DataFrame, optional
-        The 10 dereddened colours of the same stars (:func:`star_colours`), ``N`` rows.
+        The same stars' colours and magnitudes (:func:`star_colours`), ``N`` rows.
 
     Returns
     -------
     flag : numpy.ndarray of bool ``[N]``
-    detail : list of str
-        Per star, the offending quantities (``"teff>max; u-g<min"``), empty when in range.
+    score : numpy.ndarray ``[N]``
+        The colour-space score (:func:`colour_score`; NaN without colours or a package that
+        predates it).
+    reasons : list of str
+        Per star, what is out (``"teff>max; u-g<min; r>max; colour density 1.8"``), empty when
+        nothing is.
     """
     n = len(next(iter(mean.values())))
     reasons: list[list[str]] = [[] for _ in range(n)]
+    score = np.full(n, np.nan)
 
     def check(name, values, bounds):
         lo, hi = bounds
@@ -92,5 +167,12 @@ def out_of_range(mean: Mapping[str, np.ndarray], ranges: dict,
         for c, bounds in (ranges.get("colours") or {}).items():
             if c in colours:
                 check(c, colours[c].to_numpy(float), bounds)
-    detail = ["; ".join(r) for r in reasons]
-    return np.array([bool(r) for r in reasons]), detail
+        for b, bounds in (ranges.get("magnitudes") or {}).items():
+            if f"mag_{b}" in colours:
+                check(b, colours[f"mag_{b}"].to_numpy(float), bounds)
+        if ranges.get("colour_space"):
+            score = colour_score(colours, ranges["colour_space"])
+            for i in np.flatnonzero(score > 1.0):
+                reasons[i].append(f"colour density {score[i]:.2f}")
+    text = ["; ".join(r) for r in reasons]
+    return np.array([bool(r) for r in reasons], dtype=bool), score, text

@@ -11,8 +11,9 @@ The catalogue (format from ``output``'s extension: ``.csv``, ``.fits``, ``.parqu
 per accepted star: ids and position, per target ``<t>_mean``, ``<t>_std``, ``<t>_lo``, ``<t>_hi``
 (95% interval, calibrated when the head carries a recalibration; the two-stage logg's from its
 mixture predictive), ``logg_class_prob`` (the classifier's P(logg > 4)), ``logg_prob_above``
-(P(logg > 4) of the logg predictive) and ``out_of_range`` with ``out_of_range_detail`` (prediction or input colour outside the training
-range). Rejected stars go to ``<output stem>_rejects<ext>`` with reason and detail. Both files
+(P(logg > 4) of the logg predictive) and ``ood``, ``ood_score``, ``ood_reasons`` (out of the
+training distribution: a prediction, colour or magnitude outside the training range, or colours
+where training stars are sparse; :func:`stellarexp.models.training_ranges.ood`). Rejected stars go to ``<output stem>_rejects<ext>`` with reason and detail. Both files
 are logged to the MLflow run, which is named and tagged by what it applied to what: ``predict
 <model name> v<version> <input file>``, tags ``model_name``, ``model_version``, ``model_uri``,
 ``input``, ``input_sha256`` (the input file's content) and ``data_fingerprint`` (the dataset
@@ -214,13 +215,13 @@ def run(cfg, run) -> dict[str, float]:
     run.log_artifact(output, "catalogue")
     run.log_artifact(rej_out, "catalogue")
     metrics = {"predict/n_stars": float(len(cat)), "predict/n_rejected": float(len(rejects)),
-               "predict/n_out_of_range": float(cat["out_of_range"].sum()),
+               "predict/n_ood": float(cat["ood"].sum()),
                "predict/seconds": seconds,
                "predict/stars_per_s": len(cat) / seconds if seconds > 0 else 0.0}
     metrics.update(label_metrics(cat, predictor.targets))
     reasons = rejects["reason"].value_counts().to_dict() if len(rejects) else {}
-    log.info("catalogue %s: %d stars (%d out of range), %d rejected %s, %.1f s", output, len(cat),
-             int(metrics["predict/n_out_of_range"]), len(rejects), reasons, seconds)
+    log.info("catalogue %s: %d stars (%d out of distribution), %d rejected %s, %.1f s", output,
+             len(cat), int(metrics["predict/n_ood"]), len(rejects), reasons, seconds)
     print(f"wrote {output} ({len(cat)} stars) and {rej_out} ({len(rejects)} rejected)",
           flush=True)
     return metrics

@@ -88,7 +88,7 @@ def test_recalibration_scales_std_and_interval(pkg_home, tiny_package):
 
 
 def test_out_of_range_flags_predictions_and_colours():
-    from stellarexp.models.training_ranges import out_of_range, training_ranges
+    from stellarexp.models.training_ranges import ood, training_ranges
 
     stars = pd.DataFrame({"teff": [4000.0, 5000.0, np.nan], "logg": [1.0, 4.0, 2.0]})
     for i, b in enumerate("ugriz"):
@@ -97,11 +97,50 @@ def test_out_of_range_flags_predictions_and_colours():
     ranges = training_ranges(stars, ["teff", "logg"])
     assert ranges["labels"]["teff"] == [4000.0, 5000.0]
     assert ranges["colours"]["u-g"] == pytest.approx([0.4, 0.5])
-    colours = pd.DataFrame({"u-g": [0.45, 0.9], "g-r": [0.45, 0.45]})
-    flag, detail = out_of_range({"teff": np.array([4500.0, 3000.0]),
-                                 "logg": np.array([2.0, 2.0])}, ranges, colours)
+    assert ranges["magnitudes"]["r"] == [15.1, 17.0]
+    assert "colour_space" not in ranges  # too few stars for a density
+    colours = pd.DataFrame({"u-g": [0.45, 0.9], "g-r": [0.45, 0.45], "mag_r": [16.0, 19.5]})
+    flag, score, reasons = ood({"teff": np.array([4500.0, 3000.0]),
+                                "logg": np.array([2.0, 2.0])}, ranges, colours)
     assert flag.tolist() == [False, True]
-    assert detail == ["", "teff<min; u-g>max"]
+    assert reasons == ["", "teff<min; u-g>max; r>max"]
+    assert np.isnan(score).all()
+
+
+def _locus_stars(n: int, seed: int) -> pd.DataFrame:
+    """Stars along a one-parameter colour locus (``t`` = g-r), r 14-17."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0.3, 1.2, n)
+    r = rng.uniform(14.0, 17.0, n)
+    gr, ug = t, 1.0 + 1.5 * (t - 0.3)
+    ri, iz = 0.4 * t, 0.2 * t
+    mags = {"r": r, "g": r + gr, "u": r + gr + ug, "i": r - ri, "z": r - ri - iz}
+    out = pd.DataFrame({"teff": 6500.0 - 2000.0 * t})
+    for b in "ugriz":
+        out[f"psfmag_{b}"] = mags[b] + rng.normal(0.0, 0.02, n)
+        out[f"extinction_{b}"] = 0.0
+    return out
+
+
+def test_colour_density_flags_stars_off_the_training_locus():
+    """Each colour inside its range but the combination where no training star lies: flagged;
+    a new star drawn like the training stars: about 1% above the threshold."""
+    from stellarexp.models.training_ranges import ood, star_colours, training_ranges
+
+    ranges = training_ranges(_locus_stars(2000, 0), ["teff"])
+    space = ranges["colour_space"]
+    assert space["k"] == 10 and space["threshold"] > 0 and len(space["points"]) == 2000
+    fresh = _locus_stars(2000, 1)
+    _, score, _ = ood({"teff": fresh["teff"].to_numpy()}, ranges, star_colours(fresh))
+    assert 0.0 < np.mean(score > 1.0) < 0.04
+    odd = _locus_stars(1, 2)
+    odd["psfmag_g"] = odd["psfmag_r"] + 0.35  # a blue star (g-r 0.35: u-g 1.08 on the locus) ...
+    odd["psfmag_u"] = odd["psfmag_g"] + 2.2  # ... with the u-g of the reddest ones
+    cols = star_colours(odd)
+    assert ranges["colours"]["u-g"][0] < cols["u-g"][0] < ranges["colours"]["u-g"][1]
+    assert ranges["colours"]["g-r"][0] < cols["g-r"][0] < ranges["colours"]["g-r"][1]
+    flag, score, reasons = ood({"teff": np.array([5000.0])}, ranges, cols)
+    assert flag[0] and score[0] > 1.0 and "colour density" in reasons[0]
 
 
 def test_bad_inputs_give_clear_errors(pkg_home, tiny_package):

@@ -34,8 +34,8 @@ def test_predict_a_dataset_file_to_fits(pkg_home, tiny_package, tiny_survey, tmp
     cat = Table.read(out).to_pandas()
     stars, rejects = ds.read_stars(tiny_survey["dataset"]), ds.read_rejects(tiny_survey["dataset"])
     assert len(cat) == len(stars) == run.data.metrics["predict/n_stars"]
-    assert set(PRED_COLUMNS + ["star_id", "ra", "dec", "logg_class_prob", "out_of_range",
-                               "out_of_range_detail", "teff_label"]) <= set(cat.columns)
+    assert set(PRED_COLUMNS + ["star_id", "ra", "dec", "logg_class_prob", "ood", "ood_score",
+                               "ood_reasons", "teff_label"]) <= set(cat.columns)
     assert np.isfinite(cat[PRED_COLUMNS].to_numpy(float)).all()
     assert ((cat["teff_lo"] < cat["teff_mean"]) & (cat["teff_mean"] < cat["teff_hi"])).all()
     assert cat["logg_class_prob"].between(0, 1).all()
@@ -57,7 +57,7 @@ def test_predict_a_dataset_file_to_fits(pkg_home, tiny_package, tiny_survey, tmp
     assert not any(k.startswith(("data.", "split.")) for k in run.data.params)
 
 
-def test_predict_a_label_free_crossmatch_flags_out_of_range(pkg_home, tiny_package, tiny_survey,
+def test_predict_a_label_free_crossmatch_flags_out_of_distribution(pkg_home, tiny_package, tiny_survey,
                                                             tmp_path):
     root = Path(tiny_survey["summary"]["root"])
     cross = pd.read_csv(root / "crossmatch.csv")
@@ -76,12 +76,14 @@ def test_predict_a_label_free_crossmatch_flags_out_of_range(pkg_home, tiny_packa
     assert rej["reason"].str.len().gt(0).all()
     row = cat[cat["obj_id"] == cross.loc[odd, "objID"]]
     if len(row):  # (the star may have failed a cutout check: then it is listed as a reject)
-        assert bool(row["out_of_range"].iloc[0]) and "u-g>max" in row["out_of_range_detail"].iloc[0]
+        assert bool(row["ood"].iloc[0]) and "u-g>max" in row["ood_reasons"].iloc[0]
+        assert row["ood_score"].iloc[0] > 1.0  # far from every training star's colours
     else:
         assert str(cross.loc[odd, "objID"]) in set(rej["star_id"].astype(str))
-    flagged = cat["out_of_range"].to_numpy(bool)
-    assert (cat["out_of_range_detail"].str.len().gt(0).to_numpy() == flagged).all()
-    assert run.data.metrics["predict/n_out_of_range"] == flagged.sum()
+    flagged = cat["ood"].to_numpy(bool)
+    assert (cat["ood_reasons"].fillna("").str.len().gt(0).to_numpy() == flagged).all()
+    assert run.data.metrics["predict/n_ood"] == flagged.sum()
+    assert np.isfinite(cat["ood_score"]).all()  # a table with photometry: every star scored
 
 
 def test_clear_errors_for_a_missing_model_and_a_missing_band(pkg_home, tiny_package, tiny_survey,
