@@ -26,7 +26,7 @@ from stellarexp.models.backbone_artifact import read_backbone_artifact
 from stellarexp.models.bayes import summarize
 from stellarexp.models.image_module import HeadModule
 from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
-from stellarexp.models.training_ranges import ood
+from stellarexp.models.training_ranges import colour_index, ood
 from stellarexp.models.two_stage import two_stage_mixture
 
 try:
@@ -102,6 +102,8 @@ class Predictor:
                                "the logg heads are missing")
         self.n_samples = int(self.info.get("n_samples", 100))
         self.ranges = self.info.get("ranges") or {}
+        space = self.ranges.get("colour_space")
+        self.colour_index = colour_index(space) if space else None  # once, not per batch
 
     @staticmethod
     def _recalibration(path: Path):
@@ -146,7 +148,7 @@ class Predictor:
         images : array-like ``[N, 5, 48, 48]``
             Aligned five-band cutouts in nanomaggies (the dataset file's ``images``).
         colours : pandas.DataFrame, optional
-            The 10 dereddened colours and observed magnitudes of the same stars
+            The 10 dereddened colours and observed r magnitude of the same stars
             (:func:`stellarexp.models.training_ranges.star_colours`); with them the
             out-of-distribution flag also checks the inputs and scores their colour density.
         n_samples : int, optional
@@ -202,7 +204,7 @@ class Predictor:
         frame["logg_class_prob"] = res["p"] if len(arr) else np.zeros(0)
         frame["logg_prob_above"] = prob_above
         means = {t: res["mean"][:, j] for j, t in enumerate(self.targets)}
-        flag, score, reasons = ood(means, self.ranges, colours) if len(arr) else (
+        flag, score, reasons = ood(means, self.ranges, colours, self.colour_index) if len(arr) else (
             np.zeros(0, bool), np.zeros(0), [])
         frame["ood"] = flag
         frame["ood_score"] = score

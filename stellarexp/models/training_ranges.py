@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import median_abs_deviation
 from sklearn.neighbors import NearestNeighbors
 
-from stellarexp.constants import BANDS
+from stellarexp.constants import BANDS, MAD_TO_SIGMA
 from stellarexp.data.features import colors
 from stellarexp.models.package_format import PackageError
 
@@ -88,7 +89,7 @@ def colour_space(col: pd.DataFrame, k: int = NEIGHBOURS) -> dict:
     if len(x) < k + 2:
         return {}
     centre = np.median(x, axis=0)
-    scale = 1.4826 * np.median(np.abs(x - centre), axis=0)
+    scale = MAD_TO_SIGMA * median_abs_deviation(x, axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     z = np.round((x - centre) / scale, 4)
     dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
@@ -98,33 +99,40 @@ def colour_space(col: pd.DataFrame, k: int = NEIGHBOURS) -> dict:
             "threshold": float(np.quantile(own, DENSITY_QUANTILE))}
 
 
-def colour_score(colours: pd.DataFrame, space: dict) -> np.ndarray:
+def colour_index(space: dict) -> NearestNeighbors:
+    """The training stars of a :func:`colour_space` as a fitted neighbour index (fit it once
+    per package, not per batch of stars)."""
+    return NearestNeighbors(n_neighbors=int(space["k"])).fit(np.asarray(space["points"]))
+
+
+def colour_score(colours: pd.DataFrame, space: dict,
+                 index: NearestNeighbors | None = None) -> np.ndarray:
     """Each star's colour-space score (:func:`colour_space`; above 1: sparser than 99% of the
-    training stars' surroundings); NaN without all the colours."""
+    training stars' surroundings); NaN without all the colours. ``index``: the space's
+    :func:`colour_index`, built here when not given."""
     x = colours.reindex(columns=space["columns"]).to_numpy(float)
     score = np.full(len(x), np.nan)
     ok = np.isfinite(x).all(axis=1)
     if ok.any():
         z = (x[ok] - np.asarray(space["centre"])) / np.asarray(space["scale"])
-        nn = NearestNeighbors(n_neighbors=int(space["k"])).fit(np.asarray(space["points"]))
-        dist, _ = nn.kneighbors(z)
+        dist, _ = (index or colour_index(space)).kneighbors(z)
         score[ok] = dist.mean(axis=1) / float(space["threshold"])
     return score
 
 
 def star_colours(stars: pd.DataFrame) -> pd.DataFrame | None:
-    """The 10 dereddened colours of ``stars`` and their observed magnitudes (``mag_<b>``), or
-    ``None`` without ``psfmag_<b>`` columns."""
+    """The 10 dereddened colours of ``stars`` and their observed magnitudes in
+    :data:`MAGNITUDE_BANDS` (``mag_<b>``), or ``None`` without ``psfmag_<b>`` columns."""
     if not all(f"psfmag_{b}" in stars for b in BANDS):
         return None
     out = colors(stars)
-    for b in BANDS:
+    for b in MAGNITUDE_BANDS:
         out[f"mag_{b}"] = pd.to_numeric(stars[f"psfmag_{b}"], errors="coerce").astype(float)
     return out.reset_index(drop=True)
 
 
-def ood(mean: Mapping[str, np.ndarray], ranges: dict,
-        colours: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def ood(mean: Mapping[str, np.ndarray], ranges: dict, colours: pd.DataFrame | None = None,
+        index: NearestNeighbors | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Flag stars out of the training distribution, with a score and the reasons.
 
     Parameters
@@ -135,6 +143,8 @@ def ood(mean: Mapping[str, np.ndarray], ranges: dict,
         What the package recorded (:func:`training_ranges`).
     colours : pandas.DataFrame, optional
         The same stars' colours and magnitudes (:func:`star_colours`), ``N`` rows.
+    index : sklearn.neighbors.NearestNeighbors, optional
+        :func:`colour_index` of ``ranges["colour_space"]`` (built per call when not given).
 
     Returns
     -------
@@ -171,7 +181,7 @@ def ood(mean: Mapping[str, np.ndarray], ranges: dict,
             if f"mag_{b}" in colours:
                 check(b, colours[f"mag_{b}"].to_numpy(float), bounds)
         if ranges.get("colour_space"):
-            score = colour_score(colours, ranges["colour_space"])
+            score = colour_score(colours, ranges["colour_space"], index)
             for i in np.flatnonzero(score > 1.0):
                 reasons[i].append(f"colour density {score[i]:.2f}")
     text = ["; ".join(r) for r in reasons]

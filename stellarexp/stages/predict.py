@@ -249,13 +249,10 @@ def model_identity(model_uri: str) -> tuple[str, str]:
     return Path(model_uri).expanduser().name, ""
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (read in chunks: catalogues can be large)."""
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (streamed by :func:`hashlib.file_digest`)."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def label_metrics(cat, targets) -> dict[str, float]:
