@@ -19,3 +19,7 @@ LOGG_THRESHOLD = 4.0
 MAD_TO_SIGMA = 1.4826
 """The median absolute deviation of a normal sample times this is its sigma: the conventional
 four digits of 1 / Phi^-1(3/4) = 1.482602... (every robust sigma of the project uses it)."""
+
+PAPER_HEAD_METHOD = "bbb"
+"""The paper's uncertainty method of the head (Bayes-by-Backprop): ``stage.method``'s default,
+Table 2's "ours" row, and the method of heads saved before the choice existed."""

@@ -18,7 +18,8 @@ factors are what the stages store (``recalibration.json``) and the packaged mode
 
 Per label the scores are: coverage of the 68% and 95% central intervals against the labels,
 with the central 95% range of a Binomial(n, 0.95) count (is 95% coverage consistent with the
-nominal level for this many stars?), mean 68%/95% widths, NLL and CRPS (scoringrules), and the
+nominal level for this many stars?), mean 68%/95% widths, the 95% interval score, NLL and CRPS
+(scoringrules), and the
 Spearman rho of ``|error|`` with the predictive std, against the labels and, where the dataset
 has noise-free truth, against the truth.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scoringrules as sr
 from scipy.stats import binom, spearmanr
 
 from stellarexp.evaluate.mixture import Mixture, conformal_scale, fit_scale
@@ -53,6 +55,11 @@ class OutOfSample:
         Their predictives before and after the recalibration fitted on the other stars.
     scales : tuple of float
         The fitted factor(s): one (holdout) or one per half (cross-fitting).
+    fit_nll : tuple of float
+        Per fold, the mean NLL of the fitting stars' predictives recalibrated by the factor
+        fitted on them: what a method is chosen by (never the scored stars'). Holdout: one fold
+        (val); cross-fitting: fold 0 fitted on the first half (scored on the second), fold 1 the
+        reverse.
     """
 
     scheme: str
@@ -62,6 +69,17 @@ class OutOfSample:
     raw: Mixture
     recalibrated: Mixture
     scales: tuple[float, ...]
+    fit_nll: tuple[float, ...] = ()
+
+
+def fitting_nll(pred: Mixture, y, factor: float) -> float:
+    """Mean NLL of ``pred`` scaled by ``factor`` over the finite labels ``y`` (NaN if none or
+    the factor is not finite)."""
+    y = np.asarray(y, float)
+    ok = np.isfinite(y)
+    if not ok.any() or not np.isfinite(factor):
+        return float("nan")
+    return float(np.mean(pred.subset(ok).scaled(factor).nll(y[ok])))
 
 
 def recalibration_factor(fit: Mixture, y, method: str, level: float) -> float:
@@ -105,7 +123,8 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
         index = np.arange(len(test_y))
         scheme = f"recalibration fitted on val ({len(val_y)} stars), scored on test ({len(test_y)})"
         return OutOfSample(scheme, "test", index, test_y, predictives["test"],
-                           predictives["test"].scaled(k), (k,))
+                           predictives["test"].scaled(k), (k,),
+                           (fitting_nll(val_pred, val_y, k),))
     a, b = halves(len(val_y), seed)
     k_a = recalibration_factor(val_pred.subset(a), val_y[a], method, level)  # applied to b
     k_b = recalibration_factor(val_pred.subset(b), val_y[b], method, level)  # applied to a
@@ -115,7 +134,8 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
     recal = Mixture(raw.weights, raw.means, raw.stds * factor[:, None])
     scheme = (f"cross-fitted halves of val ({len(a)} + {len(b)} stars): each half recalibrated "
               "by the other, all scored")
-    return OutOfSample(scheme, "val", index, val_y[index], raw, recal, (k_a, k_b))
+    fit = (fitting_nll(val_pred.subset(a), val_y[a], k_a), fitting_nll(val_pred.subset(b), val_y[b], k_b))
+    return OutOfSample(scheme, "val", index, val_y[index], raw, recal, (k_a, k_b), fit)
 
 
 def binomial_range(n: int, level: float = COVERAGE_LEVEL) -> tuple[float, float]:
@@ -154,11 +174,22 @@ def score(pred: Mixture, y, truth=None, *, rank_std=None) -> dict[str, float]:
                 "coverage95_ok": float(lo <= out["coverage95"] <= hi) if len(y) else float("nan"),
                 "nll": float(np.mean(p.nll(y))) if len(y) else float("nan"),
                 "crps": float(np.mean(p.crps(y))) if len(y) else float("nan"),
+                "interval_score95": interval_score(y, *p.interval(0.95), level=0.95),
                 "spearman": _spearman(np.abs(p.mean - y), spread[ok])})
     if truth is not None:
         t = np.asarray(truth, float)[ok]
         out["spearman_truth"] = _spearman(np.abs(p.mean - t), spread[ok])
     return out
+
+
+def interval_score(y, lo, hi, level: float = 0.95) -> float:
+    """Mean interval score (Gneiting & Raftery 2007) of central ``level`` intervals: width plus
+    ``2 / (1 - level)`` times the miss distance (scoringrules); label units, lower is better."""
+    y = np.asarray(y, float)
+    if not len(y):
+        return float("nan")
+    return float(np.mean(sr.interval_score(y, np.asarray(lo, float), np.asarray(hi, float),
+                                           1.0 - float(level))))
 
 
 def reliability(pred: Mixture, y, levels) -> np.ndarray:

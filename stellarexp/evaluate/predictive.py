@@ -87,7 +87,7 @@ def fit_and_log_recalibration(cfg, run, targets, pred_val: dict, true_val, artif
 def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "head",
                         dataset_path=None, backbone_run_id: str | None = None,
                         logg: dict | None = None, subset_metrics: bool = True,
-                        rows: dict | None = None) -> dict[str, float]:
+                        rows: dict | None = None, conformal: bool = False) -> dict[str, float]:
     """Recalibrate, evaluate and draw the predictions of a Bayesian head (module docstring).
 
     Parameters
@@ -116,6 +116,9 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
         Subset -> dataset rows of the predicted stars: with ``dataset_path`` the out-of-sample
         scores use the dataset's noise-free truth and the ranking ceiling
         (:mod:`stellarexp.evaluate.scoring_run`).
+    conformal : bool
+        Score out of sample with crepes' conformal predictive system instead of the recalibrated
+        Gaussian (``stage.method=conformal``).
 
     Returns
     -------
@@ -147,7 +150,8 @@ def evaluate_predictive(cfg, run, targets, outputs: dict, *, artifact: str = "he
 
     figures = bool(cfg.stage.figures)
     metrics.update(score_out_of_sample(cfg, run, targets, outputs, artifact=artifact,
-                                       dataset_path=dataset_path, rows=rows, figures=figures))
+                                       dataset_path=dataset_path, rows=rows, figures=figures,
+                                       conformal=conformal))
     if figures:
         draw_figures(cfg, run, targets, outputs, recal, dataset_path=dataset_path,
                      backbone_run_id=backbone_run_id, prefix=artifact)

@@ -9,9 +9,10 @@ errors against the truth and prints the ranking ceiling
 (:mod:`stellarexp.evaluate.ranking_ceiling`) beside the head's own rho. It logs
 
 - metrics ``oos/<score>_<label>`` (``coverage68``, ``coverage95`` with ``coverage95_lo/_hi``
-  and ``coverage95_ok``, ``width68``, ``width95``, ``nll``, ``crps``, ``spearman``,
-  ``spearman_truth``, ``ceiling_rho``, ``n``) and the tag ``oos_scheme`` saying which stars were
-  fitted and which scored;
+  and ``coverage95_ok``, ``width68``, ``width95``, ``interval_score95``, ``nll``, ``crps``,
+  ``spearman``, ``spearman_truth``, ``ceiling_rho``, ``n``; ``fit_nll_fold<k>``: the NLL of the
+  fitting stars of fold ``k``, what a method is chosen by) and the tag ``oos_scheme`` saying
+  which stars were fitted and which scored;
 - ``<artifact>/out_of_sample.csv``: per scored star and label, the label, truth, mean, raw and
   recalibrated std, 95% interval;
 - figures ``<artifact>_reliability.png`` and ``<artifact>_error_vs_std.png``.
@@ -27,8 +28,9 @@ import pandas as pd
 from stellarexp.data.dataset import read_stars
 from stellarexp.evaluate import uncertainty_figures as uf
 from stellarexp.evaluate.calibration import recalibration_settings
+from stellarexp.evaluate.conformal import conformal_out_of_sample, score_conformal
 from stellarexp.evaluate.figures import optional_figure
-from stellarexp.evaluate.metrics import metric_name
+from stellarexp.evaluate.metrics import error_spearman, metric_name
 from stellarexp.evaluate.mixture import Mixture
 from stellarexp.evaluate.out_of_sample import binned_errors, out_of_sample, reliability, score
 from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
@@ -56,8 +58,40 @@ def _stars(dataset_path, rows: dict | None):
     return {s: stars.iloc[np.asarray(r, int)].reset_index(drop=True) for s, r in rows.items()}
 
 
+def _gaussian_label(outputs: dict, j: int, method: str, level: float, seed: int):
+    """Scores of target column ``j``'s Gaussian (or mixture) predictives, recalibrated out of
+    sample; the fitting folds' NLL as ``fit_nll_fold<k>``."""
+    preds = {s: predictives_of(p, j) for s, (p, _) in outputs.items()}
+    labels = {s: np.asarray(y, float)[:, j] for s, (_, y) in outputs.items()}
+    oos = out_of_sample(preds, labels, method=method, level=level, seed=seed)
+    if not all(np.isfinite(oos.scales)):
+        raise ValueError(f"a recalibration factor is infinite ({oos.scheme}; too few fitting "
+                         f"stars for the {level} level)")
+    values = score(oos.recalibrated, oos.y, rank_std=oos.raw.std)
+    values.update({f"fit_nll_fold{k}": v for k, v in enumerate(oos.fit_nll)})
+    lo, hi = oos.recalibrated.interval(0.95)
+    extra = {"std": oos.recalibrated.std, "lo95": lo, "hi95": hi, "mixture": oos}
+    return (oos.scheme, oos.subset, oos.index, oos.y, oos.recalibrated.mean, oos.raw.std,
+            values, extra)
+
+
+def _conformal_label(outputs: dict, j: int, seed: int):
+    """Scores of target column ``j`` under crepes' conformal predictive system
+    (:mod:`stellarexp.evaluate.conformal`); no NLL."""
+    col = {s: (np.asarray(p["mean"], float)[:, j], np.asarray(p["std"], float)[:, j],
+               np.asarray(y, float)[:, j]) for s, (p, y) in outputs.items()}
+    c = conformal_out_of_sample({s: v[0] for s, v in col.items()}, {s: v[1] for s, v in col.items()},
+                                {s: v[2] for s, v in col.items()}, seed=seed)
+    values = score_conformal(c)
+    values["spearman"] = error_spearman(c.y, c.mean, c.std)
+    lo, hi = c.intervals[0.95]
+    extra = {"std": np.full(len(c.y), np.nan), "lo95": lo, "hi95": hi}
+    return c.scheme, c.subset, c.index, c.y, c.mean, c.std, values, extra
+
+
 def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, dataset_path=None,
-                        rows: dict | None = None, figures: bool = True) -> dict[str, float]:
+                        rows: dict | None = None, figures: bool = True,
+                        conformal: bool = False) -> dict[str, float]:
     """Score every target's predictive out of sample and log what the module docstring lists.
 
     Parameters
@@ -72,6 +106,9 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
         Folder of the run for the table; prefix of the figures.
     dataset_path, rows : optional
         The dataset and the subset's dataset rows, for truth and the ranking ceiling.
+    conformal : bool
+        Score crepes' conformal predictive system on the predictions' mean and std instead of
+        the recalibrated Gaussian (``stage.method=conformal``; no NLL, no reliability figures).
 
     Returns
     -------
@@ -79,63 +116,61 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
         The ``oos/...`` metrics.
     """
     method, level = recalibration_settings(cfg)
+    label = "conformal predictive system (crepes)" if conformal else method
     seed = int(cfg.seed)
     stars = _stars(dataset_path, rows)
     metrics: dict[str, float] = {}
     tables, curves, bins, counts, scheme = [], {}, {}, {}, ""
     for j, t in enumerate(targets):
-        preds = {s: predictives_of(p, j) for s, (p, _) in outputs.items()}
-        labels = {s: np.asarray(y, float)[:, j] for s, (_, y) in outputs.items()}
         try:
-            oos = out_of_sample(preds, labels, method=method, level=level, seed=seed)
-        except ValueError as exc:  # too few stars, or a half without a usable label
+            scored_stars = (_conformal_label(outputs, j, seed) if conformal
+                            else _gaussian_label(outputs, j, method, level, seed))
+        except ValueError as exc:  # too few stars, a half without a usable label, an infinite factor
             log.warning("out-of-sample scores of %s skipped: %s", t, exc)
             continue
-        scheme = oos.scheme
-        if not all(np.isfinite(oos.scales)):
-            log.warning("out-of-sample scores of %s skipped: a recalibration factor is infinite "
-                        "(%s; too few fitting stars for the %s level)", t, oos.scheme, level)
-            continue
-        scored = stars.get(oos.subset)
+        scheme, subset, index, y, mean, std_raw, values, extra = scored_stars
+        scored = stars.get(subset)
         truth = None
         if scored is not None and f"{t}_true" in scored:
-            truth = scored[f"{t}_true"].to_numpy(float)[oos.index]
-        values = score(oos.recalibrated, oos.y, truth, rank_std=oos.raw.std)
-        if truth is not None:
+            truth = scored[f"{t}_true"].to_numpy(float)[index]
+            fin = np.isfinite(y)  # the stars with a label, as the label's rho
+            values["spearman_truth"] = error_spearman(truth[fin], mean[fin], std_raw[fin])
             try:
                 values["ceiling_rho"] = ceiling_rho(
-                    ceiling_features(scored).iloc[oos.index].reset_index(drop=True),
-                    np.abs(oos.recalibrated.mean - truth), seed=seed)
+                    ceiling_features(scored).iloc[index].reset_index(drop=True),
+                    np.abs(mean - truth), seed=seed)
             except ValueError as exc:  # a table without the photometry columns: no ceiling
                 log.warning("ranking ceiling of %s skipped: %s", t, exc)
         metrics.update({metric_name("oos", k, t): float(v) for k, v in values.items()
                         if v is not None})
         log.info("out of sample %s (%s): 95%% coverage %.3f (binomial range %.3f-%.3f), 68%% %.3f, "
-                 "95%% width %.4g, NLL %.4g, CRPS %.4g, rho %.3f (truth %s, ceiling %s)", t, method,
+                 "95%% width %.4g, NLL %s, CRPS %.4g, rho %.3f (truth %s, ceiling %s)", t, label,
                  values["coverage95"], values["coverage95_lo"], values["coverage95_hi"],
-                 values["coverage68"], values["width95"], values["nll"], values["crps"],
-                 values["spearman"], _fmt(values.get("spearman_truth")), _fmt(values.get("ceiling_rho")))
-        lo, hi = oos.recalibrated.interval(0.95)
-        row_ids = np.asarray(rows[oos.subset], int)[oos.index] if rows and oos.subset in rows else oos.index
+                 values["coverage68"], values["width95"], _fmt(values.get("nll"), "%.4g"),
+                 values["crps"], values["spearman"], _fmt(values.get("spearman_truth")),
+                 _fmt(values.get("ceiling_rho")))
+        row_ids = np.asarray(rows[subset], int)[index] if rows and subset in rows else index
         tables.append(pd.DataFrame({
-            "subset": oos.subset, "row": row_ids, "label": t, "y": oos.y,
-            "truth": truth if truth is not None else np.nan, "mean": oos.recalibrated.mean,
-            "std_raw": oos.raw.std, "std": oos.recalibrated.std, "lo95": lo, "hi95": hi}))
-        curves[t] = {f"out of sample ({method})": reliability(oos.recalibrated, oos.y, RELIABILITY_LEVELS),
-                     "raw": reliability(oos.raw, oos.y, RELIABILITY_LEVELS)}
+            "subset": subset, "row": row_ids, "label": t, "y": y,
+            "truth": truth if truth is not None else np.nan, "mean": mean,
+            "std_raw": std_raw, "std": extra["std"], "lo95": extra["lo95"], "hi95": extra["hi95"]}))
         counts[t] = int(values["n"])
-        bins[t] = {"label": binned_errors(oos.recalibrated, oos.y)}
-        if truth is not None:
-            bins[t]["truth"] = binned_errors(oos.recalibrated, truth)
+        if "mixture" in extra:
+            oos = extra["mixture"]
+            curves[t] = {f"out of sample ({method})": reliability(oos.recalibrated, oos.y, RELIABILITY_LEVELS),
+                         "raw": reliability(oos.raw, oos.y, RELIABILITY_LEVELS)}
+            bins[t] = {"label": binned_errors(oos.recalibrated, oos.y)}
+            if truth is not None:
+                bins[t]["truth"] = binned_errors(oos.recalibrated, truth)
     if not tables:
         return metrics
-    run.set_tags({"oos_scheme": scheme, "oos_recalibration": method})
+    run.set_tags({"oos_scheme": scheme, "oos_recalibration": "crepes" if conformal else method})
     folder = run.output_dir / artifact
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "out_of_sample.csv"
     write_csv_atomic(pd.concat(tables, ignore_index=True), path, index=False)
     run.log_artifact(path, artifact)
-    if figures:
+    if figures and curves:
         title = f"{artifact}: {scheme}"
         out = run.output_dir / "figures"
         for p in (optional_figure("reliability", uf.reliability_figure, curves, RELIABILITY_LEVELS,
@@ -147,5 +182,5 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
     return metrics
 
 
-def _fmt(v) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+def _fmt(v, spec: str = "%.3f") -> str:
+    return "n/a" if v is None or not np.isfinite(v) else spec % v

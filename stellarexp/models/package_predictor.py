@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 from scipy.special import ndtr
 
-from stellarexp.constants import LOGG_THRESHOLD
+from stellarexp.constants import LOGG_THRESHOLD, PAPER_HEAD_METHOD
 from stellarexp.data.scalers import LabelScaler
+from stellarexp.evaluate.conformal import conformal_intervals, fit_system
 from stellarexp.evaluate.mixture import Mixture
 from stellarexp.models.backbone_artifact import read_backbone_artifact
 from stellarexp.models.bayes import summarize
-from stellarexp.models.image_module import HeadModule
+from stellarexp.models.heads import head_from_hparams
 from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
 from stellarexp.models.training_ranges import colour_index, ood
 from stellarexp.models.two_stage import two_stage_mixture
@@ -49,14 +50,14 @@ def load_head(folder: Path):
 
     Returns
     -------
-    module : stellarexp.models.image_module.HeadModule
+    module : HeadModule or PointHeadModule (:mod:`stellarexp.models.heads`)
     scaler : stellarexp.data.scalers.LabelScaler or None
         ``None`` when the head was trained without one (e.g. the logg classifier).
     meta : dict
         The parsed ``model.json``.
     """
     meta = json.loads((folder / "model.json").read_text())
-    module = HeadModule(**meta["hparams"])
+    module = head_from_hparams(meta["hparams"])
     module.load_state_dict(torch.load(folder / "weights.pt", map_location="cpu",
                                       weights_only=True))
     module.eval()
@@ -86,7 +87,10 @@ class Predictor:
                                                self.info.get("runs", {}).get("backbone", ""))
         self.head, self.scaler, head_meta = load_head(self.folder / "head")
         self.targets = tuple(head_meta["targets"])
+        # heads packaged before the methods (issue 27) are the paper's
+        self.method = str(head_meta.get("method", PAPER_HEAD_METHOD))
         self.recalibration = self._recalibration(self.folder / "head" / "recalibration.json")
+        self.conformal = self._conformal(self.folder / "head" / "conformal.json")
         self.logg_recalibration = self._recalibration(self.folder / "logg_recalibration.json")
         self.classifier = self.dwarf = self.giant = None
         self.threshold = float(self.info.get("threshold", LOGG_THRESHOLD))
@@ -115,11 +119,23 @@ class Predictor:
             return None
         return Recalibration.from_dict(json.loads(path.read_text()))
 
+    @staticmethod
+    def _conformal(path: Path) -> dict:
+        """Target -> crepes conformal predictive system fitted on the head run's validation
+        residuals (``stage.method=conformal``), or ``{}``."""
+        if not path.is_file():
+            return {}
+        cal = json.loads(path.read_text())
+        return {t: fit_system(np.asarray(v["residuals"]), np.zeros(len(v["residuals"])),
+                              np.asarray(v["sigmas"]))
+                for t, v in cal["targets"].items()}
+
     @property
     def columns(self) -> list[str]:
         """Output columns of :meth:`predict`."""
         cols = [f"{t}_{s}" for t in self.targets for s in ("mean", "std", "lo", "hi")]
-        return [*cols, "logg_class_prob", "logg_prob_above", "ood", "ood_score", "ood_reasons"]
+        return [*cols, "logg_class_prob", "logg_prob_above", "ood", "ood_score", "ood_reasons",
+                "uncertainty_method"]
 
     @staticmethod
     def check_images(images) -> np.ndarray:
@@ -166,7 +182,9 @@ class Predictor:
             see :mod:`stellarexp.evaluate.mixture`), ``logg_class_prob`` (the classifier's
             P(logg > threshold); NaN without a classifier), ``logg_prob_above`` (P(logg >
             threshold) of the logg predictive), ``ood``, ``ood_score`` and ``ood_reasons``
-            (:func:`stellarexp.models.training_ranges.ood`).
+            (:func:`stellarexp.models.training_ranges.ood`), and ``uncertainty_method`` (the
+            head's ``stage.method``; under ``conformal`` the interval is the conformal system's
+            and std the base head's).
         """
         arr = self.check_images(images)
         n = int(n_samples or self.n_samples)
@@ -209,6 +227,7 @@ class Predictor:
         frame["ood"] = flag
         frame["ood_score"] = score
         frame["ood_reasons"] = reasons
+        frame["uncertainty_method"] = self.method
         return frame[self.columns]
 
     def _logg_predictive(self, res: dict) -> np.ndarray:
@@ -234,6 +253,14 @@ class Predictor:
         """Replace std and interval by their recalibrated values (the head's targets, and the
         two-stage logg with its own recalibration)."""
         two = self.logg_mode == "two_stage"
+        if self.conformal and len(res["mean"]):
+            # conformal: the 95% interval is the conformal system's; std stays the base head's
+            for j, t in enumerate(self.targets):
+                if t in self.conformal and not (t == "logg" and two):
+                    lo, hi = conformal_intervals(self.conformal[t], res["mean"][:, j],
+                                                 res["std"][:, j], levels=(LEVEL,))[LEVEL]
+                    res["lo"][:, j], res["hi"][:, j] = lo, hi
+            return
         self._apply(res, self.recalibration, lambda t: not (t == "logg" and two))
 
     def _apply(self, res: dict, rec, select) -> None:

@@ -74,7 +74,7 @@ def signature(targets: Sequence[str], n_samples: int):
     cols = [ColSpec("double", f"{t}_{s}") for t in targets for s in ("mean", "std", "lo", "hi")]
     cols += [ColSpec("double", "logg_class_prob"), ColSpec("double", "logg_prob_above"),
              ColSpec("boolean", "ood"), ColSpec("double", "ood_score"),
-             ColSpec("string", "ood_reasons")]
+             ColSpec("string", "ood_reasons"), ColSpec("string", "uncertainty_method")]
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *IMAGE_SHAPE))]),
         outputs=Schema(cols),
@@ -86,7 +86,7 @@ def requirements() -> list[str]:
     """pip requirements written beside the model (explicit: inferring them loads the model)."""
     out = []
     for name in ("stellarexp", "torch", "timm", "lightning", "mlflow", "numpy", "pandas",
-                 "scipy"):
+                 "scipy", "crepes"):
         try:
             out.append(f"{name}=={version(name)}")
         except PackageNotFoundError:

@@ -1,4 +1,6 @@
-"""``stage=head``: the paper's Bayes-by-Backprop head on a frozen, averaged backbone.
+"""``stage=head``: an uncertainty head on a frozen, averaged backbone; by default the paper's
+Bayes-by-Backprop head (``stage.method``: :mod:`stellarexp.models.heads`,
+docs/uncertainty_methods.md).
 
 The backbone comes from MLflow (``stage.backbone.run_id`` or the latest finished backbone run of
 the same data fingerprint and split covering ``target``). Its features of the 8 dihedral views
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import lightning as L
 import numpy as np
@@ -26,7 +29,9 @@ from stellarexp.data.scalers import LabelScaler
 from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
 from stellarexp.evaluate.predictive import evaluate_predictive
 from stellarexp.io_utils import atomic_path, write_csv_atomic, write_text_atomic
+from stellarexp.models.heads import BAYES_METHOD, CONFORMAL_METHOD, network_method
 from stellarexp.models.image_module import HeadModule
+from stellarexp.models.point_heads import PointHeadModule
 from stellarexp.stages import image_common as ic
 from stellarexp.stages import pruning, targets_of
 
@@ -77,9 +82,29 @@ def load_inputs(cfg, run, targets):
     return {"backbone": backbone, "path": path, "fingerprint": fingerprint, "subsets": feats}
 
 
+def build_head(st, method: str, in_features: int, targets, *, n_train: int,
+               likelihood: str = "gaussian"):
+    """The untrained head of ``method`` with the settings of the stage config ``st``."""
+    if method == BAYES_METHOD:
+        noise = st.noise
+        return HeadModule(
+            in_features, targets, n_train=n_train, hidden=list(st.hidden),
+            prior=ic.plain(st.prior), activation=str(st.activation), repeats=int(st.repeats),
+            rho_init=float(st.rho_init), kl_mode=str(st.kl), likelihood=likelihood,
+            noise=noise if isinstance(noise, str) else float(noise), lr=float(st.lr),
+            eval_samples=int(st.eval_samples), max_nan_steps=int(st.max_nan_steps))
+    return PointHeadModule(in_features, targets, method=method, hidden=list(st.hidden),
+                           activation=str(st.activation), members=int(st.members),
+                           dropout=float(st.dropout), lr=float(st.lr),
+                           weight_decay=float(st.weight_decay),
+                           eval_samples=int(st.eval_samples), n_train=n_train,
+                           likelihood=likelihood)
+
+
 def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likelihood="gaussian",
              label_scaler=None, step_offset: int = 0, prefix: str = "", prune_offset: int = 0):
-    """Train one :class:`~stellarexp.models.image_module.HeadModule`; return it and its epochs.
+    """Train one head of ``stage.method`` (:mod:`stellarexp.models.heads`); return it and its
+    epochs.
 
     ``y_*`` are in the head's units (standardised labels, or 0/1 classes); ``prefix`` is put in
     front of the per-epoch metric names (e.g. ``dwarf/``) when several heads share a run.
@@ -87,15 +112,11 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
     ``prune_offset + epoch`` (:mod:`stellarexp.stages.pruning`).
     """
     st = cfg.stage
-    noise = st.noise
+    method = network_method(st)
     # seeded here, after the features were read or computed (which draws from the global RNG)
     seed = ic.seed_training(cfg, prefix)
-    module = HeadModule(
-        int(feats_train.shape[-1]), targets, n_train=int(feats_train.shape[1]),
-        hidden=list(st.hidden), prior=ic.plain(st.prior), activation=str(st.activation),
-        repeats=int(st.repeats), rho_init=float(st.rho_init), kl_mode=str(st.kl),
-        likelihood=likelihood, noise=noise if isinstance(noise, str) else float(noise),
-        lr=float(st.lr), eval_samples=int(st.eval_samples), max_nan_steps=int(st.max_nan_steps))
+    module = build_head(st, method, int(feats_train.shape[-1]), targets,
+                        n_train=int(feats_train.shape[1]), likelihood=likelihood)
     module.label_scaler = label_scaler
 
     def epoch_log(metrics, step):
@@ -161,25 +182,46 @@ def save_head(run, module, name: str, info: dict) -> None:
     run.log_artifact(folder, name)
 
 
+def conformal_calibration(outputs: dict, targets) -> dict:
+    """The validation stars' residuals and base std per target: what the packaged model fits its
+    conformal system on (``head/conformal.json``)."""
+    pred, true = outputs["val"]
+    out = {}
+    for j, t in enumerate(targets):
+        ok = np.isfinite(true[:, j])
+        out[t] = {"residuals": (true[ok, j] - pred["mean"][ok, j]).tolist(),
+                  "sigmas": pred["std"][ok, j].tolist()}
+    return {"library": "crepes", "system": "ConformalPredictiveSystem", "targets": out}
+
+
 def run(cfg, run) -> dict[str, float]:
-    """Train the Bayesian head for ``target`` on the frozen backbone; see the module docstring."""
+    """Train the head of ``stage.method`` for ``target`` on the frozen backbone; see the module
+    docstring."""
     ic.begin_image_stage(cfg)
+    method = str(cfg.stage.method)
+    network = network_method(cfg.stage)
     targets = targets_of(cfg.target)
+    run.set_tags({"head_method": method})
     inputs = load_inputs(cfg, run, targets)
     subsets = inputs["subsets"]
     f_tr, y_tr, _ = subsets["train"]
     scaler = LabelScaler.fit(y_tr.numpy(), targets)
     std = {s: torch.from_numpy(scaler.transform(v[1].numpy().astype(float)).astype("float32"))
            for s, v in subsets.items()}
+    started = time.perf_counter()
     module, last_epoch = fit_head(cfg, run, f_tr, std["train"], subsets["val"][0], std["val"],
                                   targets, label_scaler=scaler)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"cost/train_s": time.perf_counter() - started}
     frames = []
     outputs = {}  # subset -> (pred, true), for recalibration and figures
+    predicted, predict_s = 0, 0.0
     for subset, (feats, labels, rows) in subsets.items():
         if subset == "train":
             continue
+        started = time.perf_counter()
         pred = physical_prediction(module, feats[0], scaler, int(cfg.stage.n_samples))
+        predict_s += time.perf_counter() - started
+        predicted += len(rows)
         true = labels.numpy().astype(float)
         outputs[subset] = (pred, true)
         metrics.update(regression_metrics(cfg, subset, targets, pred, true))
@@ -187,17 +229,27 @@ def run(cfg, run) -> dict[str, float]:
         frame.insert(1, "subset", subset)
         frames.append(frame)
     metrics["train/epochs"] = float(last_epoch)
+    # the head's share of predicting (the backbone pass is the same for every method)
+    metrics["cost/predict_s_per_1000"] = 1000.0 * predict_s / max(predicted, 1)
 
     # recalibration fitted on val -> head/recalibration.json; coverage raw/calibrated; figures
+    conformal = method == CONFORMAL_METHOD
     metrics.update(evaluate_predictive(cfg, run, targets, outputs, artifact="head",
                                        dataset_path=inputs["path"],
                                        backbone_run_id=inputs["backbone"].run_id,
-                                       rows={s: v[2] for s, v in subsets.items() if s in outputs}))
+                                       rows={s: v[2] for s, v in subsets.items() if s in outputs},
+                                       conformal=conformal))
 
     out = run.output_dir / "predictions.csv"
     write_csv_atomic(pd.concat(frames), out, index=False)
     run.log_artifact(out)
+    if conformal:
+        folder = run.output_dir / "head"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "conformal.json",
+                          json.dumps(conformal_calibration(outputs, targets)))
     save_head(run, module, "head", {"targets": list(targets), "label_scaler": scaler.to_dict(),
-                                    "backbone_run_id": inputs["backbone"].run_id})
+                                    "backbone_run_id": inputs["backbone"].run_id,
+                                    "method": method, "network": network})
     run.log_metrics(metrics, step=last_epoch + 1)
     return metrics

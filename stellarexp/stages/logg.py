@@ -34,7 +34,8 @@ import torch
 from stellarexp.data.scalers import LabelScaler
 from stellarexp.evaluate.metrics import metric_name
 from stellarexp.evaluate.predictive import evaluate_predictive
-from stellarexp.models.image_module import HeadModule, residual_sigma
+from stellarexp.models.heads import head_from_hparams
+from stellarexp.models.image_module import residual_sigma
 from stellarexp.models.two_stage import combine, two_stage_mixture
 from stellarexp.stages import image_common as ic
 from stellarexp.stages.head import fit_head, load_inputs, save_head
@@ -92,7 +93,7 @@ def _load_classifier(client, run_id: str):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(client.download_artifacts(run_id, "classifier", tmp))
         meta = json.loads((folder / "model.json").read_text())
-        module = HeadModule(**meta["hparams"])
+        module = head_from_hparams(meta["hparams"])
         module.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     return module.eval(), meta
 

@@ -51,7 +51,7 @@ from stellarexp.evaluate.calibration import Recalibration
 from stellarexp.evaluate.figures import optional_figure
 from stellarexp.evaluate.metrics import coverage, error_spearman
 from stellarexp.io_utils import write_csv_atomic
-from stellarexp.models.image_module import HeadModule
+from stellarexp.models.heads import head_from_hparams
 from stellarexp.stages import image_common as ic
 from stellarexp.stages import targets_of
 from stellarexp.stages.head import physical_prediction
@@ -84,7 +84,7 @@ def load_head(client, run_id: str):
     with tempfile.TemporaryDirectory(prefix="stellarexp-head-") as tmp:
         folder = Path(client.download_artifacts(run_id, "head", tmp))
         meta = json.loads((folder / "model.json").read_text())
-        module = HeadModule(**meta["hparams"])
+        module = head_from_hparams(meta["hparams"])
         module.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
         recal_file = folder / "recalibration.json"
         recal = (Recalibration.from_dict(json.loads(recal_file.read_text()))

@@ -1,7 +1,8 @@
 """``stage=report`` (also ``python -m stellarexp.report``): the Table-2 comparison.
 
 Selects runs for one data fingerprint and split (or explicit run ids), prints the Markdown
-table (with the uncertainty table of the image-model rows, the goals section of
+table (with the uncertainty table of the image-model rows, the head methods' comparison of
+:mod:`stellarexp.tracking.uncertainty_methods`, the goals section of
 :mod:`stellarexp.tracking.goals`, the perturbation tables of :mod:`stellarexp.tracking.
 perturb_report` and links to the figures of every linked run) and logs it as Markdown, CSV and
 HTML to this job's "comparison" run, with the goals as ``goal/...`` metrics.
@@ -17,7 +18,14 @@ from pathlib import Path
 from stellarexp.data.dataset import eval_subset
 from stellarexp.data.fingerprint import data_fingerprint
 from stellarexp.io_utils import write_csv_atomic, write_text_atomic
-from stellarexp.tracking import compare, goals, perturb_report, row_sources, table_format
+from stellarexp.tracking import (
+    compare,
+    goals,
+    perturb_report,
+    row_sources,
+    table_format,
+    uncertainty_methods,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +104,7 @@ def run(cfg, run) -> dict:
         if checked is not None:
             sections.append(goals.to_markdown(checked))
             goal_metrics = checked.metrics()
+    sections.append(uncertainty_methods.to_markdown(by_source.get("head", [])))
     if scfg.perturbation:
         sections += [perturb_report.section(client, r) for r in linked
                      if r.data.tags.get("stage") == "perturb"]

@@ -165,6 +165,8 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
         by_key: dict[str, Row] = {}
         for run in runs:
             tags = run.data.tags
+            if not source.accepts(tags):
+                continue
             m = run.data.metrics
             for spec in source.specs():
                 key = _format(spec.key, tags)

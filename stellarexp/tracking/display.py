@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stellarexp.constants import LABELS
+from stellarexp.constants import LABELS, PAPER_HEAD_METHOD
 
 STUDY_TAG, TRIAL_TAG = "optuna_study", "optuna_trial"  # a sweep's child runs carry both
 # the longest name the saved view's name column shows whole in a nested (child) row
@@ -58,7 +58,8 @@ def run_name(cfg: Mapping) -> str:
 
     Stage, model, features (tree baselines), target (left out when ``all``) and, for a sweep's
     trial, ``trial <n>``, joined by spaces: ``baseline xgboost color teff``, ``head convit``,
-    ``baseline lightgbm mag logg trial 12``.
+    ``baseline lightgbm mag logg trial 12``, ``head convit ensemble`` (a head's ``stage.method``
+    when it is not the paper's).
 
     Parameters
     ----------
@@ -78,6 +79,9 @@ def run_name(cfg: Mapping) -> str:
         value = select(cfg, key)
         if tag not in skip and value not in (None, "all"):
             parts.append(value)
+    method = select(cfg, "stage.method")  # a head's uncertainty method, when not the paper's
+    if method not in (None, PAPER_HEAD_METHOD):
+        parts.append(method)
     trial = select(cfg, f"tracking.tags.{TRIAL_TAG}")
     if trial is not None:
         parts.append(f"trial {trial}")

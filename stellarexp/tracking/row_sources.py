@@ -4,9 +4,9 @@ image head, two-stage logg, logg classifier) and the target columns they fill.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from stellarexp.constants import LABELS
+from stellarexp.constants import LABELS, PAPER_HEAD_METHOD
 
 TARGETS = LABELS  # the table's target columns, in order
 
@@ -55,6 +55,9 @@ class RowSource:
         Template of the key of the paper's row to show beside it (default: ``key``).
     rows : tuple of RowSpec
         Several rows per run, each with its own metrics (replaces ``key``/``paper_key``).
+    only : mapping
+        Tag -> value a run must carry to make rows (a run without the tag predates it and
+        counts as carrying the value), e.g. the paper's head method for the head row.
     """
 
     name: str
@@ -62,6 +65,11 @@ class RowSource:
     key: str = ""
     paper_key: str | None = None
     rows: tuple[RowSpec, ...] = ()
+    only: Mapping[str, str] = field(default_factory=dict)
+
+    def accepts(self, tags: Mapping[str, str]) -> bool:
+        """Whether a run with ``tags`` makes rows of this source (see ``only``)."""
+        return all(tags.get(k, v) == v for k, v in self.only.items())
 
     def specs(self) -> tuple[RowSpec, ...]:
         """The rows of this source (``key`` alone means sigma in every target column)."""
@@ -89,7 +97,8 @@ register_row_source(RowSource(name="baseline", stage="baseline", key="{model}_{f
 # The image model (docs/image_model.md; the paper's section 4.1 and Table 2). The head's row
 # carries logg from the one-stage head, so the paper's one-stage logg stands beside it; the
 # two-stage figures come from the logg_heads runs, which log them under these kinds.
-register_row_source(RowSource(name="head", stage="head", key="ours_head"))
+# (the other uncertainty methods of stage=head have their own table: tracking/uncertainty_methods.py)
+register_row_source(RowSource(name="head", stage="head", key="ours_head", only={"head_method": PAPER_HEAD_METHOD}))
 register_row_source(RowSource(name="logg_heads", stage="logg_heads", rows=(
     RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}, uncertainty=True),  # Eq. 20, hard
     RowSpec("ours_logg_two_stage_soft", {"logg": "sigma_soft"}),  # mixture by the class probability

@@ -1,0 +1,181 @@
+"""The uncertainty methods side by side (issue 27): one table from the ``stage=head`` runs of one
+backbone, one row per method and label, and the method chosen by NLL on fitting stars only.
+
+Every head run scores its predictive out of sample (:mod:`stellarexp.evaluate.scoring_run`):
+coverage of the 68/95% intervals, their widths, the 95% interval score, NLL, CRPS, the rho of
+``|error against the noise-free truth|`` with the std beside the ranking ceiling, and its cost
+(head-prediction seconds per 1,000 stars). It also logs, per fold, the mean NLL of the stars the
+fold *fits* on (``oos/fit_nll_fold<k>_<label>``): under ``split=holdout`` the validation set, under
+``split=paper`` each cross-fitting fold's fitting half. The best method is the one with the lowest
+NLL averaged over labels on those stars, chosen in each fold separately, so no method is ever
+chosen on the stars it is scored on; when the folds disagree the table says so and names none.
+Methods without a density (``conformal``) report intervals and CRPS and are never chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from stellarexp.constants import PAPER_HEAD_METHOD
+from stellarexp.tracking.row_sources import TARGETS
+
+METHOD_SCORES: dict[str, str] = {
+    "coverage68": "cov68",
+    "coverage95": "cov95",
+    "coverage95_ok": "cov95 ok",
+    "width68": "width68",
+    "width95": "width95",
+    "interval_score95": "IS95",
+    "nll": "NLL",
+    "crps": "CRPS",
+    "spearman_truth": "rho truth",
+    "ceiling_rho": "ceiling",
+}
+"""Out-of-sample scores shown per method and label (``oos/<score>_<label>``), with headers."""
+COST_METRIC = "cost/predict_s_per_1000"
+RHO_TARGET, CEILING_SHARE, CEILING_LOW = 0.3, 0.75, 0.4  # issue 27's rho target
+
+
+@dataclass
+class Choice:
+    """The method chosen by fitting-star NLL.
+
+    Attributes
+    ----------
+    per_fold : list of str
+        The method with the lowest mean fitting NLL in each fold.
+    fit_nll : dict
+        Method -> per-fold mean (over labels) fitting NLL.
+    best : str or None
+        The method every fold chose, or ``None`` when the folds disagree or none has an NLL.
+    """
+
+    per_fold: list[str]
+    fit_nll: dict[str, list[float]]
+    best: str | None
+
+
+def latest_by_method(head_runs: list) -> dict[str, object]:
+    """The newest run of each ``head_method`` on the newest run's backbone (runs newest first;
+    untagged runs are ``bbb``: they predate the methods)."""
+    if not head_runs:
+        return {}
+    backbone = head_runs[0].data.tags.get("backbone_run_id")
+    out: dict[str, object] = {}
+    for r in head_runs:
+        if r.data.tags.get("backbone_run_id") == backbone:
+            out.setdefault(r.data.tags.get("head_method", PAPER_HEAD_METHOD), r)
+    return out
+
+
+def method_frame(by_method: dict, targets=TARGETS) -> pd.DataFrame:
+    """One row per method and label: the scores of :data:`METHOD_SCORES`, cost and run id."""
+    rows = []
+    for method, r in by_method.items():
+        m = r.data.metrics
+        for t in targets:
+            if f"oos/coverage95_{t}" not in m:
+                continue
+            row = {"method": method, "label": t}
+            row.update({k: m.get(f"oos/{k}_{t}", math.nan) for k in METHOD_SCORES})
+            row["cost"] = m.get(COST_METRIC, math.nan)
+            row["run_id"] = r.info.run_id
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def choose(by_method: dict, targets=TARGETS) -> Choice:
+    """The method with the lowest fitting-star NLL (mean over labels) in each fold."""
+    fit: dict[str, list[float]] = {}
+    for method, r in by_method.items():
+        m = r.data.metrics
+        folds = []
+        for k in range(2):
+            vals = [m.get(f"oos/fit_nll_fold{k}_{t}") for t in targets]
+            vals = [v for v in vals if v is not None]
+            if vals and len(vals) == sum(f"oos/coverage95_{t}" in m for t in targets) and all(
+                    math.isfinite(v) for v in vals):
+                folds.append(sum(vals) / len(vals))
+        if folds:
+            fit[method] = folds
+    n_folds = min((len(v) for v in fit.values()), default=0)
+    per_fold = [min(fit, key=lambda meth, k=k: fit[meth][k]) for k in range(n_folds)]
+    best = per_fold[0] if per_fold and len(set(per_fold)) == 1 else None
+    return Choice(per_fold, fit, best)
+
+
+def target_checks(frame: pd.DataFrame, best: str | None) -> list[str]:
+    """Issue 27's targets for the chosen method, one line each."""
+    if best is None or frame.empty:
+        return []
+    lines = []
+    rows = frame[frame["method"] == best].set_index("label")
+    bbb = frame[frame["method"] == PAPER_HEAD_METHOD].set_index("label")
+    for t, r in rows.iterrows():
+        rho, ceil = r["spearman_truth"], r["ceiling_rho"]
+        if math.isfinite(ceil) and ceil < CEILING_LOW:
+            need, why = CEILING_SHARE * ceil, f"0.75 x ceiling {ceil:.3f}"
+        else:
+            need, why = RHO_TARGET, "0.3"
+        ok = math.isfinite(rho) and rho >= need
+        lines.append(f"- {t}: rho truth {rho:.3f} against {why} ({need:.3f}): "
+                     f"{'pass' if ok else 'FAIL'}; 95% coverage {r['coverage95']:.3f} "
+                     f"{'inside' if r['coverage95_ok'] == 1.0 else 'OUTSIDE'} its binomial range")
+    if best == PAPER_HEAD_METHOD:
+        lines.append("- the paper's Bayes-by-Backprop head is itself the best: no NLL target")
+    elif not bbb.empty:
+        ours, theirs = rows["nll"].mean(), bbb["nll"].reindex(rows.index).mean()
+        lines.append(f"- mean NLL over labels {ours:.4g} against Bayes-by-Backprop's {theirs:.4g}: "
+                     f"{'pass' if ours < theirs else 'FAIL'}")
+    return lines
+
+
+def _fmt(v, kind: str) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if kind == "coverage95_ok":
+        return "yes" if v == 1.0 else "no"
+    if kind in ("coverage68", "coverage95", "spearman_truth", "ceiling_rho"):
+        return f"{v:.3f}"
+    return f"{v:.4g}"
+
+
+def to_markdown(head_runs: list, targets=TARGETS) -> str:
+    """The methods' table, the choice and the targets as a Markdown section (``""`` with fewer
+    than two methods)."""
+    by_method = latest_by_method(head_runs)
+    if len(by_method) < 2:
+        return ""
+    frame = method_frame(by_method, targets)
+    if frame.empty:
+        return ""
+    choice = choose(by_method, targets)
+    head = ["method", "label", *METHOD_SCORES.values(), "s / 1000 stars"]
+    lines = ["## Uncertainty methods on one backbone (out of sample)", "",
+             ("Each head method's predictive, recalibrated or conformalised on fitting stars and "
+             "scored on others (docs/uncertainty_methods.md). rho truth: Spearman rho of "
+             "|mean - noise-free truth| with the std, beside the ranking ceiling. IS95: the 95% "
+             "interval score. Cost: head-prediction seconds per 1,000 stars (the backbone pass "
+             "is shared). Methods without a density leave NLL blank."), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in frame.iterrows():
+        cells = [r["method"], r["label"], *(_fmt(r[k], k) for k in METHOD_SCORES),
+                 _fmt(r["cost"], "cost")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    fits = "; ".join(f"{m} " + "/".join(f"{v:.4g}" for v in f) for m, f in choice.fit_nll.items())
+    if choice.best:
+        lines.append(f"Best method by mean NLL on the fitting stars of each fold: **{choice.best}** "
+                     f"(fitting NLL per fold: {fits}).")
+    elif choice.per_fold:
+        lines.append(f"No single best method: the folds chose {', '.join(choice.per_fold)} "
+                     f"(fitting NLL per fold: {fits}).")
+    else:
+        lines.append("No method logged fitting-star NLLs: none is chosen.")
+    checks = target_checks(frame, choice.best)
+    if checks:
+        lines += ["", f"Targets for {choice.best} (issue 27):", *checks]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,72 @@
+"""crepes' conformal predictive system on a head's mean and std, scored out of sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _stars(n, seed, heavy=True):
+    rng = np.random.default_rng(seed)
+    std = rng.uniform(0.2, 2.0, n)  # the base head's spread, right in rank but not in shape
+    noise = rng.standard_t(3, n) if heavy else rng.normal(size=n)
+    return np.zeros(n), std, std * noise
+
+
+def test_conformal_intervals_hold_their_level_out_of_sample_where_a_gaussian_does_not():
+    from stellarexp.evaluate.conformal import conformal_out_of_sample, score_conformal
+    from stellarexp.evaluate.mixture import Mixture
+
+    mean, std, y = _stars(4000, 0)
+    c = conformal_out_of_sample({"val": mean}, {"val": std}, {"val": y}, seed=1)
+    s = score_conformal(c)
+    assert s["n"] == 4000 and c.subset == "val" and sorted(c.index) == list(range(4000))
+    assert abs(s["coverage95"] - 0.95) < 0.015 and abs(s["coverage68"] - 0.68) < 0.03
+    assert s["coverage95_ok"] == 1.0 and "nll" not in s
+    # the Gaussian of the same std misses a Student-t(3) noise's 68% (its std is sqrt(3) x)
+    lo, hi = Mixture.gaussian(mean, std).interval(0.68)
+    assert np.mean((y >= lo) & (y <= hi)) < 0.63
+    assert 0 < s["crps"] < np.mean(std) and s["interval_score95"] >= s["width95"]
+
+
+def test_holdout_fits_on_val_and_scores_test_only():
+    from stellarexp.evaluate.conformal import conformal_out_of_sample, score_conformal
+
+    mv, sv, yv = _stars(1000, 2, heavy=False)
+    mt, st, yt = _stars(500, 3, heavy=False)
+    yt[:3] = np.nan  # missing labels are not scored
+    c = conformal_out_of_sample({"val": mv, "test": mt}, {"val": sv, "test": st},
+                                {"val": yv, "test": yt})
+    assert c.subset == "test" and len(c.y) == 500 and "fitted on val" in c.scheme
+    s = score_conformal(c)
+    assert s["n"] == 497 and 0.92 < s["coverage95"] < 0.98
+    # half-widths follow the normaliser
+    lo, hi = c.intervals[0.95]
+    assert np.corrcoef(hi - lo, st)[0, 1] > 0.99
+
+
+def test_too_few_fitting_stars_is_an_error():
+    from stellarexp.evaluate.conformal import fit_system
+
+    with pytest.raises(ValueError, match="at least 2 fitting stars"):
+        fit_system([1.0, np.nan], [0.0, 0.0], [1.0, 1.0])
+
+
+def test_a_half_too_small_for_a_finite_95_percent_interval_is_refused():
+    from stellarexp.evaluate.conformal import conformal_out_of_sample
+
+    mean, std, y = _stars(70, 4)  # halves of 35 stars: the 97.5th percentile needs 39
+    with pytest.raises(ValueError, match="too few for a finite 95% conformal interval"):
+        conformal_out_of_sample({"val": mean}, {"val": std}, {"val": y})
+
+
+def test_scores_scale_with_the_label_units():
+    from stellarexp.evaluate.conformal import conformal_out_of_sample, score_conformal
+
+    mean, std, y = _stars(800, 5)
+    s1 = score_conformal(conformal_out_of_sample({"val": mean}, {"val": std}, {"val": y}))
+    sk = score_conformal(conformal_out_of_sample({"val": 5000 + 1000 * mean}, {"val": 1000 * std},
+                                                 {"val": 5000 + 1000 * y}))
+    assert sk["coverage95"] == s1["coverage95"] and sk["coverage68"] == s1["coverage68"]
+    for k in ("width95", "crps", "interval_score95"):
+        assert sk[k] == pytest.approx(1000 * s1[k], rel=1e-6), k
