@@ -7,6 +7,9 @@ python -m stellarexp.data build data=synthetic data.size=quick
 python -m stellarexp.data build data=sdss data.crossmatch=my.csv data.labels=allStar.fits data.frame_root=frames/
 python -m stellarexp.data describe data=synthetic data.size=quick
 python -m stellarexp.data realism data=synthetic data.size=quick
+python -m stellarexp.data crossmatch source=calibobj input=calibObj-004510-4-star.fits.gz field=30
+python -m stellarexp.data crossmatch source=detect frame_root=frames/ run=2583 camcol=2 field=136 ebv=0.07
+python -m stellarexp.data sql region.ra=200.45 region.dec=36.81 region.radius_arcmin=10
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from stellarexp import train
 from stellarexp.config import compose
 
-COMMANDS = ("simulate", "build", "describe", "realism")
+COMMANDS = ("simulate", "build", "describe", "realism", "crossmatch", "sql")
 USAGE = f"""usage: python -m stellarexp.data {{{'|'.join(COMMANDS)}}} [key=value ...]
 
   simulate   write the synthetic survey (frames, cross-match table, allStar labels) for data.size
@@ -28,12 +31,22 @@ USAGE = f"""usage: python -m stellarexp.data {{{'|'.join(COMMANDS)}}} [key=value
   realism    measure the synthetic survey against real stars (SSPP colours and [Fe/H], calibObj
              photometry, the paper's Table 2): every check with its figure, target and verdict,
              logged to an MLflow run "realism" (docs/simulation.md, "Realism report")
+  crossmatch a real catalogue (source=calibobj|photoobj), a list of RA/Dec with run, camcol,
+             field (source=positions) or a field's bare frames (source=detect: stars found on the
+             r frame with photutils) -> the cross-match table data=sdss and stage=predict read;
+             labels=<allStar> keeps the stars with APOGEE labels (docs/real-data.md)
+  sql        print the paper's Appendix-D CasJobs query with the columns the pipeline reads, for
+             a region (region.ra_min.. or region.ra/dec/radius_arcmin), labelled=false for stars
+             without labels
 
 Overrides use Hydra syntax and compose stellarexp/conf/data_cli.yaml, e.g. data=synthetic data.size=tiny,
 data=sdss data.crossmatch=... data.labels=... data.frame_root=..., force=true.
 `realism` composes stellarexp/conf/train.yaml with stage=realism (stellarexp/conf/stage/realism.yaml): e.g.
 stage.sspp=<your SSPP CSV with ug,gr,ri,iz,feh> stage.calibobj=<calibObj star file>
 stage.difficulty=false.
+`crossmatch` composes stellarexp/conf/crossmatch.yaml (source, input, output, frame_root, run,
+camcol, field, ebv, labels, match_radius_arcsec, detect.*); `sql` stellarexp/conf/sql.yaml
+(labelled, top, into, region.*).
 """
 
 
@@ -50,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if command == "realism":
         return _realism(overrides)
+    if command in ("crossmatch", "sql"):
+        from stellarexp.data import crossmatch_cli
+
+        return crossmatch_cli.main(command, overrides)
     try:
         cfg = compose("data_cli", overrides)
     except (HydraException, OmegaConfBaseException) as exc:  # the message names the bad override

@@ -336,7 +336,7 @@ def read_field_frames(frame_root, run: int, camcol: int, field: int, bands=sdss.
     root = Path(frame_root)
     frames, errors = {}, []
     for b in bands:
-        path = root / sdss.frame_relpath(b, run, camcol, field)
+        path = sdss.frame_path(root, b, run, camcol, field)
         if not path.is_file():
             errors.append((b, "missing_frame", f"{path}: frame file not found"))
             continue

@@ -196,8 +196,8 @@ def frames_signature(data_cfg) -> list | None:
     out = []
     for run, camcol, fld in sorted(fields.itertuples(index=False, name=None)):
         for band in sdss.BANDS:
-            rel = sdss.frame_relpath(band, run, camcol, fld)
-            path = Path(str(root)) / rel
+            path = sdss.frame_path(str(root), band, run, camcol, fld)
+            rel = str(path.relative_to(Path(str(root))))
             st = path.stat() if path.is_file() else None
             out.append([rel, st.st_size if st else None, st.st_mtime_ns if st else None])
     return out

@@ -99,11 +99,7 @@ def locate_field(field_dir, run: int, camcol: int, field: int) -> tuple[dict, Pa
     calibobj : pathlib.Path or None
     """
     root = Path(field_dir)
-    paths = {}
-    for b in sdss.BANDS:
-        sas = root / sdss.frame_relpath(b, run, camcol, field)
-        flat = root / sdss.frame_filename(b, run, camcol, field)
-        paths[b] = sas if sas.is_file() else flat
+    paths = {b: sdss.frame_path(root, b, run, camcol, field) for b in sdss.BANDS}
     cands = sorted(root.glob(f"calibObj-{run:06d}-{camcol}-*.fits*"))
     return paths, (cands[0] if cands else None)
 

@@ -7,6 +7,8 @@ Values are those of SDSS DR17 documentation (see ``docs/frames.md``). The frame 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from stellarexp.constants import BANDS
@@ -96,6 +98,14 @@ def frame_filename(band: str, run: int, camcol: int, field: int) -> str:
 def frame_relpath(band: str, run: int, camcol: int, field: int) -> str:
     """Return the SAS-layout relative path ``frames/301/{run}/{camcol}/<name>``."""
     return f"frames/{RERUN}/{int(run)}/{int(camcol)}/{frame_filename(band, run, camcol, field)}"
+
+
+def frame_path(root, band: str, run: int, camcol: int, field: int) -> Path:
+    """A frame under ``root``: in the SAS layout (:func:`frame_relpath`), else directly in
+    ``root`` (a folder of one field's frames as downloaded); the SAS path when neither exists."""
+    sas = Path(root) / frame_relpath(band, run, camcol, field)
+    flat = Path(root) / frame_filename(band, run, camcol, field)
+    return flat if not sas.is_file() and flat.is_file() else sas
 
 
 def nmgy_to_mag(flux_nmgy):
