@@ -20,7 +20,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from stellarexp.sdss import BANDS, SAS_BASE_URL, frame_relpath
+from stellarexp.sdss import BANDS, SAS_BASE_URL, frame_path, frame_relpath
 
 DEFAULT_BASE_URL = SAS_BASE_URL
 """Default root of the ``frames/301/...`` tree: the DR17 SAS (``data.base_url`` overrides it)."""
@@ -78,7 +78,9 @@ def frame_url(
 
 
 def frame_cache_path(cache_dir, band: str, run: int, camcol: int, field: int) -> Path:
-    """Path of a frame in a cache laid out like the SAS (``<cache>/frames/301/{run}/{camcol}/...``).
+    """Path of a frame in a cache laid out like the SAS (``<cache>/frames/301/{run}/{camcol}/...``),
+    or directly in ``cache_dir`` when it is there and not in the SAS layout
+    (:func:`stellarexp.sdss.frame_path`; downloads go to the SAS layout).
 
     Parameters
     ----------
@@ -91,7 +93,7 @@ def frame_cache_path(cache_dir, band: str, run: int, camcol: int, field: int) ->
     -------
     pathlib.Path
     """
-    return Path(cache_dir) / frame_relpath(band, run, camcol, field)
+    return frame_path(cache_dir, band, run, camcol, field)
 
 
 def requested_frames(

@@ -39,6 +39,9 @@ class ConformalScored:
         Level (0.68, 0.95) -> ``(lo, hi)`` of the scored stars.
     crps : float
         Mean CRPS of the conformal predictive distributions (crepes).
+    fold : numpy.ndarray
+        Per scored star, the fold that scores it (as
+        :class:`~stellarexp.evaluate.out_of_sample.OutOfSample`'s).
     """
 
     scheme: str
@@ -49,6 +52,7 @@ class ConformalScored:
     std: np.ndarray
     intervals: dict
     crps: float
+    fold: np.ndarray
 
 
 def fit_system(y, mean, std) -> ConformalPredictiveSystem:
@@ -103,10 +107,10 @@ def conformal_out_of_sample(mean: dict, std: dict, labels: dict, *, seed: int = 
     sd = {s: np.asarray(v, float) / unit for s, v in std.items()}
     y = {s: np.asarray(v, float) / unit for s, v in labels.items()}
 
-    def back(scheme, subset, index, ys, ms, ss, iv, crps):
+    def back(scheme, subset, index, ys, ms, ss, iv, crps, fold):
         return ConformalScored(scheme, subset, index, ys * unit, ms * unit, ss * unit,
                                {lv: (lo * unit, hi * unit) for lv, (lo, hi) in iv.items()},
-                               crps * unit)
+                               crps * unit, fold)
 
     if "test" in m:
         system = fit_system(y["val"], m["val"], sd["val"])
@@ -114,7 +118,7 @@ def conformal_out_of_sample(mean: dict, std: dict, labels: dict, *, seed: int = 
         scheme = (f"conformal system fitted on val ({len(y['val'])} stars), scored on test "
                   f"({len(y['test'])})")
         return back(scheme, "test", np.arange(len(y["test"])), y["test"], m["test"], sd["test"],
-                    iv, crps)
+                    iv, crps, np.zeros(len(y["test"]), int))
     a, b = halves(len(y["val"]), seed)
     parts = []
     for fit, scored in ((a, b), (b, a)):
@@ -127,8 +131,9 @@ def conformal_out_of_sample(mean: dict, std: dict, labels: dict, *, seed: int = 
     crps = float(np.sum([p[1] * c for p, c in zip(parts, counts)]) / max(counts.sum(), 1.0))
     scheme = (f"cross-fitted halves of val ({len(a)} + {len(b)} stars): each half's conformal "
               "system scores the other")
+    fold = np.concatenate([np.zeros(len(b), int), np.ones(len(a), int)])
     return back(scheme, "val", index, y["val"][index], m["val"][index], sd["val"][index],
-                intervals, crps)
+                intervals, crps, fold)
 
 
 def score_conformal(c: ConformalScored) -> dict[str, float]:

@@ -55,6 +55,9 @@ class OutOfSample:
         Their predictives before and after the recalibration fitted on the other stars.
     scales : tuple of float
         The fitted factor(s): one (holdout) or one per half (cross-fitting).
+    fold : numpy.ndarray
+        Per scored star, the fold that scores it (fitted on the other stars): holdout 0;
+        cross-fitting 0 for the second half, 1 for the first.
     fit_nll : tuple of float
         Per fold, the mean NLL of the fitting stars' predictives recalibrated by the factor
         fitted on them: what a method is chosen by (never the scored stars'). Holdout: one fold
@@ -69,6 +72,7 @@ class OutOfSample:
     raw: Mixture
     recalibrated: Mixture
     scales: tuple[float, ...]
+    fold: np.ndarray
     fit_nll: tuple[float, ...] = ()
 
 
@@ -123,7 +127,7 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
         index = np.arange(len(test_y))
         scheme = f"recalibration fitted on val ({len(val_y)} stars), scored on test ({len(test_y)})"
         return OutOfSample(scheme, "test", index, test_y, predictives["test"],
-                           predictives["test"].scaled(k), (k,),
+                           predictives["test"].scaled(k), (k,), np.zeros(len(test_y), int),
                            (fitting_nll(val_pred, val_y, k),))
     a, b = halves(len(val_y), seed)
     k_a = recalibration_factor(val_pred.subset(a), val_y[a], method, level)  # applied to b
@@ -135,7 +139,8 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
     scheme = (f"cross-fitted halves of val ({len(a)} + {len(b)} stars): each half recalibrated "
               "by the other, all scored")
     fit = (fitting_nll(val_pred.subset(a), val_y[a], k_a), fitting_nll(val_pred.subset(b), val_y[b], k_b))
-    return OutOfSample(scheme, "val", index, val_y[index], raw, recal, (k_a, k_b), fit)
+    fold = np.concatenate([np.ones(len(a), int), np.zeros(len(b), int)])
+    return OutOfSample(scheme, "val", index, val_y[index], raw, recal, (k_a, k_b), fold, fit)
 
 
 def binomial_range(n: int, level: float = COVERAGE_LEVEL) -> tuple[float, float]:

@@ -13,8 +13,8 @@ errors against the truth and prints the ranking ceiling
   ``spearman``, ``spearman_truth``, ``ceiling_rho``, ``n``; ``fit_nll_fold<k>``: the NLL of the
   fitting stars of fold ``k``, what a method is chosen by) and the tag ``oos_scheme`` saying
   which stars were fitted and which scored;
-- ``<artifact>/out_of_sample.csv``: per scored star and label, the label, truth, mean, raw and
-  recalibrated std, 95% interval;
+- ``<artifact>/out_of_sample.csv``: per scored star and label, the fold that scores it, the
+  label, truth, mean, raw and recalibrated std, 95% interval;
 - figures ``<artifact>_reliability.png`` and ``<artifact>_error_vs_std.png``.
 """
 
@@ -70,7 +70,7 @@ def _gaussian_label(outputs: dict, j: int, method: str, level: float, seed: int)
     values = score(oos.recalibrated, oos.y, rank_std=oos.raw.std)
     values.update({f"fit_nll_fold{k}": v for k, v in enumerate(oos.fit_nll)})
     lo, hi = oos.recalibrated.interval(0.95)
-    extra = {"std": oos.recalibrated.std, "lo95": lo, "hi95": hi, "mixture": oos}
+    extra = {"std": oos.recalibrated.std, "lo95": lo, "hi95": hi, "mixture": oos, "fold": oos.fold}
     return (oos.scheme, oos.subset, oos.index, oos.y, oos.recalibrated.mean, oos.raw.std,
             values, extra)
 
@@ -85,7 +85,7 @@ def _conformal_label(outputs: dict, j: int, seed: int):
     values = score_conformal(c)
     values["spearman"] = error_spearman(c.y, c.mean, c.std)
     lo, hi = c.intervals[0.95]
-    extra = {"std": np.full(len(c.y), np.nan), "lo95": lo, "hi95": hi}
+    extra = {"std": np.full(len(c.y), np.nan), "lo95": lo, "hi95": hi, "fold": c.fold}
     return c.scheme, c.subset, c.index, c.y, c.mean, c.std, values, extra
 
 
@@ -151,7 +151,7 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
                  _fmt(values.get("ceiling_rho")))
         row_ids = np.asarray(rows[subset], int)[index] if rows and subset in rows else index
         tables.append(pd.DataFrame({
-            "subset": subset, "row": row_ids, "label": t, "y": y,
+            "subset": subset, "row": row_ids, "fold": extra["fold"], "label": t, "y": y,
             "truth": truth if truth is not None else np.nan, "mean": mean,
             "std_raw": std_raw, "std": extra["std"], "lo95": extra["lo95"], "hi95": extra["hi95"]}))
         counts[t] = int(values["n"])

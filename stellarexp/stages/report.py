@@ -104,7 +104,7 @@ def run(cfg, run) -> dict:
         if checked is not None:
             sections.append(goals.to_markdown(checked))
             goal_metrics = checked.metrics()
-    sections.append(uncertainty_methods.to_markdown(by_source.get("head", [])))
+    sections.append(uncertainty_methods.to_markdown(by_source.get("head", []), client=client))
     if scfg.perturbation:
         sections += [perturb_report.section(client, r) for r in linked
                      if r.data.tags.get("stage") == "perturb"]

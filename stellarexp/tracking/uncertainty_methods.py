@@ -8,19 +8,33 @@ coverage of the 68/95% intervals, their widths, the 95% interval score, NLL, CRP
 fold *fits* on (``oos/fit_nll_fold<k>_<label>``): under ``split=holdout`` the validation set, under
 ``split=paper`` each cross-fitting fold's fitting half. The best method is the one with the lowest
 NLL averaged over labels on those stars, chosen in each fold separately, so no method is ever
-chosen on the stars it is scored on; when the folds disagree the table says so and names none.
-Methods without a density (``conformal``) report intervals and CRPS and are never chosen.
+chosen on the stars it is scored on. The row ``selected`` scores that procedure: each scored star
+is predicted by the method its fold chose (from the runs' per-star ``head/out_of_sample.csv``);
+when both folds choose the same method it is that method's row, and the report names it as the
+best. Methods without a density (``conformal``) report intervals and CRPS and are never chosen.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stellarexp.constants import PAPER_HEAD_METHOD
+from stellarexp.data.dataset import read_stars
+from stellarexp.evaluate.metrics import error_spearman
+from stellarexp.evaluate.mixture import Mixture
+from stellarexp.evaluate.out_of_sample import score
+from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
 from stellarexp.tracking.row_sources import TARGETS
+
+log = logging.getLogger(__name__)
+SELECTED = "selected"
 
 METHOD_SCORES: dict[str, str] = {
     "coverage68": "cov68",
@@ -107,12 +121,62 @@ def choose(by_method: dict, targets=TARGETS) -> Choice:
     return Choice(per_fold, fit, best)
 
 
+def _per_star(client, run) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        return pd.read_csv(client.download_artifacts(run.info.run_id, "head/out_of_sample.csv", tmp))
+
+
+def selected_frame(client, by_method: dict, choice: Choice, frame: pd.DataFrame,
+                   targets=TARGETS) -> pd.DataFrame:
+    """The ``selected`` rows: each scored star predicted by its fold's chosen method (module
+    docstring). Agreeing folds give that method's rows; otherwise the runs' per-star tables are
+    combined and scored as the runs score (Gaussian of the recalibrated std; the ceiling on the
+    run's dataset when it is readable)."""
+    if not choice.per_fold:
+        return pd.DataFrame()
+    if choice.best is not None:
+        return frame[frame["method"] == choice.best].assign(method=SELECTED)
+    tables = {m: _per_star(client, by_method[m]) for m in set(choice.per_fold)}
+    first = by_method[choice.per_fold[0]]
+    stars = None
+    path = first.data.tags.get("data_path")
+    if path and Path(path).is_file():
+        stars = read_stars(path)
+    rows = []
+    for t in targets:
+        parts = [tables[m][(tables[m]["label"] == t) & (tables[m]["fold"] == k)]
+                 for k, m in enumerate(choice.per_fold)]
+        part = pd.concat(parts, ignore_index=True)
+        if part.empty:
+            continue
+        values = score(Mixture.gaussian(part["mean"], part["std"]), part["y"].to_numpy(float),
+                       rank_std=part["std_raw"].to_numpy(float))
+        truth = part["truth"].to_numpy(float)
+        values["spearman_truth"] = error_spearman(truth, part["mean"], part["std_raw"])
+        values["ceiling_rho"] = math.nan
+        if stars is not None and np.isfinite(truth).all():
+            try:
+                values["ceiling_rho"] = ceiling_rho(
+                    ceiling_features(stars.iloc[part["row"].to_numpy(int)]).reset_index(drop=True),
+                    np.abs(part["mean"].to_numpy(float) - truth),
+                    seed=int(first.data.params.get("seed", 0)))
+            except ValueError as exc:  # a dataset without the photometry columns
+                log.warning("ranking ceiling of the selected %s skipped: %s", t, exc)
+        costs = [by_method[m].data.metrics.get(COST_METRIC, math.nan) * len(p)
+                 for m, p in zip(choice.per_fold, parts)]
+        rows.append({"method": SELECTED, "label": t,
+                     **{k: values.get(k, math.nan) for k in METHOD_SCORES},
+                     "cost": sum(costs) / len(part), "run_id": ""})
+    return pd.DataFrame(rows)
+
+
 def target_checks(frame: pd.DataFrame, best: str | None) -> list[str]:
-    """Issue 27's targets for the chosen method, one line each."""
-    if best is None or frame.empty:
+    """Issue 27's targets for the ``selected`` rows, one line each (``best``: the method both
+    folds chose, or ``None``)."""
+    rows = frame[frame["method"] == SELECTED].set_index("label")
+    if rows.empty:
         return []
     lines = []
-    rows = frame[frame["method"] == best].set_index("label")
     bbb = frame[frame["method"] == PAPER_HEAD_METHOD].set_index("label")
     for t, r in rows.iterrows():
         rho, ceil = r["spearman_truth"], r["ceiling_rho"]
@@ -143,9 +207,10 @@ def _fmt(v, kind: str) -> str:
     return f"{v:.4g}"
 
 
-def to_markdown(head_runs: list, targets=TARGETS) -> str:
+def to_markdown(head_runs: list, targets=TARGETS, *, client=None) -> str:
     """The methods' table, the choice and the targets as a Markdown section (``""`` with fewer
-    than two methods)."""
+    than two methods). ``client`` (an MLflow client) reads the per-star tables when the folds
+    choose different methods."""
     by_method = latest_by_method(head_runs)
     if len(by_method) < 2:
         return ""
@@ -153,6 +218,12 @@ def to_markdown(head_runs: list, targets=TARGETS) -> str:
     if frame.empty:
         return ""
     choice = choose(by_method, targets)
+    if client is not None or choice.best is not None:
+        try:
+            frame = pd.concat([frame, selected_frame(client, by_method, choice, frame, targets)],
+                              ignore_index=True)
+        except (OSError, KeyError, ValueError) as exc:  # no per-star table: no selected row
+            log.warning("the selected method's scores are not shown: %s", exc)
     head = ["method", "label", *METHOD_SCORES.values(), "s / 1000 stars"]
     lines = ["## Uncertainty methods on one backbone (out of sample)", "",
              ("Each head method's predictive, recalibrated or conformalised on fitting stars and "
@@ -172,10 +243,12 @@ def to_markdown(head_runs: list, targets=TARGETS) -> str:
                      f"(fitting NLL per fold: {fits}).")
     elif choice.per_fold:
         lines.append(f"No single best method: the folds chose {', '.join(choice.per_fold)} "
-                     f"(fitting NLL per fold: {fits}).")
+                     f"(fitting NLL per fold: {fits}); the row `{SELECTED}` scores each star "
+                     "with its fold's choice.")
     else:
         lines.append("No method logged fitting-star NLLs: none is chosen.")
     checks = target_checks(frame, choice.best)
     if checks:
-        lines += ["", f"Targets for {choice.best} (issue 27):", *checks]
+        what = choice.best or " / ".join(f"fold {k}: {m}" for k, m in enumerate(choice.per_fold))
+        lines += ["", f"Targets for the selected method ({what}; issue 27):", *checks]
     return "\n".join(lines) + "\n"
