@@ -31,7 +31,7 @@ def test_groups_have_the_documented_options():
     assert _options("data") == ["sdss", "synthetic", "table"]
     # other model families (image models) join this group later
     assert set(TREES) <= set(_options("model"))
-    assert _options("features") == ["color", "mag"]
+    assert _options("features") == ["color", "color_parallax", "mag"]
     assert {"baseline", "report"} <= set(_options("stage"))
     assert _options("split") == ["holdout", "paper"]
     assert {"local", "server"} <= set(_options("tracking"))

@@ -125,8 +125,9 @@ def test_row_specs_scale_and_paper_digits():
     assert table_format.paper_text(98.29) == "98.29" and table_format.paper_text(None) == ""
     with pytest.raises(ValueError, match="key template or rows"):
         row_sources.register_row_source(row_sources.RowSource(name="empty", stage="x"))
-    # every image row has its paper row
+    # every image row has its paper row, with and without the parallax as a side input
     rows = compare.paper_table()["rows"]
     for name in ("head", "logg_heads", "logg_classifier"):
         for spec in row_sources.ROW_SOURCES[name].specs():
-            assert spec.key in rows
+            for side_key in ("", "_parallax"):
+                assert spec.key.format(side_key=side_key) in rows

@@ -34,6 +34,7 @@ import pandas as pd
 
 from stellarexp import sdss
 from stellarexp.constants import LABELS
+from stellarexp.data import gaia_parallax
 from stellarexp.data.catalog_cuts import (
     drop_fe_h_flagged,
     drop_flagged_photometry,
@@ -45,6 +46,7 @@ from stellarexp.data.catalog_cuts import (
 from stellarexp.data.catalog_duplicates import drop_duplicate_matches, drop_repeated_objects
 from stellarexp.data.catalog_files import CatalogError, is_missing, read_crossmatch, read_labels
 from stellarexp.data.catalog_rejects import concat_rejects, empty_rejects, reject_rows
+from stellarexp.data.gaia_parallax import GAIA_COLUMNS
 from stellarexp.data.label_match import match_labels
 
 
@@ -112,6 +114,7 @@ def select_stars(crossmatch, labels=None, *, match_radius_arcsec: float = 1.0,
     cross, rejected = drop_implausible_photometry(cross)
     rejects.append(rejected)
     funnel.append(("photometry plausible", len(cross)))
+    cross = gaia_parallax.correct(cross)  # Gaia DR3 columns, when the table has them
 
     if label_free:
         stars = cross.copy()
@@ -191,4 +194,9 @@ def _to_schema(df: pd.DataFrame) -> pd.DataFrame:
     for k in ("psfmag", "psfmagerr", "extinction"):
         for b in sdss.BANDS:
             out[f"{k}_{b}"] = df[f"{k}_{b}"].astype(float)
+    for c in (*GAIA_COLUMNS, "parallax_zero_point", "parallax_corrected"):
+        if c in df:
+            out[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    if "parallax_zp_applied" in df:
+        out["parallax_zp_applied"] = df["parallax_zp_applied"].astype(bool)
     return out.reset_index(drop=True)

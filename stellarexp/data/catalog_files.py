@@ -31,6 +31,10 @@ CROSS_COLUMNS: dict[str, tuple[str, ...]] = {
     "photoobj_ra": ("photoobj_ra", "ra"), "photoobj_dec": ("photoobj_dec", "dec"),
     "apstar_id": ("apstar_id",), "star_ra": ("star_ra",), "star_dec": ("star_dec",), "teff_casjobs": ("teff",),
 }
+# Gaia DR3 columns of a cross-match with gaia_source (optional; stellarexp/data/gaia_parallax.py)
+for _c in ("parallax", "parallax_error", "phot_g_mean_mag", "nu_eff_used_in_astrometry",
+           "pseudocolour", "ecl_lat", "astrometric_params_solved"):
+    CROSS_COLUMNS[_c] = (_c,)
 for _b in sdss.BANDS:
     CROSS_COLUMNS[f"flags_{_b}"] = (f"flags_{_b}",)
     CROSS_COLUMNS[f"psfmag_{_b}"] = (f"psfMag_{_b}",)

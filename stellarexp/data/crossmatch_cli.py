@@ -57,6 +57,8 @@ def build_table(cfg):
                                stars_only=bool(cfg.stars_only))
     else:
         raise cs.CrossmatchError(f"source={cfg.source!r}: choose one of {', '.join(cs.SOURCES)}")
+    if cfg.gaia is not None and len(table):
+        table = cs.attach_gaia(table, cfg.gaia)
     if cfg.labels is not None and len(table):
         table = cs.attach_labels(table, cfg.labels, float(cfg.match_radius_arcsec))
     return table, missed

@@ -12,7 +12,8 @@ one from
   (:mod:`stellarexp.data.star_detection`) and every position gets its nearest detected star;
 - ``detect``: one field's frames with no catalogue at all: the stars found on its r frame.
 
-With ``labels=<allStar file>`` the table also gets ``apstar_id``, ``star_ra``, ``star_dec`` of the
+With ``gaia=<Gaia archive CSV>`` the rows get their Gaia DR3 parallax columns (by SDSS objID;
+docs/parallax.md). With ``labels=<allStar file>`` the table also gets ``apstar_id``, ``star_ra``, ``star_dec`` of the
 APOGEE star matched to each row (APSTAR_ID, else nearest within ``match_radius_arcsec``; the
 paper's CasJobs query uses 0.05 arcmin = 3 arcsec), and rows without one are dropped: a labelled
 table for ``data=sdss``. Without labels the table is label-free: a prediction input.
@@ -30,6 +31,7 @@ from astropy.coordinates import SkyCoord, match_coordinates_sky
 
 from stellarexp import sdss
 from stellarexp.data.catalog_files import CROSS_COLUMNS, read_crossmatch, read_labels
+from stellarexp.data.gaia_parallax import GAIA_COLUMNS
 from stellarexp.data.label_match import match_labels
 from stellarexp.data.realcheck import calibobj_to_crossmatch, locate_field
 from stellarexp.data.star_detection import DetectionSettings, measure_field
@@ -135,6 +137,32 @@ def from_positions(path, frame_root, *, ebv: float, settings: DetectionSettings,
         tables.append(pd.concat([hit, extra.add_prefix("input_")], axis=1))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.concat(missed, ignore_index=True) if missed else pd.DataFrame()
+
+
+def attach_gaia(table: pd.DataFrame, gaia_path) -> pd.DataFrame:
+    """Add the Gaia DR3 columns of a Gaia archive result (docs/parallax.md) to ``table`` by SDSS
+    objID (``original_ext_source_id`` of ``gaiadr3.sdssdr13_best_neighbour``, or ``objID``);
+    rows without a Gaia match keep empty Gaia columns."""
+    gaia = pd.read_csv(gaia_path)
+    lower = {c.lower(): c for c in gaia.columns}
+    key = next((lower[k] for k in ("original_ext_source_id", "objid", "obj_id") if k in lower), None)
+    if key is None:
+        raise CrossmatchError(f"{gaia_path}: no SDSS object id column (original_ext_source_id or "
+                              "objID) to join on")
+    missing = [c for c in GAIA_COLUMNS if c not in lower]
+    if "parallax" in missing or "parallax_error" in missing:
+        raise CrossmatchError(f"{gaia_path}: columns {missing} missing; select them in the Gaia "
+                              "archive query (docs/parallax.md)")
+    cols = {lower[c]: c for c in GAIA_COLUMNS if c in lower}
+    gaia = gaia[[key, *cols]].rename(columns={key: "objID", **cols})
+    gaia["objID"] = pd.to_numeric(gaia["objID"], errors="coerce").astype("Int64")
+    gaia = gaia.drop_duplicates("objID")
+    out = table.drop(columns=[c for c in GAIA_COLUMNS if c in table]).copy()
+    out["objID"] = pd.to_numeric(out["objID"], errors="coerce").astype("Int64")
+    out = out.merge(gaia, on="objID", how="left")
+    out["objID"] = out["objID"].astype(np.int64)
+    log.info("Gaia: %d of %d rows have a parallax", int(out["parallax"].notna().sum()), len(out))
+    return out
 
 
 def attach_labels(table: pd.DataFrame, labels_path, radius_arcsec: float) -> pd.DataFrame:

@@ -7,6 +7,10 @@ SDSS PSF magnitudes corrected for Galactic extinction:
 - ``color``: the ten colours ``[u-g, u-r, u-i, u-z, g-r, g-i, g-z, r-i, r-z, i-z]`` of those
   magnitudes, in the paper's order (every band pair, bluer band first).
 
+Beyond the paper, ``color_parallax`` adds a Gaia parallax as the pseudo-luminosity
+``parallax x 10^(0.2 r0) / 100`` and its error (:func:`stellarexp.data.gaia_parallax.
+pseudo_luminosity`; the zero-point-corrected parallax when the table has it; never its inverse).
+
 The input is a star table with the dataset file's column names (``psfmag_<b>``,
 ``extinction_<b>``); a table that carries colours directly may instead hold columns named like
 the colour features (``u-g``, ...), which are then used as given. :func:`complete_colors` forms
@@ -22,9 +26,10 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
+from stellarexp.data.gaia_parallax import pseudo_luminosity
 from stellarexp.sdss import BANDS
 
-FEATURE_SETS: tuple[str, ...] = ("mag", "color")
+FEATURE_SETS: tuple[str, ...] = ("mag", "color", "color_parallax")
 
 MAG_FEATURES: tuple[str, ...] = tuple(f"{b}0" for b in BANDS)
 """Names of the extinction-corrected magnitude features (``u0`` ... ``z0``)."""
@@ -40,6 +45,9 @@ COLOR_PAIRS: tuple[tuple[str, str], ...] = (
 COLOR_FEATURES: tuple[str, ...] = tuple(f"{a}-{b}" for a, b in COLOR_PAIRS)
 """Names of the colour features (``u-g`` ... ``i-z``)."""
 
+PARALLAX_FEATURES: tuple[str, ...] = ("plx_lum_r", "plx_lum_r_err")
+"""The parallax features: the pseudo-luminosity in r and its error."""
+
 ADJACENT_COLORS: tuple[str, ...] = tuple(f"{a}-{b}" for a, b in pairwise(BANDS))
 """The four colours of neighbouring bands (``u-g``, ``g-r``, ``r-i``, ``i-z``): they determine
 the other six."""
@@ -51,6 +59,8 @@ def feature_names(kind: str) -> tuple[str, ...]:
         return MAG_FEATURES
     if kind == "color":
         return COLOR_FEATURES
+    if kind == "color_parallax":
+        return COLOR_FEATURES + PARALLAX_FEATURES
     raise ValueError(f"unknown feature set {kind!r}; choose one of {FEATURE_SETS}")
 
 
@@ -117,7 +127,41 @@ def features(stars: pd.DataFrame, kind: str) -> pd.DataFrame:
     """
     feature_names(kind)  # validates kind
     frame = corrected_magnitudes(stars) if kind == "mag" else colors(stars)
+    if kind == "color_parallax":
+        frame = pd.concat([frame, parallax_features(stars)], axis=1)
     return frame.replace([np.inf, -np.inf], np.nan)
+
+
+SIDE_INPUTS: tuple[str, ...] = ("parallax", "colors")
+"""Tabular side inputs the image heads may take beside the backbone features
+(``model.side_inputs``): the parallax features and the ten colours."""
+
+
+def side_input_frame(stars: pd.DataFrame, kinds) -> pd.DataFrame:
+    """The side inputs ``kinds`` (:data:`SIDE_INPUTS`) of every star, raw (unscaled)."""
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in SIDE_INPUTS]
+    if unknown:
+        raise ValueError(f"model.side_inputs {unknown}: choose from {list(SIDE_INPUTS)}")
+    parts = [parallax_features(stars) if k == "parallax" else colors(stars) for k in kinds]
+    frame = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=stars.index)
+    return frame.replace([np.inf, -np.inf], np.nan)
+
+
+def parallax_features(stars: pd.DataFrame) -> pd.DataFrame:
+    """:data:`PARALLAX_FEATURES` of every star: the pseudo-luminosity of the (zero-point
+    corrected) parallax in the dereddened r band and its error; 0 and a huge error where a star
+    has no parallax."""
+    col = "parallax_corrected" if "parallax_corrected" in stars else "parallax"
+    if col not in stars:
+        raise KeyError("the 'color_parallax' features need a parallax column (parallax, "
+                       "parallax_error: a cross-match with Gaia DR3; docs/parallax.md)")
+    if "parallax_error" not in stars:
+        raise KeyError("the 'color_parallax' features need parallax_error beside the parallax")
+    r0 = corrected_magnitudes(stars)["r0"].to_numpy(float)
+    value, error = pseudo_luminosity(pd.to_numeric(stars[col], errors="coerce").to_numpy(float),
+                                     pd.to_numeric(stars["parallax_error"], errors="coerce").to_numpy(float), r0)
+    return pd.DataFrame(dict(zip(PARALLAX_FEATURES, (value, error))), index=stars.index)
 
 
 def _color_path(a: str, b: str, given) -> list[tuple[str, float]] | None:

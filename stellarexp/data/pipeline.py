@@ -211,7 +211,8 @@ def _concat_rejects(*tables):
 def _attach_truth(stars, truth_path: Path):
     """Join the simulator's true labels (diagnostics: the label-noise floor) by apstar_id."""
     truth = pd.read_csv(truth_path)
-    keep = ["apstar_id"] + [c for c in ("teff_true", "logg_true", "fe_h_true") if c in truth]
+    keep = ["apstar_id"] + [c for c in ("teff_true", "logg_true", "fe_h_true", "parallax_true")
+                            if c in truth]
     if "apstar_id" not in stars:
         return stars
     # duplicated APOGEE entries point at the same photometric star: map by objID when possible

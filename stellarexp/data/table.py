@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from stellarexp.constants import LABELS
+from stellarexp.data import gaia_parallax
 from stellarexp.data.dataset import (
     DatasetError,
     fingerprint,
@@ -26,6 +27,7 @@ from stellarexp.data.dataset import (
     split_mask,
 )
 from stellarexp.data.features import ADJACENT_COLORS, COLOR_FEATURES, complete_colors
+from stellarexp.data.gaia_parallax import GAIA_COLUMNS
 from stellarexp.data.pipeline import ensure_dataset  # simulates + builds when absent
 from stellarexp.data.units import check_label_units  # Teff in kK or log10: stop here
 from stellarexp.sdss import BANDS, LABEL_SENTINEL
@@ -213,12 +215,17 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
     if col_errs and cols is None:
         raise ValueError("data.columns.color_errors needs data.columns.colors")
     id_col, split_col = columns.get("id"), columns.get("split")
+    gaia = dict(columns.get("gaia") or {})
+    unknown_gaia = sorted(set(gaia) - set(GAIA_COLUMNS))
+    if unknown_gaia:
+        raise ValueError(f"data.columns.gaia maps {unknown_gaia}; it takes the Gaia DR3 columns "
+                         f"{list(GAIA_COLUMNS)}")
 
     wanted: list[str] = []
     for group in (mags, mag_errs, ext, cols, col_errs):
         wanted += list((group or {}).values())
     wanted += [labels[t] for t in targets] + [truth[t] for t in targets if t in truth]
-    wanted += [c for c in (id_col, split_col) if c]
+    wanted += [c for c in (id_col, split_col) if c] + list(gaia.values())
     optional = [*labels.values(), *truth.values()]
     raw = _read_any(path, fmt, list(dict.fromkeys(wanted)), hdu, optional=optional)
 
@@ -257,6 +264,9 @@ def read_table(path, columns: Mapping, *, fmt: str = "auto", hdu=1, name: str = 
         log.info("%s has no column for labels %s (%s); the targets %s do not need them",
                  path, skipped, labels_key, list(targets))
 
+    for canon, col in gaia.items():
+        out[canon] = _numeric(raw[col])
+    out = gaia_parallax.correct(out)  # the zero point, when the Gaia columns are given
     check_label_units({k: out[k] for k in read}, f"table {path}", labels, error=DatasetError)
     if split_col:
         values = raw[split_col]

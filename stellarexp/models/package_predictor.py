@@ -27,6 +27,7 @@ from stellarexp.models.backbone_artifact import read_backbone_artifact
 from stellarexp.models.bayes import summarize
 from stellarexp.models.heads import head_from_hparams
 from stellarexp.models.package_format import IMAGE_SHAPE, PACKAGE_FORMAT, PackageError
+from stellarexp.models.side_inputs import SideScaler, fuse
 from stellarexp.models.training_ranges import colour_index, ood
 from stellarexp.models.two_stage import two_stage_mixture
 
@@ -92,14 +93,17 @@ class Predictor:
         self.recalibration = self._recalibration(self.folder / "head" / "recalibration.json")
         self.conformal = self._conformal(self.folder / "head" / "conformal.json")
         self.logg_recalibration = self._recalibration(self.folder / "logg_recalibration.json")
+        self.side = {"head": self._side(head_meta)}
         self.classifier = self.dwarf = self.giant = None
         self.threshold = float(self.info.get("threshold", LOGG_THRESHOLD))
         if (self.folder / "classifier").is_dir():
             self.classifier, _, clf_meta = load_head(self.folder / "classifier")
             self.threshold = float(clf_meta.get("threshold", self.threshold))
+            self.side["classifier"] = self._side(clf_meta)
         if (self.folder / "head_dwarf").is_dir() and (self.folder / "head_giant").is_dir():
             self.dwarf = load_head(self.folder / "head_dwarf")
             self.giant = load_head(self.folder / "head_giant")
+            self.side["dwarf"], self.side["giant"] = self._side(self.dwarf[2]), self._side(self.giant[2])
         self.logg_mode = str(self.info.get("logg", "head"))
         if self.logg_mode == "two_stage" and (self.classifier is None or self.dwarf is None):
             raise PackageError("package.json asks for the two-stage logg but the classifier or "
@@ -118,6 +122,26 @@ class Predictor:
                         "intervals are uncalibrated", path)
             return None
         return Recalibration.from_dict(json.loads(path.read_text()))
+
+    @staticmethod
+    def _side(meta: dict):
+        """The side-input scaling a part was trained with, or ``None`` (model.json)."""
+        spec = meta.get("side_inputs")
+        return SideScaler.from_dict(spec) if spec else None
+
+    @property
+    def side_inputs(self) -> list[str]:
+        """The side inputs (``model.side_inputs`` kinds) any part of the package reads."""
+        kinds: list[str] = []
+        for scaler in self.side.values():
+            kinds += [k for k in (scaler.kinds if scaler else []) if k not in kinds]
+        return kinds
+
+    def _fused(self, part: str, feats, side, rows):
+        scaler = self.side.get(part)
+        if scaler is None:
+            return feats
+        return fuse(feats, scaler.transform(side.iloc[rows].reset_index(drop=True)))
 
     @staticmethod
     def _conformal(path: Path) -> dict:
@@ -156,7 +180,8 @@ class Predictor:
         return scaler.inverse(z) if scaler is not None else z
 
     def predict(self, images, colours: pd.DataFrame | None = None, *, n_samples: int | None = None,
-                seed: int = 0, batch_size: int = 256) -> pd.DataFrame:
+                seed: int = 0, batch_size: int = 256, side: pd.DataFrame | None = None
+                ) -> pd.DataFrame:
         """Predictions for raw cutouts.
 
         Parameters
@@ -173,6 +198,9 @@ class Predictor:
             Seed of the head draws (same seed, same numbers).
         batch_size : int
             Images per backbone pass.
+        side : pandas.DataFrame, optional
+            The same stars' raw side inputs (:func:`stellarexp.data.features.side_input_frame`
+            of :attr:`side_inputs`): required when the package's heads read side inputs.
 
         Returns
         -------
@@ -187,6 +215,11 @@ class Predictor:
             and std the base head's).
         """
         arr = self.check_images(images)
+        if self.side_inputs and (side is None or len(side) != len(arr)):
+            raise PackageError(
+                f"this package's heads read side inputs {self.side_inputs} beside the images: pass "
+                "side=side_input_frame(stars, predictor.side_inputs) with one row per image "
+                "(stage=predict does this from the input's Gaia columns; docs/parallax.md)")
         n = int(n_samples or self.n_samples)
         if n < 2:
             raise PackageError(f"n_samples must be >= 2 for a spread, got {n}")
@@ -197,16 +230,21 @@ class Predictor:
             for start in range(0, len(arr), int(batch_size)):
                 x = self.backbone.band_scaler.transform(torch.from_numpy(arr[start:start + batch_size]))
                 feats = model.features(x)
-                pred = summarize(self._draws(self.head, self.scaler, feats, n), level=LEVEL)
+                rows = np.arange(start, start + len(feats))
+                pred = summarize(self._draws(self.head, self.scaler,
+                                             self._fused("head", feats, side, rows), n), level=LEVEL)
                 out = {k: getattr(pred, k).numpy().copy() for k in ("mean", "std", "lo", "hi")}
                 p = np.full(len(feats), np.nan)
                 if self.classifier is not None:
-                    logits = self.classifier.head(feats.expand(n, *feats.shape))
+                    f_clf = self._fused("classifier", feats, side, rows)
+                    logits = self.classifier.head(f_clf.expand(n, *f_clf.shape))
                     p_t = torch.sigmoid(logits).mean(0)[:, 0].double()
                     p = p_t.numpy()
                     if self.logg_mode == "two_stage" and "logg" in self.targets:
-                        h1 = self._draws(self.dwarf[0], self.dwarf[1], feats, n)[..., 0]
-                        h2 = self._draws(self.giant[0], self.giant[1], feats, n)[..., 0]
+                        h1 = self._draws(self.dwarf[0], self.dwarf[1],
+                                         self._fused("dwarf", feats, side, rows), n)[..., 0]
+                        h2 = self._draws(self.giant[0], self.giant[1],
+                                         self._fused("giant", feats, side, rows), n)[..., 0]
                         mix = two_stage_mixture(p, h1.numpy(), h2.numpy())
                         parts["mix"].append(np.stack([mix.weights[:, 0], mix.means[:, 0], mix.stds[:, 0],
                                                       mix.means[:, 1], mix.stds[:, 1]], 1))

@@ -23,7 +23,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
-from stellarexp.data.dataset import SPLITS, read_attrs
+from stellarexp.data.dataset import SPLITS, read_attrs, read_stars
+from stellarexp.data.features import side_input_frame
 from stellarexp.data.pipeline import ensure_dataset
 from stellarexp.data.scalers import LabelScaler
 from stellarexp.evaluate.metrics import as_metrics, evaluate_regression, metric_name
@@ -32,6 +33,7 @@ from stellarexp.io_utils import atomic_path, write_csv_atomic, write_text_atomic
 from stellarexp.models.heads import BAYES_METHOD, CONFORMAL_METHOD, network_method
 from stellarexp.models.image_module import HeadModule
 from stellarexp.models.point_heads import PointHeadModule
+from stellarexp.models.side_inputs import SideScaler, fuse
 from stellarexp.stages import image_common as ic
 from stellarexp.stages import pruning, targets_of
 
@@ -60,7 +62,9 @@ def load_inputs(cfg, run, targets):
     -------
     dict
         ``backbone``, ``path``, ``fingerprint``, ``subsets`` (``{subset: (feats [8, N, D],
-        labels [N, T] physical, rows [N])}`` for train, val and, under holdout, test).
+        labels [N, T] physical, rows [N])}`` for train, val and, under holdout, test; with
+        ``model.side_inputs`` the scaled side inputs are appended to every view's features,
+        :mod:`stellarexp.models.side_inputs`) and ``side`` (their scaling, or ``None``).
     """
     split = str(cfg.split.name)
     path = ensure_dataset(cfg.data)
@@ -79,7 +83,20 @@ def load_inputs(cfg, run, targets):
     feats = {s: ic.cached_view_features(backbone, path, split, s, targets, fingerprint,
                                         use_cache=bool(cfg.stage.cache))
              for s in subsets}
-    return {"backbone": backbone, "path": path, "fingerprint": fingerprint, "subsets": feats}
+    kinds = [str(k) for k in cfg.model.side_inputs]
+    side = None
+    run.set_tags({"side_inputs": ",".join(kinds), "side_key": "".join(f"_{k}" for k in kinds)})
+    if kinds:
+        stars = read_stars(path)
+        frames = {s: side_input_frame(stars.iloc[np.asarray(feats[s][2], int)], kinds)
+                  for s in subsets}
+        scaler = SideScaler.fit(frames["train"], kinds)
+        feats = {s: (fuse(f, scaler.transform(frames[s])), y, rows)
+                 for s, (f, y, rows) in feats.items()}
+        side = scaler.to_dict()
+        log.info("side inputs %s fused with the backbone features: %s", kinds, scaler.columns)
+    return {"backbone": backbone, "path": path, "fingerprint": fingerprint, "subsets": feats,
+            "side": side}
 
 
 def build_head(st, method: str, in_features: int, targets, *, n_train: int,
@@ -171,14 +188,16 @@ def regression_metrics(cfg, subset, targets, pred, true) -> dict[str, float]:
     return out
 
 
-def save_head(run, module, name: str, info: dict) -> None:
-    """Log ``<name>/weights.pt`` (weights-only) and ``<name>/model.json``."""
+def save_head(run, module, name: str, info: dict, side: dict | None = None) -> None:
+    """Log ``<name>/weights.pt`` (weights-only) and ``<name>/model.json`` (with the side-input
+    scaling ``side`` when the head reads side inputs)."""
     folder = run.output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "weights.pt") as tmp:
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, tmp)
     write_text_atomic(folder / "model.json", json.dumps(
-        {"hparams": dict(module.hparams), **info}, indent=2, default=str))
+        {"hparams": dict(module.hparams), **info, **({"side_inputs": side} if side else {})},
+        indent=2, default=str))
     run.log_artifact(folder, name)
 
 
@@ -250,6 +269,7 @@ def run(cfg, run) -> dict[str, float]:
                           json.dumps(conformal_calibration(outputs, targets)))
     save_head(run, module, "head", {"targets": list(targets), "label_scaler": scaler.to_dict(),
                                     "backbone_run_id": inputs["backbone"].run_id,
-                                    "method": method, "network": network})
+                                    "method": method, "network": network},
+              side=inputs["side"])
     run.log_metrics(metrics, step=last_epoch + 1)
     return metrics

@@ -74,17 +74,20 @@ def run_classifier(cfg, run) -> dict[str, float]:
             ((p[ok] > 0.5).float() == y[ok]).float().mean())
         metrics[metric_name(subset, "n", "logg")] = float(ok.sum())
     save_head(run, module, "classifier", {"threshold": thr,
-                                          "backbone_run_id": inputs["backbone"].run_id})
+                                          "backbone_run_id": inputs["backbone"].run_id},
+              side=inputs["side"])
     run.log_metrics(metrics, step=last + 1)
     return metrics
 
 
 def _latest(client, stage: str, backbone_run_id: str, split: str, fingerprint: str,
-            target: str | None = None):
+            target: str | None = None, side_inputs: str = ""):
     for r in search_finished(client, stage=stage, fingerprint=fingerprint, split=split):
         tags = r.data.tags
+        # runs from before side inputs read none
         if tags.get("backbone_run_id") == backbone_run_id and (
-                target is None or target in tags.get("targets", "").split(",")):
+                target is None or target in tags.get("targets", "").split(",")) and \
+                tags.get("side_inputs", "") == side_inputs:
             return r
     return None
 
@@ -108,13 +111,20 @@ def run_heads(cfg, run) -> dict[str, float]:
     bb_id = inputs["backbone"].run_id
     subsets = inputs["subsets"]
     ccfg = st.get("classifier") or {}
+    kinds = list((inputs["side"] or {}).get("kinds", []))
     clf_run = (run.client.get_run(str(ccfg["run_id"])) if ccfg.get("run_id") else
-               _latest(run.client, "logg_classifier", bb_id, split, inputs["fingerprint"]))
+               _latest(run.client, "logg_classifier", bb_id, split, inputs["fingerprint"],
+                       side_inputs=",".join(kinds)))
     if clf_run is None:
-        raise LookupError(f"no FINISHED logg_classifier run on backbone {bb_id}; run `python -m "
-                          "stellarexp.train stage=logg_classifier model=convit target=logg` "
-                          "first or pass stage.classifier.run_id=<id>")
+        raise LookupError(f"no FINISHED logg_classifier run on backbone {bb_id} with side inputs "
+                          f"{kinds or 'none'}; run `python -m stellarexp.train "
+                          "stage=logg_classifier model=convit target=logg` with the same "
+                          "model.side_inputs first or pass stage.classifier.run_id=<id>")
     classifier, clf_meta = _load_classifier(run.client, clf_run.info.run_id)
+    clf_kinds = list((clf_meta.get("side_inputs") or {}).get("kinds", []))
+    if clf_kinds != kinds:
+        raise ValueError(f"classifier run {clf_run.info.run_id} reads side inputs {clf_kinds}, this "
+                         f"stage {kinds}: give both the same model.side_inputs")
     if float(clf_meta.get("threshold", thr)) != thr:
         raise ValueError(f"classifier threshold {clf_meta['threshold']} != stage.threshold {thr}")
     run.set_tags({"threshold": str(thr), "classifier_run_id": clf_run.info.run_id})
@@ -136,7 +146,7 @@ def run_heads(cfg, run) -> dict[str, float]:
                                      prune_offset=0 if name == "dwarf" else int(st.max_epochs) + 1)
         save_head(run, heads[name], f"head_{name}",
                   {"label_scaler": scalers[name].to_dict(), "threshold": thr,
-                   "backbone_run_id": bb_id})
+                   "backbone_run_id": bb_id}, side=inputs["side"])
 
     n = int(st.n_samples)
     metrics: dict[str, float] = {}

@@ -26,6 +26,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from stellarexp.data import dataset as ds
+from stellarexp.data.features import side_input_frame
 from stellarexp.data.fingerprint import data_fingerprint
 from stellarexp.data.pipeline import dataset_path
 from stellarexp.models import package_format, packaged, training_ranges
@@ -87,7 +88,8 @@ def find_parts(client, runs_cfg, *, fingerprint: str | None, split: str, targets
             raise LookupError(f"classifier run {clf.info.run_id} is on another backbone than "
                               f"the head ({bb_id})")
     else:
-        clf = _latest(client, "logg_classifier", bb_id, split, fp)
+        clf = _latest(client, "logg_classifier", bb_id, split, fp,
+                      side_inputs=head.data.tags.get("side_inputs", ""))
     heads = None
     if runs_cfg.get("logg_heads"):
         heads = _get_run(client, runs_cfg["logg_heads"], "logg_heads")
@@ -212,7 +214,12 @@ def _check(model_uri: str, data_path: str, split: str) -> dict[str, float]:
     stars = ds.read_stars(data_path)
     rows = np.flatnonzero(ds.split_mask(stars["fold"], split, "val"))[:8]
     images = ds.read_images(data_path, rows).astype(np.float32)
-    out = mlflow.pyfunc.load_model(model_uri).predict(images, params={"n_samples": 20})
+    predictor = packaged.load(model_uri)
+    if predictor.side_inputs:  # the pyfunc signature takes images only: read it as data
+        side = side_input_frame(stars.iloc[rows].reset_index(drop=True), predictor.side_inputs)
+        out = predictor.predict(images, n_samples=20, side=side)
+    else:
+        out = mlflow.pyfunc.load_model(model_uri).predict(images, params={"n_samples": 20})
     means = out[[c for c in out.columns if c.endswith("_mean")]].to_numpy(float)
     if not np.isfinite(means).all():
         raise RuntimeError(f"the reloaded model {model_uri} predicts non-finite values")

@@ -39,6 +39,7 @@ from stellarexp import home
 from stellarexp.constants import BANDS
 from stellarexp.data import dataset as ds
 from stellarexp.data import pipeline
+from stellarexp.data.features import side_input_frame
 from stellarexp.data.pipeline import UserInputError
 from stellarexp.io_utils import atomic_path
 from stellarexp.models import package_format, packaged, training_ranges
@@ -153,6 +154,19 @@ def prepare_input(cfg) -> Path:
         raise _user_error(f"input={path}: {exc}") from None
 
 
+def side_inputs_of(stars: pd.DataFrame, kinds) -> pd.DataFrame | None:
+    """The raw side inputs a package reads (``None`` when it reads none). An input without Gaia
+    columns predicts every star as one without a parallax (warned), as Gaia users would."""
+    if not kinds:
+        return None
+    if "parallax" in kinds and "parallax" not in stars:
+        log.warning("the model reads parallaxes but the input has no Gaia columns: every star is "
+                    "predicted without one (add gaia=<Gaia archive CSV> to `python -m "
+                    "stellarexp.data crossmatch`; docs/parallax.md)")
+        stars = stars.assign(parallax=np.nan, parallax_error=np.nan)
+    return side_input_frame(stars, kinds)
+
+
 def run(cfg, run) -> dict[str, float]:
     """Predict every star of ``input`` with ``model_uri``; see the module docstring."""
     st = cfg.stage
@@ -183,6 +197,7 @@ def run(cfg, run) -> dict[str, float]:
         run.set_tags({"mlflow.runName": " ".join(
             p for p in ("predict", name, f"v{version}" if version else "", source.name) if p)})
     colours = training_ranges.star_colours(stars)
+    side = side_inputs_of(stars, predictor.side_inputs)
     batch = max(int(st.batch_size), 1)
     parts = []
     bar = tqdm(total=len(stars), unit="star", desc="predict",
@@ -192,7 +207,8 @@ def run(cfg, run) -> dict[str, float]:
         images = ds.read_images(path, rows)
         parts.append(predictor.predict(
             images, None if colours is None else colours.iloc[rows].reset_index(drop=True),
-            n_samples=st.get("n_samples"), seed=int(st.seed) + i, batch_size=batch))
+            n_samples=st.get("n_samples"), seed=int(st.seed) + i, batch_size=batch,
+            side=None if side is None else side.iloc[rows].reset_index(drop=True)))
         bar.update(len(rows))
     bar.close()
     pred = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=predictor.columns)

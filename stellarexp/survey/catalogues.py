@@ -15,6 +15,7 @@ from astropy.table import Table
 from stellarexp import sdss
 from stellarexp.constants import LABELS, LOGG_THRESHOLD
 from stellarexp.io_utils import atomic_path
+from stellarexp.survey.gaia import GAIA_CATALOGUE_COLUMNS, gaia_columns
 from stellarexp.survey.labels import observed_labels
 
 
@@ -80,6 +81,10 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
         cross[f"psfMagErr_{band}"] = stars[f"psfMagErr_{band}"]
     for band in sdss.BANDS:
         cross[f"extinction_{band}"] = stars[f"extinction_{band}"]
+    # Gaia DR3 astrometry, from its own stream: the other columns stay as they were
+    astrometry = gaia_columns(stars, np.random.default_rng([spec.seed, 5]))
+    for col in GAIA_CATALOGUE_COLUMNS:
+        cross[col] = astrometry[col].to_numpy()
     # real allStar files list some stars twice (observed from two fields/telescopes); the
     # nearest-object cross-match then returns the photoObj row once per APOGEE entry
     dup = pick(spec.duplicate_fraction)
@@ -104,6 +109,8 @@ def write_catalogues(spec, stars: pd.DataFrame, *, root) -> dict:
                       f"fwhm_{b}" for b in sdss.BANDS] + [f"zero_point_{b}" for b in sdss.BANDS]
     truth = stars[[c for c in truth_cols if c in stars]].rename(
         columns={"teff": "teff_true", "logg": "logg_true", "fe_h": "fe_h_true"})
+    truth["parallax_true"] = astrometry["parallax_true"].to_numpy()
+    truth["parallax_zero_point_true"] = astrometry["parallax_zero_point_true"].to_numpy()
     truth.insert(0, "apstar_id", labels["APSTAR_ID"].iloc[:n].to_numpy())
     with atomic_path(root / "truth.csv") as tmp:
         truth.to_csv(tmp, index=False)

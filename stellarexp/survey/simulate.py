@@ -51,7 +51,7 @@ FIELD_DIR = "fields"
 MANIFEST = "survey.json"
 # Bumped whenever the simulator's code changes what a survey holds (part of the fingerprint):
 # a survey written by older code is then simulated again, not reused.
-SIMULATOR_VERSION = 10
+SIMULATOR_VERSION = 11  # 11: Gaia DR3 astrometry in the cross-match (survey/gaia.py)
 RUN_BASE = 9000  # synthetic run numbers start here, clear of real SDSS runs (< 8200)
 
 

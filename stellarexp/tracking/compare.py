@@ -167,6 +167,7 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
             tags = run.data.tags
             if not source.accepts(tags):
                 continue
+            tags = {**source.defaults, **tags}
             m = run.data.metrics
             for spec in source.specs():
                 key = _format(spec.key, tags)

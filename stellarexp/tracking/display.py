@@ -59,7 +59,7 @@ def run_name(cfg: Mapping) -> str:
     Stage, model, features (tree baselines), target (left out when ``all``) and, for a sweep's
     trial, ``trial <n>``, joined by spaces: ``baseline xgboost color teff``, ``head convit``,
     ``baseline lightgbm mag logg trial 12``, ``head convit ensemble`` (a head's ``stage.method``
-    when it is not the paper's).
+    when it is not the paper's), ``head convit parallax`` (its ``model.side_inputs``).
 
     Parameters
     ----------
@@ -82,6 +82,9 @@ def run_name(cfg: Mapping) -> str:
     method = select(cfg, "stage.method")  # a head's uncertainty method, when not the paper's
     if method not in (None, PAPER_HEAD_METHOD):
         parts.append(method)
+    side = select(cfg, "model.side_inputs")  # the image heads' side inputs (docs/parallax.md)
+    if side:
+        parts.append("+".join(str(s) for s in side))
     trial = select(cfg, f"tracking.tags.{TRIAL_TAG}")
     if trial is not None:
         parts.append(f"trial {trial}")

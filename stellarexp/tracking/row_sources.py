@@ -58,6 +58,8 @@ class RowSource:
     only : mapping
         Tag -> value a run must carry to make rows (a run without the tag predates it and
         counts as carrying the value), e.g. the paper's head method for the head row.
+    defaults : mapping
+        Tag values assumed for runs without the tag (they predate it) when row keys are formed.
     """
 
     name: str
@@ -66,6 +68,7 @@ class RowSource:
     paper_key: str | None = None
     rows: tuple[RowSpec, ...] = ()
     only: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
     def accepts(self, tags: Mapping[str, str]) -> bool:
         """Whether a run with ``tags`` makes rows of this source (see ``only``)."""
@@ -98,14 +101,18 @@ register_row_source(RowSource(name="baseline", stage="baseline", key="{model}_{f
 # carries logg from the one-stage head, so the paper's one-stage logg stands beside it; the
 # two-stage figures come from the logg_heads runs, which log them under these kinds.
 # (the other uncertainty methods of stage=head have their own table: tracking/uncertainty_methods.py)
-register_row_source(RowSource(name="head", stage="head", key="ours_head", only={"head_method": PAPER_HEAD_METHOD}))
-register_row_source(RowSource(name="logg_heads", stage="logg_heads", rows=(
-    RowSpec("ours_logg_two_stage", {"logg": "sigma_hard"}, uncertainty=True),  # Eq. 20, hard
-    RowSpec("ours_logg_two_stage_soft", {"logg": "sigma_soft"}),  # mixture by the class probability
-    RowSpec("ours_logg_above_4", {"logg": "sigma_dwarf"}),      # head h1 on logg > threshold
-    RowSpec("ours_logg_below_4", {"logg": "sigma_giant"}),      # head h2 on logg <= threshold
-    RowSpec("ours_logg_perfect", {"logg": "sigma_perfect"}),    # true classes in Eq. 20
+# Image stages with side inputs (model.side_inputs, tag side_key, e.g. "_parallax") make rows of
+# their own beside the image-only ones (docs/parallax.md); runs from before side inputs read none.
+NO_SIDE = {"side_key": ""}
+register_row_source(RowSource(name="head", stage="head", key="ours_head{side_key}",
+                              only={"head_method": PAPER_HEAD_METHOD}, defaults=NO_SIDE))
+register_row_source(RowSource(name="logg_heads", stage="logg_heads", defaults=NO_SIDE, rows=(
+    RowSpec("ours_logg_two_stage{side_key}", {"logg": "sigma_hard"}, uncertainty=True),  # Eq. 20, hard
+    RowSpec("ours_logg_two_stage_soft{side_key}", {"logg": "sigma_soft"}),  # mixture by the class probability
+    RowSpec("ours_logg_above_4{side_key}", {"logg": "sigma_dwarf"}),      # head h1 on logg > threshold
+    RowSpec("ours_logg_below_4{side_key}", {"logg": "sigma_giant"}),      # head h2 on logg <= threshold
+    RowSpec("ours_logg_perfect{side_key}", {"logg": "sigma_perfect"}),    # true classes in Eq. 20
 )))
-register_row_source(RowSource(name="logg_classifier", stage="logg_classifier", rows=(
-    RowSpec("ours_logg_accuracy", {"logg": "accuracy"}, scale=100.0),
+register_row_source(RowSource(name="logg_classifier", stage="logg_classifier", defaults=NO_SIDE, rows=(
+    RowSpec("ours_logg_accuracy{side_key}", {"logg": "accuracy"}, scale=100.0),
 )))

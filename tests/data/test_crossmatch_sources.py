@@ -125,3 +125,31 @@ def test_frames_are_found_in_the_sas_layout_or_flat(tmp_path):
     flat.symlink_to(FIXTURE / sdss.frame_relpath("g", 4510, 4, 30))
     assert sdss.frame_path(tmp_path, "g", 4510, 4, 30) == flat
     assert sdss.frame_path(tmp_path, "u", 4510, 4, 30) == tmp_path / sdss.frame_relpath("u", 4510, 4, 30)
+
+
+def test_gaia_columns_join_by_sdss_object_id(tmp_path):
+    from stellarexp.data.catalog import select_stars
+    from stellarexp.data.crossmatch_sources import attach_gaia, from_calibobj
+
+    table = from_calibobj(CALIB)
+    gaia = pd.DataFrame({"source_id": [1, 2], "original_ext_source_id": table["objID"].iloc[[2, 5]],
+                         "parallax": [1.2, -0.1], "parallax_error": [0.03, 0.3],
+                         "phot_g_mean_mag": [15.2, 19.5], "nu_eff_used_in_astrometry": [1.5, 1.45],
+                         "pseudocolour": [np.nan, np.nan], "ecl_lat": [41.4, 41.4],
+                         "astrometric_params_solved": [31, 31]})
+    path = tmp_path / "gaia.csv"
+    gaia.to_csv(path, index=False)
+    out = attach_gaia(table, path)
+    assert len(out) == len(table) and out["parallax"].notna().sum() == 2
+    assert out.loc[out["objID"] == table["objID"].iloc[2], "parallax"].iloc[0] == 1.2
+    # the pipeline keeps them and subtracts the zero point
+    stars = select_stars(out).stars
+    hit = stars[stars["parallax"].notna()]
+    assert len(hit) >= 1 and hit["parallax_zp_applied"].all()
+    assert (hit["parallax_corrected"] > hit["parallax"]).all()  # the zero point is negative here
+    bad = tmp_path / "bad.csv"
+    gaia.drop(columns=["original_ext_source_id"]).to_csv(bad, index=False)
+    from stellarexp.data.crossmatch_sources import CrossmatchError
+
+    with pytest.raises(CrossmatchError, match="no SDSS object id column"):
+        attach_gaia(table, bad)

@@ -32,6 +32,12 @@ def test_built_dataset_follows_the_schema(tiny_survey):
     for b in sdss.BANDS:
         for prefix in ("psfmag_", "psfmagerr_", "extinction_"):
             assert f"{prefix}{b}" in content.stars
+    # Gaia astrometry: the catalogue parallax keeps its zero point, the corrected one is closer
+    s = content.stars
+    assert s["parallax_zp_applied"].all() and (s["parallax_zero_point"] < 0).all()
+    bias_raw = float(np.mean(s["parallax"] - s["parallax_true"]))
+    bias_corrected = float(np.mean(s["parallax_corrected"] - s["parallax_true"]))
+    assert abs(bias_corrected) < abs(bias_raw) or abs(bias_corrected) < 0.01
     counts = [c for _, c in content.funnel]
     assert counts == sorted(counts, reverse=True), "the funnel never grows"
     assert counts[-1] == n

@@ -104,3 +104,24 @@ def test_bad_tables_give_clear_errors(tmp_path):
         read_table(tmp_path / "t.csv", {**base, "colors": ["a", "b"]})
     with pytest.raises(ValueError, match="unknown labels"):
         read_table(tmp_path / "t.csv", {**base, "labels": {"mass": "TEFF"}})
+
+
+def test_gaia_columns_of_a_table_are_read_and_zero_point_corrected(tmp_path):
+    from stellarexp.data.features import features
+
+    frame = _user_frame(40)
+    rng = np.random.default_rng(0)
+    frame["plx"] = rng.uniform(0.1, 3.0, 40)
+    frame["plx_e"] = 0.05
+    frame["G"], frame["nu"], frame["lat"], frame["sol"] = 16.0, 1.5, 20.0, 31
+    frame.to_csv(tmp_path / "g.csv", index=False)
+    cols = {"id": "objid", "magnitudes": "{band}mag", "extinction": "A_{band}",
+            "labels": {"teff": "TEFF"}, "gaia": {"parallax": "plx", "parallax_error": "plx_e",
+                                                 "phot_g_mean_mag": "G", "nu_eff_used_in_astrometry": "nu",
+                                                 "ecl_lat": "lat", "astrometric_params_solved": "sol"}}
+    stars = read_table(tmp_path / "g.csv", cols, targets=["teff"]).stars
+    assert stars["parallax_zp_applied"].all()
+    assert np.allclose(stars["parallax_corrected"] - stars["parallax"], -stars["parallax_zero_point"])
+    assert features(stars, "color_parallax").notna().all().all()
+    with pytest.raises(ValueError, match="data.columns.gaia maps"):
+        read_table(tmp_path / "g.csv", {**cols, "gaia": {"distance": "plx"}}, targets=["teff"])

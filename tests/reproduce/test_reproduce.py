@@ -39,7 +39,11 @@ def test_quick_and_paper_plans():
     assert [s.name for s in backbones] == ["backbone"]
     assert {"model.arch=cpu", "target=all", "stage.max_epochs=60", "stage.averaging.k=10"} <= set(
         backbones[0].overrides)
-    assert sum(s.stage == "baseline" for s in quick.values()) == 8
+    # the paper's 8 baselines and the 4 colour + parallax ones (docs/parallax.md)
+    assert sum(s.stage == "baseline" for s in quick.values()) == 12
+    assert quick["logg_heads_parallax"].refs == {"stage.backbone.run_id": "backbone",
+                                                 "stage.classifier.run_id": "logg_classifier_parallax"}
+    assert "model.side_inputs=[parallax]" in quick["head_parallax"].overrides
     assert {"package", "perturb", "report"} <= {s.stage for s in quick.values()}
     assert quick["logg_heads"].refs == {"stage.backbone.run_id": "backbone",
                                         "stage.classifier.run_id": "logg_classifier"}

@@ -30,6 +30,12 @@ def write_image_dataset(path, n: int = 96, seed: int = 0) -> str:
     for b, band in enumerate("ugriz"):
         flux = 10 ** (-0.4 * (stars[f"psfmag_{band}"].to_numpy() - 22.5))  # nanomaggies
         images[:, b] += (flux[:, None, None] * blob / blob.sum()).astype(np.float32)
+    # a Gaia-like parallax that knows logg (giants are farther for their magnitude); a few missing
+    absmag = np.where(stars["logg"].to_numpy() > 4.0, 5.0, 0.5)
+    dist = 10 ** ((stars["psfmag_r"].to_numpy() - absmag + 5.0) / 5.0)
+    stars["parallax_error"] = 0.05
+    stars["parallax"] = 1000.0 / dist + rng.normal(0, 0.05, n)
+    stars.loc[stars.index[::17], ["parallax", "parallax_error"]] = np.nan
     return write_dataset(path, DatasetContent(images=images, stars=stars, name=f"img-{seed}",
                                               funnel=[("all", n)]))
 
