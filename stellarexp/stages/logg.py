@@ -15,7 +15,9 @@ latest classifier run on the same backbone (or ``stage.classifier.run_id``):
 recalibrated and scored (in and out of sample, :mod:`stellarexp.evaluate.scoring_run`) is always
 the mixture: ``p N(m1, s1^2) + (1 - p) N(m2, s2^2)`` with each head's draws' mean and std.
 
-Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
+The classifier also logs its accuracy against the noise-free truth's class and the labels'
+agreement with it (``val/accuracy_truth_logg``, ``val/label_truth_agreement_logg``) where the
+dataset has ``logg_true``. Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
 sigma with a perfect classifier (true classes), and the one-stage ``stage=head`` logg sigma of
 the same backbone when such a run exists.
 """
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stellarexp.data.dataset import read_stars
 from stellarexp.data.scalers import LabelScaler
 from stellarexp.evaluate.metrics import metric_name
 from stellarexp.evaluate.predictive import evaluate_predictive
@@ -53,6 +56,20 @@ def _class_probability(module, feats, n_samples: int):
         return torch.sigmoid(module.head(feats.expand(n_samples, *feats.shape))).mean(0)[:, 0]
 
 
+def truth_accuracy(p, label_class, logg_true, threshold: float, subset: str) -> dict[str, float]:
+    """Accuracy against the noise-free truth's class (``accuracy_truth``) and how often the
+    labels' class is the truth's (``label_truth_agreement``): labels on the other side of the
+    threshold from the truth cap the accuracy any classifier can reach against labels."""
+    true_class = np.asarray(logg_true, float) > threshold
+    fin = np.isfinite(np.asarray(logg_true, float))
+    lab = np.asarray(label_class, float)
+    both = fin & np.isfinite(lab)
+    return {metric_name(subset, "accuracy_truth", "logg"):
+            float(np.mean((np.asarray(p)[fin] > 0.5) == true_class[fin])) if fin.any() else np.nan,
+            metric_name(subset, "label_truth_agreement", "logg"):
+            float(np.mean((lab[both] > 0.5) == true_class[both])) if both.any() else np.nan}
+
+
 def run_classifier(cfg, run) -> dict[str, float]:
     """``stage=logg_classifier``; see the module docstring."""
     ic.begin_image_stage(cfg)
@@ -64,7 +81,8 @@ def run_classifier(cfg, run) -> dict[str, float]:
     module, last = fit_head(cfg, run, subsets["train"][0], cls["train"], subsets["val"][0],
                             cls["val"], ["logg_class"], likelihood="bernoulli")
     metrics = {"train/epochs": float(last)}
-    for subset, (feats, _, _) in subsets.items():
+    truth = read_stars(inputs["path"]).get("logg_true")  # noise-free logg, where the data has it
+    for subset, (feats, _, rows) in subsets.items():
         if subset == "train":
             continue
         p = _class_probability(module, feats[0], int(cfg.stage.n_samples))
@@ -73,6 +91,9 @@ def run_classifier(cfg, run) -> dict[str, float]:
         metrics[metric_name(subset, "accuracy", "logg")] = float(
             ((p[ok] > 0.5).float() == y[ok]).float().mean())
         metrics[metric_name(subset, "n", "logg")] = float(ok.sum())
+        if truth is not None:
+            metrics.update(truth_accuracy(p.numpy(), y.numpy(), truth.to_numpy(float)[rows], thr,
+                                          subset))
     save_head(run, module, "classifier", {"threshold": thr,
                                           "backbone_run_id": inputs["backbone"].run_id},
               side=inputs["side"])

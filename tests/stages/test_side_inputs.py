@@ -84,3 +84,14 @@ def test_unknown_side_inputs_are_named():
 
     with pytest.raises(ValueError, match="choose from"):
         side_input_frame(pd.DataFrame({"parallax": [1.0]}), ["distance"])
+
+
+def test_classifier_accuracy_against_truth_and_the_label_ceiling():
+    from stellarexp.stages.logg import truth_accuracy
+
+    truth = np.array([4.5, 4.5, 3.0, 3.0, 4.1, np.nan])
+    labels = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])  # star 3 and 4 are labelled across 4 dex
+    p = np.array([0.9, 0.8, 0.2, 0.9, 0.6, 0.9])
+    m = truth_accuracy(p, labels, truth, 4.0, "val")
+    assert m["val/accuracy_truth_logg"] == pytest.approx(4 / 5)
+    assert m["val/label_truth_agreement_logg"] == pytest.approx(3 / 5)
