@@ -97,25 +97,28 @@ def find_sources(frame, settings: DetectionSettings) -> tuple[pd.DataFrame, floa
     return table.rename(columns={"x_centroid": "x", "y_centroid": "y"})[["x", "y", "flux"]], fwhm
 
 
-def aperture_fluxes(frame, x, y, radius_px: float, annulus_px: tuple[float, float]):
-    """Sky-subtracted aperture flux and its 1-sigma error (nanomaggies) at pixel positions."""
+def aperture_fluxes(frame, x, y, radius_px: float, annulus_px: tuple[float, float], sigma=None):
+    """Sky-subtracted aperture flux and its 1-sigma error (nanomaggies) at pixel positions;
+    ``sigma`` is the frame's noise map (computed when not given)."""
     xy = np.column_stack([x, y])
     img = np.asarray(frame.image, float)
-    sigma = frame.sigma()
+    sigma = frame.sigma() if sigma is None else sigma
     bkg = ApertureStats(img, CircularAnnulus(xy, *annulus_px), sigma_clip=None,
                         sum_method="center").median
     stats = ApertureStats(img, CircularAperture(xy, radius_px), error=sigma, local_bkg=bkg)
     return np.asarray(stats.sum, float), np.asarray(stats.sum_err, float)
 
 
-def aperture_correction(frame, xy, stars, flux, err, big_px: float, min_snr: float = 50.0) -> float:
+def aperture_correction(frame, xy, stars, flux, err, big_px: float, sigma,
+                        min_snr: float = 50.0) -> float:
     """Median ratio of the large to the measuring aperture's flux over the bright point sources
     ``stars`` of one band with a measuring S/N above ``min_snr`` (at least the 3 best)."""
     if not len(stars):
         return 1.0
     snr = flux[stars] / err[stars]
     keep = stars[snr >= min_snr] if (snr >= min_snr).sum() >= 3 else stars[np.argsort(-snr)[:3]]
-    f_big, _ = aperture_fluxes(frame, xy[0][keep], xy[1][keep], big_px, (big_px + 2.0, big_px + 6.0))
+    f_big, _ = aperture_fluxes(frame, xy[0][keep], xy[1][keep], big_px,
+                               (big_px + 2.0, big_px + 6.0), sigma)
     return float(np.median(f_big / flux[keep]))
 
 
@@ -157,9 +160,10 @@ def measure_field(frames: dict, settings: DetectionSettings, *, ebv: float) -> p
     pos = {b: (x[inside], y[inside]) for b, (x, y) in pos.items()}
     if out.empty:
         raise ValueError("no detected source lies inside every band's frame")
+    sigma = {b: frames[b].sigma() for b in sdss.BANDS}  # each band's noise map, once
     # the bright sources decide the aperture correction and what a point source looks like
-    f_small, _ = aperture_fluxes(r, *pos["r"], 0.5 * rad, ann)
-    f_r, e_r = aperture_fluxes(r, *pos["r"], rad, ann)
+    f_small, _ = aperture_fluxes(r, *pos["r"], 0.5 * rad, ann, sigma["r"])
+    f_r, e_r = aperture_fluxes(r, *pos["r"], rad, ann, sigma["r"])
     with np.errstate(divide="ignore", invalid="ignore"):
         conc = 2.5 * np.log10(f_r / f_small)
         conc_err = 1.0857 * np.hypot(e_r / f_r, e_r / f_small)
@@ -170,8 +174,8 @@ def measure_field(frames: dict, settings: DetectionSettings, *, ebv: float) -> p
     out["is_star"] = np.isfinite(conc) & (conc - c_star <= 3.0 * np.hypot(c_scatter, conc_err))
     stars = bright[out["is_star"].to_numpy()[bright]]
     for b in sdss.BANDS:
-        f, e = aperture_fluxes(frames[b], *pos[b], rad, ann)
-        apcor = aperture_correction(frames[b], pos[b], stars, f, e, big)
+        f, e = (f_r, e_r) if b == "r" else aperture_fluxes(frames[b], *pos[b], rad, ann, sigma[b])
+        apcor = aperture_correction(frames[b], pos[b], stars, f, e, big, sigma[b])
         out[f"flux_{b}"], out[f"flux_err_{b}"] = f * apcor, e * apcor
         out[f"apcor_{b}"] = apcor
         with np.errstate(divide="ignore", invalid="ignore"):

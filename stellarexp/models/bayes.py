@@ -232,7 +232,8 @@ class RepeatMean(nn.Module):
         return self.module(x.expand(self.n, *x.shape)).mean(0)
 
 
-_ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+"""Hidden-layer activations of the heads by name (``stage.activation``)."""
 
 
 class BayesMLP(nn.Sequential):
@@ -255,13 +256,13 @@ class BayesMLP(nn.Sequential):
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, prior=None,
                  *, activation: str = "gelu", repeats: int = 1, rho_init: float = -5.0,
                  kl_mode: str = "auto"):
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         widths = [int(in_features), *[int(h) for h in hidden], int(out_features)]
         layers = []
         for i, (a, b) in enumerate(itertools.pairwise(widths)):
             lin = BayesLinear(a, b, prior, rho_init=rho_init, kl_mode=kl_mode)
-            block = lin if i == len(widths) - 2 else nn.Sequential(lin, _ACTIVATIONS[activation]())
+            block = lin if i == len(widths) - 2 else nn.Sequential(lin, ACTIVATIONS[activation]())
             layers.append(RepeatMean(block, repeats) if repeats > 1 else block)
         super().__init__(*layers)
 

@@ -69,6 +69,28 @@ class _EpochMetrics:
             self.epoch_logger(metrics, int(self.current_epoch))
 
 
+class FeatureHeadMetrics(_EpochMetrics):
+    """Mixin of the heads on cached features: the validation batches are gathered and scored
+    once per epoch by the head's own ``evaluate`` (``val/loss`` drives early stopping)."""
+
+    def validation_step(self, batch, batch_idx):
+        self._val.append((batch[0].detach().cpu(), batch[1].cpu()))
+
+    def on_validation_epoch_start(self):
+        self._val = []
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        feats = torch.cat([f for f, _ in self._val]).to(self.device)
+        y = torch.cat([t for _, t in self._val]).to(self.device)
+        self._val = []
+        metrics = self.evaluate(feats, y, self.hparams.eval_samples)
+        self.log("val/loss", metrics["val/loss"], prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self._last_val = metrics
+
+
 class BackboneModule(_EpochMetrics, L.LightningModule):
     """ConViT point-estimate training: smooth L1 on standardised labels (NaN labels masked).
 
@@ -213,7 +235,7 @@ def lr_factor(step: int, *, kind: str, warmup_steps: float, total_steps: int) ->
     return 0.5 * (1.0 + math.cos(math.pi * done))
 
 
-class HeadModule(_EpochMetrics, L.LightningModule):
+class HeadModule(FeatureHeadMetrics, L.LightningModule):
     """Bayes-by-Backprop head on cached backbone features (minibatch ELBO).
 
     Parameters
@@ -306,23 +328,6 @@ class HeadModule(_EpochMetrics, L.LightningModule):
         self._train_extra = {"train/nll": float(nll.detach()), "train/kl": float(kl.detach())}
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(f))
         return loss
-
-    def validation_step(self, batch, batch_idx):
-        self._val.append((batch[0].detach().cpu(), batch[1].cpu()))
-
-    def on_validation_epoch_start(self):
-        self._val = []
-
-    def on_validation_epoch_end(self):
-        if not self._val:
-            return
-        feats = torch.cat([f for f, _ in self._val]).to(self.device)
-        y = torch.cat([t for _, t in self._val]).to(self.device)
-        self._val = []
-        metrics = self.evaluate(feats, y, self.hparams.eval_samples)
-        self.log("val/loss", metrics["val/loss"], prog_bar=True)
-        if not self.trainer.sanity_checking:
-            self._last_val = metrics
 
     @torch.no_grad()
     def evaluate(self, feats: torch.Tensor, y: torch.Tensor, n_samples: int,

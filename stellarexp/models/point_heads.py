@@ -31,14 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stellarexp.models.bayes import gaussian_nll, summarize
+from stellarexp.models.bayes import ACTIVATIONS, gaussian_nll, predictive
 from stellarexp.models.heteroscedastic import LOG_SIGMA_RANGE
-from stellarexp.models.image_module import _EpochMetrics, residual_sigma
+from stellarexp.models.image_module import FeatureHeadMetrics, residual_sigma
 
 POINT_METHODS = ("mean_variance", "mc_dropout", "ensemble")
 """Head methods of this module (``stage.method``); ``bbb`` is :class:`HeadModule`'s."""
-
-_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "tanh": torch.tanh}
 
 
 class MeanVarianceNet(nn.Module):
@@ -63,10 +61,10 @@ class MeanVarianceNet(nn.Module):
             raise ValueError(f"members must be >= 1, got {members}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.members, self.dropout, self.n_targets = int(members), float(dropout), int(n_targets)
-        self.activation = activation
+        self.act = ACTIVATIONS[activation]()  # no parameters: the state dict is the weights
         widths = [int(in_features), *[int(h) for h in hidden], 2 * self.n_targets]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -87,13 +85,12 @@ class MeanVarianceNet(nn.Module):
         """
         if member is None:
             member = torch.arange(self.members, device=x.device)
-        act = _ACTIVATIONS[self.activation]
         h = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = torch.baddbmm(b[member], h, w[member])
             if i < last:
-                h = act(h)
+                h = self.act(h)
                 if drop and self.dropout > 0:
                     h = F.dropout(h, self.dropout, training=True)
         t = self.n_targets
@@ -112,7 +109,7 @@ class MeanVarianceNet(nn.Module):
         return draws.reshape(*lead, *draws.shape[-2:])
 
 
-class PointHeadModule(_EpochMetrics, L.LightningModule):
+class PointHeadModule(FeatureHeadMetrics, L.LightningModule):
     """Mean-variance network(s) trained by the Gaussian NLL on cached backbone features.
 
     The interface is :class:`~stellarexp.models.image_module.HeadModule`'s (``head``,
@@ -178,23 +175,6 @@ class PointHeadModule(_EpochMetrics, L.LightningModule):
         self.log("train/loss", loss / m, on_step=False, on_epoch=True, batch_size=len(f))
         return loss
 
-    def validation_step(self, batch, batch_idx):
-        self._val.append((batch[0].detach().cpu(), batch[1].cpu()))
-
-    def on_validation_epoch_start(self):
-        self._val = []
-
-    def on_validation_epoch_end(self):
-        if not self._val:
-            return
-        feats = torch.cat([f for f, _ in self._val]).to(self.device)
-        y = torch.cat([t for _, t in self._val]).to(self.device)
-        self._val = []
-        metrics = self.evaluate(feats, y, self.hparams.eval_samples)
-        self.log("val/loss", metrics["val/loss"], prog_bar=True)
-        if not self.trainer.sanity_checking:
-            self._last_val = metrics
-
     @torch.no_grad()
     def moments(self, feats: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std ``[B, T]`` of the predictive mixture of ``n_samples`` passes (members
@@ -225,14 +205,11 @@ class PointHeadModule(_EpochMetrics, L.LightningModule):
             m[f"{subset}/coverage95_{t}"] = float(inside.float().mean()) if ok.any() else math.nan
         return m
 
-    @torch.no_grad()
     def predict(self, feats: torch.Tensor, n_samples: int = 100, keep: bool = False):
-        """Predictive draws summarised (:func:`~stellarexp.models.bayes.summarize`), standardised
-        units; ``n_samples`` passes, members cycled (the module docstring)."""
+        """:func:`~stellarexp.models.bayes.predictive` of the network (standardised units):
+        ``n_samples`` passes, members cycled (the module docstring)."""
         self.eval()
-        parts = [self.head(feats[i:i + 4096].expand(n_samples, *feats[i:i + 4096].shape))
-                 for i in range(0, feats.shape[0], 4096)]
-        return summarize(torch.cat(parts, dim=1), keep=keep)
+        return predictive(self.head, feats, n_samples, keep=keep)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,

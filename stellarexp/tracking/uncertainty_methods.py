@@ -106,12 +106,11 @@ def choose(by_method: dict, targets=TARGETS) -> Choice:
     fit: dict[str, list[float]] = {}
     for method, r in by_method.items():
         m = r.data.metrics
+        scored = [t for t in targets if f"oos/coverage95_{t}" in m]
         folds = []
-        for k in range(2):
-            vals = [m.get(f"oos/fit_nll_fold{k}_{t}") for t in targets]
-            vals = [v for v in vals if v is not None]
-            if vals and len(vals) == sum(f"oos/coverage95_{t}" in m for t in targets) and all(
-                    math.isfinite(v) for v in vals):
+        for k in range(2):  # holdout: fold 0 only; cross-fitting: folds 0 and 1
+            vals = [m.get(f"oos/fit_nll_fold{k}_{t}", math.nan) for t in scored]
+            if scored and all(math.isfinite(v) for v in vals):  # every scored label has one
                 folds.append(sum(vals) / len(vals))
         if folds:
             fit[method] = folds
