@@ -23,6 +23,10 @@ from stellarexp.data.features import colors
 from stellarexp.models.package_format import PackageError
 
 NEIGHBOURS = 10  # k of the colour-space score
+# a colour is out of range only when it lies beyond the training range by more than this many
+# of its own measurement errors: a star 0.002 mag bluer in u-g than the bluest training star,
+# with a u-g error of 0.03, is consistent with the training range and is not flagged
+RANGE_TOLERANCE_SIGMA = 2.0
 DENSITY_QUANTILE = 0.99  # of the training stars' own scores: the flag's threshold
 # the magnitude checked: the band the catalogue cuts select on; the other bands' magnitudes are
 # r plus colours, which the colour ranges and the density score already judge
@@ -121,11 +125,19 @@ def colour_score(colours: pd.DataFrame, space: dict,
 
 
 def star_colours(stars: pd.DataFrame) -> pd.DataFrame | None:
-    """The 10 dereddened colours of ``stars`` and their observed magnitudes in
-    :data:`MAGNITUDE_BANDS` (``mag_<b>``), or ``None`` without ``psfmag_<b>`` columns."""
+    """The 10 dereddened colours of ``stars``, their observed magnitudes in
+    :data:`MAGNITUDE_BANDS` (``mag_<b>``) and, with ``psfmagerr_<b>`` columns, each colour's
+    measurement error (``err_<colour>``, the two bands' errors in quadrature); ``None`` without
+    ``psfmag_<b>`` columns."""
     if not all(f"psfmag_{b}" in stars for b in BANDS):
         return None
     out = colors(stars)
+    if all(f"psfmagerr_{b}" in stars for b in BANDS):
+        err = {b: pd.to_numeric(stars[f"psfmagerr_{b}"], errors="coerce").to_numpy(float)
+               for b in BANDS}
+        for name in list(out.columns):
+            a, b = name.split("-")
+            out[f"err_{name}"] = np.hypot(err[a], err[b])
     for b in MAGNITUDE_BANDS:
         out[f"mag_{b}"] = pd.to_numeric(stars[f"psfmag_{b}"], errors="coerce").astype(float)
     return out.reset_index(drop=True)
@@ -142,7 +154,9 @@ def ood(mean: Mapping[str, np.ndarray], ranges: dict, colours: pd.DataFrame | No
     ranges : dict
         What the package recorded (:func:`training_ranges`).
     colours : pandas.DataFrame, optional
-        The same stars' colours and magnitudes (:func:`star_colours`), ``N`` rows.
+        The same stars' colours and magnitudes (:func:`star_colours`), ``N`` rows. A colour is
+        out of range when it lies beyond it by more than :data:`RANGE_TOLERANCE_SIGMA` times
+        its ``err_<colour>`` (exactly beyond it without that column).
     index : sklearn.neighbors.NearestNeighbors, optional
         :func:`colour_index` of ``ranges["colour_space"]`` (built per call when not given).
 
@@ -160,12 +174,13 @@ def ood(mean: Mapping[str, np.ndarray], ranges: dict, colours: pd.DataFrame | No
     reasons: list[list[str]] = [[] for _ in range(n)]
     score = np.full(n, np.nan)
 
-    def check(name, values, bounds):
+    def check(name, values, bounds, tolerance=0.0):
         lo, hi = bounds
         values = np.asarray(values, float)
-        for i in np.flatnonzero(values < lo):
+        tolerance = np.nan_to_num(np.asarray(tolerance, float), nan=0.0)
+        for i in np.flatnonzero(values < lo - tolerance):
             reasons[i].append(f"{name}<min")
-        for i in np.flatnonzero(values > hi):
+        for i in np.flatnonzero(values > hi + tolerance):
             reasons[i].append(f"{name}>max")
 
     for t, bounds in (ranges.get("labels") or {}).items():
@@ -176,7 +191,8 @@ def ood(mean: Mapping[str, np.ndarray], ranges: dict, colours: pd.DataFrame | No
             raise PackageError(f"{len(colours)} colour rows for {n} images")
         for c, bounds in (ranges.get("colours") or {}).items():
             if c in colours:
-                check(c, colours[c].to_numpy(float), bounds)
+                err = colours[f"err_{c}"].to_numpy(float) if f"err_{c}" in colours else 0.0
+                check(c, colours[c].to_numpy(float), bounds, RANGE_TOLERANCE_SIGMA * err)
         for b, bounds in (ranges.get("magnitudes") or {}).items():
             if f"mag_{b}" in colours:
                 check(b, colours[f"mag_{b}"].to_numpy(float), bounds)

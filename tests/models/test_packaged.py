@@ -107,6 +107,26 @@ def test_out_of_range_flags_predictions_and_colours():
     assert np.isnan(score).all()
 
 
+def test_colour_range_allows_for_the_stars_own_measurement_error():
+    """Just beyond the bluest training u-g by less than twice its error: inside; the same offset
+    measured more precisely, or a star far beyond: flagged. Errors come from psfmagerr."""
+    from stellarexp.models.training_ranges import RANGE_TOLERANCE_SIGMA, ood, star_colours
+
+    ranges = {"labels": {}, "colours": {"u-g": [1.05, 3.0]}}
+    stars = pd.DataFrame({f"psfmag_{b}": [17.0] * 3 for b in "griz"})
+    stars["psfmag_u"] = 17.0 + np.array([1.03, 1.03, 0.94])  # 0.02, 0.02 and 0.11 bluer
+    for b in "ugriz":
+        stars[f"extinction_{b}"] = 0.0
+        stars[f"psfmagerr_{b}"] = 0.0
+    stars["psfmagerr_u"] = [0.03, 0.005, 0.03]
+    cols = star_colours(stars)
+    assert cols["err_u-g"].tolist() == pytest.approx([0.03, 0.005, 0.03])
+    assert RANGE_TOLERANCE_SIGMA * 0.005 < 0.02 < RANGE_TOLERANCE_SIGMA * 0.03 < 0.11
+    flag, _, reasons = ood({"teff": np.zeros(3)}, ranges, cols)
+    assert flag.tolist() == [False, True, True]
+    assert reasons[1] == reasons[2] == "u-g<min"
+
+
 def _locus_stars(n: int, seed: int) -> pd.DataFrame:
     """Stars along a one-parameter colour locus (``t`` = g-r), r 14-17."""
     rng = np.random.default_rng(seed)
