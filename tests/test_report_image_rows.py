@@ -36,7 +36,10 @@ def runs(image_home):
     ids["head"] = s.run("head", image, new)
     logg = {"targets": "logg", "backbone_run_id": bb, "arch": "cpu", "target": "logg", "threshold": "4.0"}
     ids["classifier"] = s.run("logg_classifier", logg, {"val/accuracy_logg": 0.9735, "val/n_logg": 300.0,
-                                                        "train/epochs": 30.0})
+                                                        "train/epochs": 30.0,
+                                                        "val/accuracy_truth_logg": 0.9612,
+                                                        "val/label_truth_agreement_logg": 0.989,
+                                                        "val/ceiling_accuracy_truth_logg": 0.9827})
     ids["heads"] = s.run("logg_heads", {**logg, "classifier_run_id": ids["classifier"]},
                          {**heads_metrics("val", 0.0), "dwarf/val/loss": 0.1, "giant/val/loss": 0.4})
     # newer, but FAILED or on another split: never in the paper-split table
@@ -56,7 +59,8 @@ def _report(tmp_path, name: str, *overrides: str):
 
 
 IMAGE_ROWS = ["ours_head", "ours_logg_two_stage", "ours_logg_two_stage_soft", "ours_logg_above_4",
-              "ours_logg_below_4", "ours_logg_perfect", "ours_logg_accuracy"]
+              "ours_logg_below_4", "ours_logg_perfect", "ours_logg_accuracy",
+              "ours_logg_accuracy_truth", "logg_label_truth_agreement", "logg_class_ceiling"]
 
 
 def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
@@ -84,6 +88,11 @@ def test_report_shows_the_image_model_rows(image_home, runs, tmp_path, capsys):
     acc = table.loc["ours_logg_accuracy"]  # the classifier run's own accuracy, in percent
     assert acc["sigma_logg"] == pytest.approx(97.35) and acc["paper_logg"] == 98.29
     assert acc["run_logg"] == runs["classifier"]
+    # against the noise-free truth: the classifier, the labels themselves, the noise-free ceiling
+    for key, value in (("ours_logg_accuracy_truth", 96.12), ("logg_label_truth_agreement", 98.9),
+                       ("logg_class_ceiling", 98.27)):
+        assert table.loc[key, "sigma_logg"] == pytest.approx(value)
+        assert table.loc[key, "run_logg"] == runs["classifier"]
 
     printed = capsys.readouterr().out
     assert "| Ours (ConViT + Bayesian head, one-stage logg) | 171.2 [162.7, 179.8] | 172.37 |" in printed
@@ -131,3 +140,38 @@ def test_row_specs_scale_and_paper_digits():
         for spec in row_sources.ROW_SOURCES[name].specs():
             for side_key in ("", "_parallax"):
                 assert spec.key.format(side_key=side_key) in rows
+
+
+def test_side_input_goals_compare_parallax_rows_with_image_only(image_home, runs, tmp_path, capsys):
+    """The parallax rows against the image-only ones: logg at most 0.6x, Teff and [Fe/H] no
+    worse, the parallax two-stage logg against the parallax one-stage, the classifiers."""
+    s = Store()
+    bb = "b" * 32
+    side = {"side_inputs": "parallax", "side_key": "_parallax"}
+    image = {"targets": "teff,logg,fe_h", "backbone_run_id": bb, "arch": "cpu", "target": "all",
+             **side}
+    head = {}
+    for t, v in zip(TARGETS, (160.0, 0.2, 0.24)):  # Teff and logg better, [Fe/H] worse
+        head.update(regression_metrics("val", t, v))
+    s.run("head", image, head)
+    logg = {"targets": "logg", "backbone_run_id": bb, "arch": "cpu", "target": "logg",
+            "threshold": "4.0", **side}
+    clf = s.run("logg_classifier", logg, {"val/accuracy_logg": 0.981, "val/accuracy_truth_logg": 0.979,
+                                          "val/label_truth_agreement_logg": 0.989,
+                                          "val/ceiling_accuracy_truth_logg": 0.9827})
+    s.run("logg_heads", {**logg, "classifier_run_id": clf}, heads_metrics("val", -0.21))
+    table = _report(tmp_path, "side")
+    assert table.loc["ours_head_parallax", "sigma_logg"] == pytest.approx(0.2)
+    printed = capsys.readouterr().out
+    assert "What the side input `parallax` buys" in printed
+    assert "| Teff (K) | 171.2 | 160.0 | 0.93 | <= 1 | met |" in printed
+    assert "| logg (dex) | 0.487 | 0.200 | 0.41 | <= 0.6 | met |" in printed
+    assert "| [Fe/H] (dex) | 0.228 | 0.240 | 1.05 | <= 1 | NOT met |" in printed
+    assert ("Two-stage logg with the side-input classifier 0.191 dex against one-stage with the "
+            "side input 0.200 dex: goal (below) met.") in printed
+    assert "against labels: image only 97.35%, with it 98.10%" in printed
+    assert "against the truth: image only 96.12%, with it 97.90%" in printed
+    assert "noise-free photometry and parallax, against the truth: 98.27%" in printed
+    metrics = mlflow.last_active_run().data.metrics
+    assert metrics["goal/side_ratio_logg_parallax"] == pytest.approx(0.2 / 0.4875)
+    assert metrics["goal/side_two_stage_minus_one_stage_logg_parallax"] == pytest.approx(0.191 - 0.2)

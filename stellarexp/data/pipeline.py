@@ -225,6 +225,28 @@ def _attach_truth(stars, truth_path: Path):
     return merged
 
 
+def noise_free_inputs(truth_path, stars: pd.DataFrame) -> pd.DataFrame | None:
+    """The simulator's noise-free view of ``stars``: dereddened magnitudes ``mag0_<b>`` and
+    ``parallax_true`` (mas), one row per star in order, joined by ``obj_id``; ``None`` when
+    ``truth_path`` is not a file or lacks those columns (real data has no truth).
+
+    Diagnostics only (the ceiling of a classifier given perfect photometry and parallax,
+    :mod:`stellarexp.evaluate.class_ceiling`); never a model input.
+    """
+    if truth_path is None or not Path(str(truth_path)).is_file() or "obj_id" not in stars:
+        return None
+    truth = pd.read_csv(truth_path)
+    need = ["objID", "ebv", "parallax_true"] + [f"mag_{b}" for b in BANDS]
+    if any(c not in truth for c in need):
+        return None
+    by_obj = truth[need].drop_duplicates("objID").set_index("objID")
+    rows = by_obj.reindex(pd.to_numeric(stars["obj_id"], errors="coerce").to_numpy())
+    out = pd.DataFrame({f"mag0_{b}": rows[f"mag_{b}"].to_numpy(float)
+                        - sdss.EXTINCTION_COEFF[b] * rows["ebv"].to_numpy(float) for b in BANDS})
+    out["parallax_true"] = rows["parallax_true"].to_numpy(float)
+    return out
+
+
 def ensure_dataset(data_cfg, *, progress: bool = True) -> Path:
     """Return the dataset file of ``data_cfg``, building it (saying so) when absent."""
     path = dataset_path(data_cfg)

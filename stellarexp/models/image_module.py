@@ -71,7 +71,8 @@ class _EpochMetrics:
 
 class FeatureHeadMetrics(_EpochMetrics):
     """Mixin of the heads on cached features: the validation batches are gathered and scored
-    once per epoch by the head's own ``evaluate`` (``val/loss`` drives early stopping)."""
+    once per epoch by the head's own ``evaluate`` (``val/loss`` or ``val/nll`` drives early
+    stopping: ``stage.monitor``)."""
 
     def validation_step(self, batch, batch_idx):
         self._val.append((batch[0].detach().cpu(), batch[1].cpu()))
@@ -87,6 +88,8 @@ class FeatureHeadMetrics(_EpochMetrics):
         self._val = []
         metrics = self.evaluate(feats, y, self.hparams.eval_samples)
         self.log("val/loss", metrics["val/loss"], prog_bar=True)
+        # the predictive's own fit, without the KL term: what stage.monitor may stop on
+        self.log("val/nll", metrics["val/nll"])
         if not self.trainer.sanity_checking:
             self._last_val = metrics
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 
 import lightning as L
@@ -145,14 +146,36 @@ def fit_head(cfg, run, feats_train, y_train, feats_val, y_val, targets, *, likel
                        batch_size=int(st.batch_size), shuffle=True,
                        generator=torch.Generator().manual_seed(seed))
     val = DataLoader(TensorDataset(feats_val[0], y_val), batch_size=4096)
-    trainer = L.Trainer(callbacks=[EarlyStopping(monitor="val/loss", mode="min",
+    monitor = str(st.get("monitor") or "val/loss")
+    best = BestWeights(monitor) if bool(st.get("restore_best", False)) else None
+    trainer = L.Trainer(callbacks=[EarlyStopping(monitor=monitor, mode="min",
                                                  patience=int(st.patience),
                                                  check_on_train_epoch_end=False),
+                                   *([best] if best else []),
                                    *pruning.callbacks(cfg, prune_offset)],
                         enable_checkpointing=False, **ic.trainer_kwargs(cfg, st))
     trainer.fit(module, train, val)
+    if best is not None and best.state is not None:
+        module.load_state_dict(best.state)
+        run.log_metrics({f"{prefix}train/best_epoch": float(best.epoch)}, step=step_offset)
     module.eval()
     return module, int(trainer.current_epoch)
+
+
+class BestWeights(L.Callback):
+    """Keep (in memory) the weights of the epoch with the lowest ``monitor`` so the head can
+    be put back to them after training (``stage.restore_best``)."""
+
+    def __init__(self, monitor: str):
+        self.monitor, self.value, self.state, self.epoch = monitor, math.inf, None, -1
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) < self.value:
+            self.value, self.epoch = float(value), int(trainer.current_epoch)
+            self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
 
 def predictions_frame(rows, targets, pred, true):

@@ -17,7 +17,9 @@ the mixture: ``p N(m1, s1^2) + (1 - p) N(m2, s2^2)`` with each head's draws' mea
 
 The classifier also logs its accuracy against the noise-free truth's class and the labels'
 agreement with it (``val/accuracy_truth_logg``, ``val/label_truth_agreement_logg``) where the
-dataset has ``logg_true``. Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
+dataset has ``logg_true``, and, on synthetic data, the accuracy against the truth of a classifier
+given noise-free photometry and parallax (``val/ceiling_accuracy_truth_logg``,
+:mod:`stellarexp.evaluate.class_ceiling`). Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
 sigma with a perfect classifier (true classes), and the one-stage ``stage=head`` logg sigma of
 the same backbone when such a run exists.
 """
@@ -34,7 +36,9 @@ import pandas as pd
 import torch
 
 from stellarexp.data.dataset import read_stars
+from stellarexp.data.pipeline import noise_free_inputs
 from stellarexp.data.scalers import LabelScaler
+from stellarexp.evaluate.class_ceiling import class_ceiling_accuracy
 from stellarexp.evaluate.metrics import metric_name
 from stellarexp.evaluate.predictive import evaluate_predictive
 from stellarexp.models.heads import head_from_hparams
@@ -81,7 +85,9 @@ def run_classifier(cfg, run) -> dict[str, float]:
     module, last = fit_head(cfg, run, subsets["train"][0], cls["train"], subsets["val"][0],
                             cls["val"], ["logg_class"], likelihood="bernoulli")
     metrics = {"train/epochs": float(last)}
-    truth = read_stars(inputs["path"]).get("logg_true")  # noise-free logg, where the data has it
+    stars = read_stars(inputs["path"])
+    truth = stars.get("logg_true")  # noise-free logg, where the data has it
+    noise_free = noise_free_inputs(cfg.data.get("truth"), stars) if truth is not None else None
     for subset, (feats, _, rows) in subsets.items():
         if subset == "train":
             continue
@@ -94,6 +100,11 @@ def run_classifier(cfg, run) -> dict[str, float]:
         if truth is not None:
             metrics.update(truth_accuracy(p.numpy(), y.numpy(), truth.to_numpy(float)[rows], thr,
                                           subset))
+        if noise_free is not None:  # what perfect photometry and parallax would allow
+            fit_rows = subsets["train"][2]
+            metrics[metric_name(subset, "ceiling_accuracy_truth", "logg")] = class_ceiling_accuracy(
+                noise_free.iloc[fit_rows], truth.to_numpy(float)[fit_rows],
+                noise_free.iloc[rows], truth.to_numpy(float)[rows], thr, seed=int(cfg.seed))
     save_head(run, module, "classifier", {"threshold": thr,
                                           "backbone_run_id": inputs["backbone"].run_id},
               side=inputs["side"])

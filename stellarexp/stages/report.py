@@ -23,6 +23,7 @@ from stellarexp.tracking import (
     goals,
     perturb_report,
     row_sources,
+    side_goals,
     table_format,
     uncertainty_methods,
 )
@@ -104,6 +105,11 @@ def run(cfg, run) -> dict:
         if checked is not None:
             sections.append(goals.to_markdown(checked))
             goal_metrics = checked.metrics()
+    if scfg.get("side_goals") is not None:
+        side = side_goals.check(comp, side_goals.SideGoals.from_config(scfg.side_goals))
+        if side is not None:
+            sections.append(side_goals.to_markdown(side))
+            goal_metrics.update(side.metrics())
     sections.append(uncertainty_methods.to_markdown(by_source.get("head", []), client=client))
     if scfg.perturbation:
         sections += [perturb_report.section(client, r) for r in linked

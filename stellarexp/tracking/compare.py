@@ -173,6 +173,8 @@ def build(runs_by_source: dict[str, list], *, split: str, subset: str,
                 key = _format(spec.key, tags)
                 if key is None:
                     continue
+                if not any(metric_name(subset, kind, t) in m for t, kind in spec.metrics.items()):
+                    continue  # e.g. the truth rows of a run on real data
                 pkey = _format(spec.paper_key or spec.key, tags)
                 row = by_key.get(key)
                 if row is None:

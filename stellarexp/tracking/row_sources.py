@@ -115,4 +115,10 @@ register_row_source(RowSource(name="logg_heads", stage="logg_heads", defaults=NO
 )))
 register_row_source(RowSource(name="logg_classifier", stage="logg_classifier", defaults=NO_SIDE, rows=(
     RowSpec("ours_logg_accuracy{side_key}", {"logg": "accuracy"}, scale=100.0),
+    # where the data has a noise-free truth: the same classifier against the true class, the
+    # labels' own agreement with it (the most any classifier can reach against labels), and a
+    # classifier given noise-free photometry and parallax (evaluate/class_ceiling.py)
+    RowSpec("ours_logg_accuracy_truth{side_key}", {"logg": "accuracy_truth"}, scale=100.0),
+    RowSpec("logg_label_truth_agreement", {"logg": "label_truth_agreement"}, scale=100.0),
+    RowSpec("logg_class_ceiling", {"logg": "ceiling_accuracy_truth"}, scale=100.0),
 )))
