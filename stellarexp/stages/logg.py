@@ -21,7 +21,7 @@ dataset has ``logg_true``, and, on synthetic data, the accuracy against the trut
 given noise-free photometry and parallax (``val/ceiling_accuracy_truth_logg``,
 :mod:`stellarexp.evaluate.class_ceiling`). Logged beside the combined sigma: classifier accuracy, sigma of each head on its own subset,
 sigma with a perfect classifier (true classes), and the one-stage ``stage=head`` logg sigma of
-the same backbone when such a run exists.
+the same backbone with the same side inputs (the paper's head method) when such a run exists.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stellarexp.constants import PAPER_HEAD_METHOD
 from stellarexp.data.dataset import read_stars
 from stellarexp.data.pipeline import noise_free_inputs
 from stellarexp.data.scalers import LabelScaler
@@ -114,12 +115,16 @@ def run_classifier(cfg, run) -> dict[str, float]:
 
 def _latest(client, stage: str, backbone_run_id: str, split: str, fingerprint: str,
             target: str | None = None, side_inputs: str = ""):
+    """The newest finished run of ``stage`` on the backbone with these side inputs; for
+    ``stage="head"`` the paper's Bayes-by-Backprop head only (not the other uncertainty
+    methods, which are runs of the same stage)."""
     for r in search_finished(client, stage=stage, fingerprint=fingerprint, split=split):
         tags = r.data.tags
-        # runs from before side inputs read none
+        # runs from before side inputs read none; runs from before head methods are the paper's
         if tags.get("backbone_run_id") == backbone_run_id and (
                 target is None or target in tags.get("targets", "").split(",")) and \
-                tags.get("side_inputs", "") == side_inputs:
+                tags.get("side_inputs", "") == side_inputs and (
+                stage != "head" or tags.get("head_method", PAPER_HEAD_METHOD) == PAPER_HEAD_METHOD):
             return r
     return None
 
@@ -224,7 +229,8 @@ def run_heads(cfg, run) -> dict[str, float]:
         mode = str(st.combine)
         metrics[metric_name(subset, "sigma", "logg")] = metrics[
             metric_name(subset, f"sigma_{mode}", "logg")]
-        one = _latest(run.client, "head", bb_id, split, inputs["fingerprint"], "logg")
+        one = _latest(run.client, "head", bb_id, split, inputs["fingerprint"], "logg",
+                      side_inputs=",".join(kinds))
         if one is not None and f"{subset}/sigma_logg" in one.data.metrics:
             metrics[metric_name(subset, "sigma_onestage", "logg")] = one.data.metrics[
                 f"{subset}/sigma_logg"]
@@ -234,7 +240,8 @@ def run_heads(cfg, run) -> dict[str, float]:
                                        artifact="heads", backbone_run_id=bb_id, subset_metrics=False,
                                        dataset_path=inputs["path"],
                                        rows={s: o[2] for s, o in outputs.items()}))
-    one = _latest(run.client, "head", bb_id, split, inputs["fingerprint"], "logg")
+    one = _latest(run.client, "head", bb_id, split, inputs["fingerprint"], "logg",
+                      side_inputs=",".join(kinds))
     metrics.update(sure_widths(run, one, probs, float(st.sure)))
     run.log_metrics(metrics, step=int(st.max_epochs) + 1)
     return metrics

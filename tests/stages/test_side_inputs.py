@@ -56,6 +56,9 @@ def test_heads_read_the_parallax_and_the_package_needs_it(home, tmp_path, side_d
     _, heads = run_job(["stage=logg_heads", *hb, "target=logg", side, data], tmp_path / "heads")
     assert heads.info.status == "FINISHED"
     assert heads.data.tags["classifier_run_id"] == clf_p.info.run_id != clf.info.run_id
+    # its one-stage yardstick is the head with the same side inputs, not the newer plain one
+    assert heads.data.metrics["val/sigma_onestage_logg"] == head.data.metrics["val/sigma_logg"] \
+        != plain.data.metrics["val/sigma_logg"]
     # the package carries the side inputs of its parts
     _, pkg = run_job(["stage=package", f"stage.runs.head={head.info.run_id}", "stage.n_samples=20",
                       "stage.model_name=side-pkg", data], tmp_path / "pkg")
