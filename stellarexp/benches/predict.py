@@ -35,13 +35,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from stellarexp import sdss
 from stellarexp.bench import new_parser, pin_one_core, register
 from stellarexp.benches.cutouts import default_field_dir, field_facts
+from stellarexp.benches.inference import build_models
+from stellarexp.config import compose
 from stellarexp.data import catalog, catalog_files, realcheck
 from stellarexp.data.cutouts import CutoutConfig, cut_field
+from stellarexp.models import packaged, training_ranges
+from stellarexp.models.bayes import predictive
+from stellarexp.sdss.calibobj import load_calibobj
 from stellarexp.sdss.frames import read_frame
+from stellarexp.stages.predict import ID_COLUMNS, write_table
+from stellarexp.survey.source import simulate
 
 STEPS = ("read", "cutouts", "model", "write")
 
@@ -117,8 +125,6 @@ def _synthetic_root(root: Path | None) -> Path:
     """The synthetic survey folder: ``root``, or the tiny survey of $STELLAREXP_HOME."""
     if root is not None:
         return Path(root)
-    from stellarexp.config import compose
-    from stellarexp.survey.source import simulate
 
     cfg = compose("data_cli", ["data=synthetic", "data.size=tiny"])
     simulate(cfg.data, progress=False)
@@ -127,12 +133,8 @@ def _synthetic_root(root: Path | None) -> Path:
 
 def _model(args):
     """``(name, predict(images, stars) -> DataFrame)`` for the chosen model."""
-    import torch
-
     torch.set_num_threads(1)
     if args.model_uri:
-        from stellarexp.models import packaged, training_ranges
-
         predictor = packaged.load(args.model_uri)
 
         def run_packaged(images, stars):
@@ -141,8 +143,6 @@ def _model(args):
                                      batch_size=args.batch)
 
         return args.model_uri, run_packaged
-    from stellarexp.benches.inference import build_models
-    from stellarexp.models.bayes import predictive
 
     backbone, head = build_models(args.arch)
     targets = ("teff", "logg", "fe_h")
@@ -164,8 +164,6 @@ def _model(args):
 
 def _one_pass(paths: dict, table: pd.DataFrame, predict, tmp: Path):
     """One field from frames to catalogue: ``(clock, n_selected, n_accepted, frame shape)``."""
-    from stellarexp.stages.predict import ID_COLUMNS, write_table
-
     clock = _Clock()
     frames = clock.time("read", lambda: {b: read_frame(p) for b, p in paths.items()})
 
@@ -206,8 +204,6 @@ def _real(args, predict, tmp: Path) -> dict | None:
     paths, calibobj = realcheck.locate_field(field_dir, args.run, args.camcol, args.field)
     if calibobj is None or not all(p.is_file() for p in paths.values()):
         return None
-    from stellarexp.sdss.calibobj import load_calibobj
-
     table = realcheck.calibobj_to_crossmatch(load_calibobj(calibobj, field=args.field))
     table = table if args.stars is None else table.iloc[: args.stars]
     res = time_field(paths, table, predict, args, tmp)
