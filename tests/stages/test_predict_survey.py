@@ -125,3 +125,15 @@ def test_clear_errors_for_a_missing_table_and_a_shard_out_of_range(pkg_home, tin
         run_job([*base, f"input={table}", f"frame_root={root}", "survey.shard=5"], tmp_path / "b")
     with pytest.raises(UserInputError, match="cannot merge: 2 shard"):
         run_job([*base, f"input={table}", f"frame_root={root}"], tmp_path / "c")
+
+
+@pytest.mark.parametrize("launcher, target", [("local", "JoblibLauncher"),
+                                              ("slurm", "SlurmLauncher")])
+def test_the_survey_composes_with_the_project_launchers(launcher, target):
+    from tests.test_launchers import _compose
+
+    cfg = _compose(["stage=predict_survey", "model_uri=models:/m/1", "input=x.csv",
+                    "survey.dir=/tmp/s", "survey.n_shards=8", f"hydra/launcher={launcher}"])
+    assert cfg.hydra.launcher._target_.endswith(target)
+    assert cfg.stage.name == "predict_survey" and cfg.survey.shard is None
+    assert cfg.stage.batch_size == 256 and cfg.frame_root is None  # stage=predict's defaults
