@@ -150,7 +150,8 @@ def merge(client, parent: str, survey_dir: Path, expected) -> dict[str, float]:
                              f"inputs: {', '.join(missing[:5])}; run them first")
     cats = [read_shard_table(folder / CATALOGUE) for folder, _ in expected]
     rejs = [read_shard_table(rejects_path(folder / CATALOGUE)) for folder, _ in expected]
-    cat = pd.concat([c for c in cats if len(c.columns)], ignore_index=True)
+    rows = [c for c in cats if len(c)]  # an empty shard (no field, or all failed) adds none
+    cat = pd.concat(rows, ignore_index=True) if rows else cats[0]
     if len(cat):
         order = cat[FIELD_KEYS].apply(pd.to_numeric, errors="coerce")
         cat = cat.loc[order.sort_values(FIELD_KEYS, kind="mergesort").index]

@@ -137,3 +137,23 @@ def test_the_survey_composes_with_the_project_launchers(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
     assert cfg.stage.name == "predict_survey" and cfg.survey.shard is None
     assert cfg.stage.batch_size == 256 and cfg.frame_root is None  # stage=predict's defaults
+
+
+def test_merge_keeps_the_columns_when_a_shard_is_empty(tmp_path):
+    from unittest import mock
+
+    full = pd.DataFrame({"star_id": ["7", "5"], "run": [2, 1], "camcol": 1, "field": 3,
+                         "teff_mean": ["5000.5", "4000.25"]})
+    rej = pd.DataFrame(columns=["star_id", "reason", "detail"])
+    survey_merge.write_shard(survey_merge.shard_dir(tmp_path, 0),
+                             pd.DataFrame(columns=["teff_mean"]), rej, {"fingerprint": "a"})
+    survey_merge.write_shard(survey_merge.shard_dir(tmp_path, 1), full, rej, {"fingerprint": "b"})
+    for k, fp in ((0, "a"), (1, "b")):
+        done = survey_merge.shard_dir(tmp_path, k) / "done.json"
+        done.write_text(json.dumps({"fingerprint": fp, "fields": [], "seconds": 1.0}))
+    expected = [(survey_merge.shard_dir(tmp_path, 0), "a"), (survey_merge.shard_dir(tmp_path, 1), "b")]
+    metrics = survey_merge.merge(mock.MagicMock(), "parent", tmp_path, expected)
+    merged = pd.read_csv(tmp_path / "catalogue.csv", dtype=str)
+    assert list(merged.columns) == list(full.columns)
+    assert merged["star_id"].tolist() == ["5", "7"]  # sorted by run, camcol, field
+    assert metrics["survey/n_stars"] == 2 and survey_merge.merged(tmp_path, expected)
