@@ -155,8 +155,10 @@ def run(cfg, run) -> dict[str, float]:
         with file_lock(out / ".lock"):
             if sm.merged(out, expected):
                 log.info("survey catalogue %s already merged from these shards", out)
+                run.client.set_terminated(parent, "FINISHED")  # reopened by this rerun
             elif all(sm.finished(f, fp) is not None for f, fp in expected):
-                metrics.update(sm.merge(run.client, parent, out, expected))
+                sm.merge(run.client, parent, out, expected)  # the survey's metrics: on the parent
+                metrics["survey/merged_here"] = 1.0
     return metrics
 
 

@@ -57,7 +57,7 @@ def _survey_input(tiny_survey, tmp_path) -> tuple[Path, Path]:
     return table, root
 
 
-@pytest.mark.slow  # ~60 s: three shards and the unsharded prediction on the tiny survey
+@pytest.mark.slow  # 20-60 s (by load): three shards and the unsharded prediction, tiny survey
 def test_shards_merge_to_the_unsharded_catalogue_and_a_rerun_skips_them(
         pkg_home, tiny_package, tiny_survey, tmp_path):
     import mlflow
@@ -104,6 +104,9 @@ def test_shards_merge_to_the_unsharded_catalogue_and_a_rerun_skips_them(
     assert again.data.metrics["survey/shard_skipped"] == 1.0
     assert again.data.tags["mlflow.parentRunId"] == parent
     assert (marker.stat().st_mtime_ns, (survey / "catalogue.csv").stat().st_mtime_ns) == before
+    assert client.get_run(parent).info.status == "FINISHED"  # reopened, then ended again
+    assert runs[2].data.metrics["survey/merged_here"] == 1.0  # the last shard merged
+    assert runs[2].data.metrics["survey/n_stars"] == 0  # its own stars, not the survey's
 
     # another model or table in the same folder is refused, naming the folder
     from stellarexp.data.pipeline import UserInputError
