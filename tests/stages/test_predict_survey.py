@@ -5,6 +5,7 @@ MLflow parent run with a child per shard."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +161,29 @@ def test_merge_keeps_the_columns_when_a_shard_is_empty(tmp_path):
     assert list(merged.columns) == list(full.columns)
     assert merged["star_id"].tolist() == ["5", "7"]  # sorted by run, camcol, field
     assert metrics["survey/n_stars"] == 2 and survey_merge.merged(tmp_path, expected)
+
+
+@pytest.mark.slow  # ~45 s: a multirun of 2 shards on 2 joblib workers, then stage=predict
+def test_two_local_workers_through_the_joblib_launcher(pkg_home, tiny_package, tiny_survey,
+                                                        tmp_path):
+    import mlflow
+
+    from tests.support.train import run_cli
+
+    root = Path(tiny_survey["summary"]["root"])
+    common = [f"model_uri={tiny_package['model_uri']}", f"input={root / 'crossmatch.csv'}",
+              f"frame_root={root}", "stage.progress_bar=false", "trainer.n_jobs=1"]
+    survey = tmp_path / "survey"
+    out = run_cli(["-m", "stellarexp.train", "-m", "stage=predict_survey", *common,
+                   f"survey.dir={survey}", "survey.n_shards=2", "survey.shard=range(0,2)",
+                   "hydra/launcher=local", "hydra.launcher.n_jobs=2"], pkg_home, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_job(["stage=predict", *common, f"output={tmp_path / 'whole.csv'}"], tmp_path / "whole")
+    assert (survey / "catalogue.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    parent = json.loads((survey / "parent_run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient()
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.tags["survey_shard"] for r in children) == ["0", "1"]
+    assert str(os.getpid()) not in {r.data.tags["pid"] for r in children}  # worker processes
+    assert client.get_run(parent).info.status == "FINISHED"
