@@ -119,6 +119,9 @@ def run(cfg, run) -> dict[str, float]:
     n_shards = int(sv.n_shards)
     if n_shards < 1:
         raise UserInputError(f"survey.n_shards={n_shards}: must be at least 1")
+    if sv.shard is not None and not 0 <= int(sv.shard) < n_shards:
+        raise UserInputError(f"survey.shard={sv.shard}: must be in 0..{n_shards - 1} "
+                             f"(survey.n_shards={n_shards})")
     source = Path(str(cfg.input)).expanduser()
     if not source.is_file():
         raise UserInputError(f"input={source}: file not found")
@@ -136,9 +139,6 @@ def run(cfg, run) -> dict[str, float]:
         with file_lock(out / ".lock"):
             return sm.merge(run.client, parent, out, expected)
     k = int(sv.shard)
-    if not 0 <= k < n_shards:
-        raise UserInputError(f"survey.shard={k}: must be in 0..{n_shards - 1} "
-                             f"(survey.n_shards={n_shards})")
     run.set_tags({"mlflow.runName": f"survey shard {k}/{n_shards} {out.name}",
                   "survey_shard": str(k)})
     folder = sm.shard_dir(out, k)
