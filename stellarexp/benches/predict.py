@@ -44,11 +44,9 @@ from stellarexp.benches.inference import build_models
 from stellarexp.config import compose
 from stellarexp.data import catalog, catalog_files, realcheck
 from stellarexp.data.cutouts import CutoutConfig, cut_field
-from stellarexp.models import packaged, training_ranges
 from stellarexp.models.bayes import predictive
 from stellarexp.sdss.calibobj import load_calibobj
 from stellarexp.sdss.frames import read_frame
-from stellarexp.stages.predict import ID_COLUMNS, write_table
 from stellarexp.survey.source import simulate
 
 STEPS = ("read", "cutouts", "model", "write")
@@ -135,6 +133,8 @@ def _model(args):
     """``(name, predict(images, stars) -> DataFrame)`` for the chosen model."""
     torch.set_num_threads(1)
     if args.model_uri:
+        from stellarexp.models import packaged, training_ranges  # mlflow: not on --help
+
         predictor = packaged.load(args.model_uri)
 
         def run_packaged(images, stars):
@@ -164,6 +164,8 @@ def _model(args):
 
 def _one_pass(paths: dict, table: pd.DataFrame, predict, tmp: Path):
     """One field from frames to catalogue: ``(clock, n_selected, n_accepted, frame shape)``."""
+    from stellarexp.stages.predict import ID_COLUMNS, write_table  # mlflow: not on --help
+
     clock = _Clock()
     frames = clock.time("read", lambda: {b: read_frame(p) for b, p in paths.items()})
 
