@@ -28,6 +28,7 @@ STAGES: dict[str, str] = {
     "perturb": "stellarexp.stages.perturb:run",
     "package": "stellarexp.stages.package:run",
     "predict": "stellarexp.stages.predict:run",
+    "predict_survey": "stellarexp.stages.predict_survey:run",
     "realism": "stellarexp.stages.realism:run",
 }
 

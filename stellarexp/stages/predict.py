@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +106,11 @@ def _missing(cfg, key: str) -> bool:
     return key not in cfg or OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, "")
 
 
-def prepare_input(cfg) -> Path:
+def prepare_input(cfg, dataset_path=None) -> Path:
     """The dataset file to predict: ``input`` itself, or built label-free from a cross-match.
 
-    The dataset built from a cross-match table is kept under
-    ``$STELLAREXP_HOME/cache/predict/`` and rebuilt only when the table, frames location or
+    The dataset built from a cross-match table is kept at ``dataset_path`` (default: under
+    ``$STELLAREXP_HOME/cache/predict/``) and rebuilt only when the table, frames location or
     cutout settings change.
     """
     if _missing(cfg, "input"):
@@ -144,7 +145,8 @@ def prepare_input(cfg) -> Path:
     data_cfg = OmegaConf.create({
         "name": "predict-input", "crossmatch": str(path), "labels": None,
         "frame_root": str(frame_root), "download": False, "skip_missing_frames": True,
-        "dataset_path": str(home.home() / "cache" / "predict" / f"{path.stem}-{key}.h5"),
+        "dataset_path": str(dataset_path or home.home() / "cache" / "predict"
+                            / f"{path.stem}-{key}.h5"),
         "cutouts": cutouts})
     try:
         return pipeline.build(data_cfg, progress=bool(cfg.stage.progress_bar))
@@ -184,8 +186,6 @@ def run(cfg, run) -> dict[str, float]:
         raise _user_error(str(exc)) from None
     path = prepare_input(cfg)
     ic.set_threads(cfg)
-    stars = ds.read_stars(path)
-    rejects = ds.read_rejects(path)
     name, version = model_identity(str(cfg.model_uri))
     source = Path(str(cfg.input)).expanduser()
     run.set_tags({"model_uri": str(cfg.model_uri), "model_name": name, "model_version": version,
@@ -196,34 +196,7 @@ def run(cfg, run) -> dict[str, float]:
     if not st.run_name:
         run.set_tags({"mlflow.runName": " ".join(
             p for p in ("predict", name, f"v{version}" if version else "", source.name) if p)})
-    colours = training_ranges.star_colours(stars)
-    side = side_inputs_of(stars, predictor.side_inputs)
-    batch = max(int(st.batch_size), 1)
-    parts = []
-    bar = tqdm(total=len(stars), unit="star", desc="predict",
-               disable=not bool(st.progress_bar))
-    for i, start in enumerate(range(0, len(stars), batch)):
-        rows = np.arange(start, min(start + batch, len(stars)))
-        images = ds.read_images(path, rows)
-        parts.append(predictor.predict(
-            images, None if colours is None else colours.iloc[rows].reset_index(drop=True),
-            n_samples=st.get("n_samples"), seed=int(st.seed) + i, batch_size=batch,
-            side=None if side is None else side.iloc[rows].reset_index(drop=True)))
-        bar.update(len(rows))
-    bar.close()
-    pred = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=predictor.columns)
-    ids = stars[[c for c in ID_COLUMNS if c in stars]].reset_index(drop=True)
-    cat = pd.concat([ids, pred], axis=1)
-    for t in predictor.targets:
-        if t in stars and np.isfinite(stars[t].to_numpy(float)).any():
-            cat[f"{t}_label"] = stars[t].to_numpy(float)
-    means = cat[[f"{t}_mean" for t in predictor.targets]].to_numpy(float)
-    bad = ~np.isfinite(means).all(axis=1)
-    if bad.any():  # batch work goes on: such stars are listed, not fatal
-        rejects = pd.concat([rejects, pd.DataFrame({
-            "star_id": cat.loc[bad, "star_id"].astype(str), "reason": "non_finite_prediction",
-            "detail": "the model returned a non-finite mean"})], ignore_index=True)
-        cat = cat[~bad].reset_index(drop=True)
+    cat, rejects = predict_dataset(predictor, path, st)
     seconds = time.perf_counter() - tic
     write_table(cat, output)
     rej_out = write_table(rejects.reset_index(drop=True)[["star_id", "reason", "detail"]],
@@ -241,6 +214,92 @@ def run(cfg, run) -> dict[str, float]:
     print(f"wrote {output} ({len(cat)} stars) and {rej_out} ({len(rejects)} rejected)",
           flush=True)
     return metrics
+
+
+def predict_dataset(predictor, path, st) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Catalogue and rejects of every star of a dataset file (nothing written).
+
+    Parameters
+    ----------
+    predictor : stellarexp.models.package_predictor.Predictor
+        The loaded package.
+    path : path-like
+        A dataset file (:func:`prepare_input`).
+    st : omegaconf.DictConfig
+        The ``stage`` node: ``batch_size``, ``n_samples``, ``seed``, ``progress_bar``.
+
+    Returns
+    -------
+    catalogue : pandas.DataFrame
+        Ids and position, the predictions and, where the input carries them, the labels.
+    rejects : pandas.DataFrame
+        The dataset's rejects plus stars whose prediction is not finite.
+
+    Notes
+    -----
+    Stars are predicted field by field (consecutive rows of one ``run``, ``camcol``,
+    ``field``; the whole file when it has no field columns), in batches of ``batch_size``
+    that start afresh in each field, each batch's head draws seeded by ``stage.seed``, the
+    field and the batch's number within the field (:func:`batch_seed`). A star's prediction
+    therefore depends on its field's stars only, not on the other fields of the input: the
+    catalogue of a survey predicted in shards (``stage=predict_survey``) equals that of the
+    whole table predicted at once.
+    """
+    stars = ds.read_stars(path)
+    rejects = ds.read_rejects(path)
+    colours = training_ranges.star_colours(stars)
+    side = side_inputs_of(stars, predictor.side_inputs)
+    batch = max(int(st.batch_size), 1)
+    parts = []
+    bar = tqdm(total=len(stars), unit="star", desc="predict",
+               disable=not bool(st.progress_bar))
+    for key, first, stop in field_blocks(stars):
+        for i, start in enumerate(range(first, stop, batch)):
+            rows = np.arange(start, min(start + batch, stop))
+            images = ds.read_images(path, rows)
+            parts.append(predictor.predict(
+                images, None if colours is None else colours.iloc[rows].reset_index(drop=True),
+                n_samples=st.get("n_samples"), seed=batch_seed(int(st.seed), key, i),
+                batch_size=batch,
+                side=None if side is None else side.iloc[rows].reset_index(drop=True)))
+            bar.update(len(rows))
+    bar.close()
+    pred = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=predictor.columns)
+    ids = stars[[c for c in ID_COLUMNS if c in stars]].reset_index(drop=True)
+    cat = pd.concat([ids, pred], axis=1)
+    for t in predictor.targets:
+        if t in stars and np.isfinite(stars[t].to_numpy(float)).any():
+            cat[f"{t}_label"] = stars[t].to_numpy(float)
+    means = cat[[f"{t}_mean" for t in predictor.targets]].to_numpy(float)
+    bad = ~np.isfinite(means).all(axis=1)
+    if bad.any():  # batch work goes on: such stars are listed, not fatal
+        rejects = pd.concat([rejects, pd.DataFrame({
+            "star_id": cat.loc[bad, "star_id"].astype(str), "reason": "non_finite_prediction",
+            "detail": "the model returned a non-finite mean"})], ignore_index=True)
+        cat = cat[~bad].reset_index(drop=True)
+    return cat, rejects
+
+
+FIELD_COLUMNS = ("run", "camcol", "field")
+
+
+def field_blocks(stars: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """``(field key, first row, stop row)`` of each run of consecutive rows of one field
+    (``run-camcol-field``); one block ``("", 0, n)`` when the table has no field columns."""
+    if not len(stars):
+        return []
+    if not all(c in stars for c in FIELD_COLUMNS):
+        return [("", 0, len(stars))]
+    keys = stars[list(FIELD_COLUMNS)].astype(str).agg("-".join, axis=1).to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    stops = np.r_[starts[1:], len(keys)]
+    return [(str(keys[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
+
+
+def batch_seed(seed: int, key: str, number: int) -> int:
+    """Seed of batch ``number`` of field ``key``'s head draws: stable across processes and
+    machines (a hash, not Python's salted ``hash``)."""
+    return zlib.crc32(f"{seed}|{key}|{number}".encode())
 
 
 def model_identity(model_uri: str) -> tuple[str, str]:
