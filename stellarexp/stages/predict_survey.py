@@ -44,7 +44,7 @@ from omegaconf import OmegaConf
 from stellarexp.data import catalog_files
 from stellarexp.data.dataset import DatasetError
 from stellarexp.data.pipeline import UserInputError
-from stellarexp.io_utils import file_lock
+from stellarexp.io_utils import file_lock, write_csv_atomic
 from stellarexp.models import package_format, packaged
 from stellarexp.sdss.frames import FrameError
 from stellarexp.stages import image_common as ic
@@ -185,7 +185,7 @@ def predict_shard(cfg, run, raw: pd.DataFrame, keys, fields, folder: Path,
         rows = raw[keys == key]
         table = work / f"{key}.csv"
         try:
-            rows.to_csv(_ensure(table), index=False)
+            write_csv_atomic(rows, _ensure(table), index=False)
             field_cfg = OmegaConf.merge(cfg, {"input": str(table)})
             if predict._missing(cfg, "frame_root"):
                 field_cfg.frame_root = str(Path(str(cfg.input)).expanduser().parent)
