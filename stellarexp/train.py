@@ -84,7 +84,7 @@ def run(cfg) -> float | None:
             tracked.log_metrics(metrics)
     value = tracked.metrics.get(metric)
     if value is None:
-        if tracked.metrics:
+        if tracked.metrics and cfg.stage.get("objective", True):
             log.warning("the run did not log optimized_metric %r; returning None", metric)
         return None
     log.info("%s = %.6g (MLflow run %s)", metric, value, tracked.run_id)
