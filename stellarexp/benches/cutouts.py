@@ -114,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
         threads, cpu (the CPU pinned to), load_avg_1min, targets (cutout_stars_per_s 20,
         ratio 20), meets_targets (each target, wall clock) and meets_target (all of them).""",
                     "python -m stellarexp.bench cutouts --repeat 1 --stars 20 >> bench.jsonl")
+    add_field_arguments(ap)
+    ap.add_argument("--stars", type=int, default=None, metavar="N",
+                    help="stars per field cut by both arms: the first N of the field's "
+                         "label-free selection (default: all of them, the field's real count)")
+    ap.add_argument("--repeat", type=int, default=3, metavar="N",
+                    help="timed runs of each measurement, the best kept; the whole-frame "
+                         "arm runs min(2, N) times (default: %(default)s)")
+    ap.add_argument("--method", default="interp", choices=("interp", "adaptive", "exact"),
+                    help="reprojection of both arms: the reproject package's interp "
+                         "(fastest), adaptive or exact (default: %(default)s)")
+    return ap
+
+
+def add_field_arguments(ap: argparse.ArgumentParser) -> None:
+    """The real field's options (``--field-dir``, ``--run``, ``--camcol``, ``--field``), shared
+    by the benchmarks that read one (this one and ``stellarexp.bench predict``)."""
     here = str(default_field_dir()[0]).replace("%", "%%")
     ap.add_argument("--field-dir", type=Path, default=None, metavar="DIR",
                     help="folder with the field's five frame files (flat or in the SAS layout) "
@@ -127,16 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="camera column of the field, 1-6 (default: %(default)s)")
     ap.add_argument("--field", type=int, default=30,
                     help="field number within the run and camcol (default: %(default)s)")
-    ap.add_argument("--stars", type=int, default=None, metavar="N",
-                    help="stars per field cut by both arms: the first N of the field's "
-                         "label-free selection (default: all of them, the field's real count)")
-    ap.add_argument("--repeat", type=int, default=3, metavar="N",
-                    help="timed runs of each measurement, the best kept; the whole-frame "
-                         "arm runs min(2, N) times (default: %(default)s)")
-    ap.add_argument("--method", default="interp", choices=("interp", "adaptive", "exact"),
-                    help="reprojection of both arms: the reproject package's interp "
-                         "(fastest), adaptive or exact (default: %(default)s)")
-    return ap
 
 
 def field_facts(field_dir: Path, source: str, shape) -> dict:

@@ -39,7 +39,7 @@ import torch
 
 from stellarexp import sdss
 from stellarexp.bench import new_parser, pin_one_core, register
-from stellarexp.benches.cutouts import default_field_dir, field_facts
+from stellarexp.benches.cutouts import add_field_arguments, default_field_dir, field_facts
 from stellarexp.benches.inference import build_models
 from stellarexp.config import compose
 from stellarexp.data import catalog, catalog_files, realcheck
@@ -90,14 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         stars_per_s_per_core (accepted / total wall) and stars_per_cpu_s; and
         stars_per_s_per_core {real, synthetic}, the figure docs/scaleout.md uses.""",
                     "python -m stellarexp.bench predict --repeat 1 >> bench.jsonl")
-    ap.add_argument("--field-dir", type=Path, default=None, metavar="DIR",
-                    help="real field: folder with its five frames and a calibObj file "
-                         "(default: as `stellarexp.bench cutouts`)")
-    ap.add_argument("--run", type=int, default=4510, help="real field's run (default: %(default)s)")
-    ap.add_argument("--camcol", type=int, default=4,
-                    help="real field's camcol (default: %(default)s)")
-    ap.add_argument("--field", type=int, default=30,
-                    help="real field's field number (default: %(default)s)")
+    add_field_arguments(ap)  # the real field, as `stellarexp.bench cutouts`
     ap.add_argument("--synthetic-root", type=Path, default=None, metavar="DIR",
                     help="synthetic survey folder (frames, crossmatch.csv); default: the tiny "
                          "survey in $STELLAREXP_HOME, simulated when absent")

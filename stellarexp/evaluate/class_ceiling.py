@@ -39,16 +39,15 @@ def noise_free_features(noise_free: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def class_ceiling_accuracy(train: pd.DataFrame, train_logg, test: pd.DataFrame, test_logg,
-                           threshold: float, *, seed: int = 0) -> float:
-    """Accuracy against the true class of a classifier trained on noise-free inputs.
+def fit_class_ceiling(train: pd.DataFrame, train_logg, threshold: float, *,
+                      seed: int = 0) -> LGBMClassifier | None:
+    """The ceiling classifier, fitted on the training stars' noise-free inputs and true classes.
 
     Parameters
     ----------
-    train, test : pandas.DataFrame
-        :func:`stellarexp.data.pipeline.noise_free_inputs` rows of the training and the scored
-        stars.
-    train_logg, test_logg : array-like
+    train : pandas.DataFrame
+        :func:`stellarexp.data.pipeline.noise_free_inputs` rows of the training stars.
+    train_logg : array-like
         Their noise-free logg.
     threshold : float
         Class 1 is ``logg > threshold``.
@@ -56,17 +55,40 @@ def class_ceiling_accuracy(train: pd.DataFrame, train_logg, test: pd.DataFrame, 
 
     Returns
     -------
-    float
-        The fraction of scored stars (finite true logg) whose class it gets right; NaN when
-        either side has no star or the training stars hold one class only.
+    lightgbm.LGBMClassifier or None
+        ``None`` when the training stars hold one class only (or none).
     """
-    y_train = np.asarray(train_logg, float)
-    y_test = np.asarray(test_logg, float)
-    fit, score = np.isfinite(y_train), np.isfinite(y_test)
-    classes = (y_train[fit] > threshold).astype(int)
-    if not score.any() or len(np.unique(classes)) < 2:
-        return float("nan")
+    y = np.asarray(train_logg, float)
+    fit = np.isfinite(y)
+    classes = (y[fit] > threshold).astype(int)
+    if len(np.unique(classes)) < 2:
+        return None
     model = LGBMClassifier(random_state=seed, **CLASS_CEILING_SETTINGS)
-    model.fit(noise_free_features(train)[fit], classes)
+    return model.fit(noise_free_features(train)[fit], classes)
+
+
+def class_ceiling_accuracy(model: LGBMClassifier | None, test: pd.DataFrame, test_logg,
+                           threshold: float) -> float:
+    """Accuracy of :func:`fit_class_ceiling`'s classifier against the true class.
+
+    Parameters
+    ----------
+    model : lightgbm.LGBMClassifier or None
+    test : pandas.DataFrame
+        :func:`stellarexp.data.pipeline.noise_free_inputs` rows of the scored stars.
+    test_logg : array-like
+        Their noise-free logg.
+    threshold : float
+
+    Returns
+    -------
+    float
+        The fraction of scored stars (finite true logg) whose class it gets right; NaN without a
+        model or a star to score.
+    """
+    y = np.asarray(test_logg, float)
+    score = np.isfinite(y)
+    if model is None or not score.any():
+        return float("nan")
     pred = model.predict(noise_free_features(test)[score])
-    return float(np.mean(pred == (y_test[score] > threshold)))
+    return float(np.mean(pred == (y[score] > threshold)))

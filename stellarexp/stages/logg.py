@@ -39,7 +39,7 @@ from stellarexp.constants import PAPER_HEAD_METHOD
 from stellarexp.data.dataset import read_stars
 from stellarexp.data.pipeline import noise_free_inputs
 from stellarexp.data.scalers import LabelScaler
-from stellarexp.evaluate.class_ceiling import class_ceiling_accuracy
+from stellarexp.evaluate.class_ceiling import class_ceiling_accuracy, fit_class_ceiling
 from stellarexp.evaluate.metrics import metric_name
 from stellarexp.evaluate.predictive import evaluate_predictive
 from stellarexp.models.heads import head_from_hparams
@@ -89,6 +89,10 @@ def run_classifier(cfg, run) -> dict[str, float]:
     stars = read_stars(inputs["path"])
     truth = stars.get("logg_true")  # noise-free logg, where the data has it
     noise_free = noise_free_inputs(cfg.data.get("truth"), stars) if truth is not None else None
+    if noise_free is not None:  # what perfect photometry and parallax would allow
+        fit_rows = subsets["train"][2]
+        ceiling = fit_class_ceiling(noise_free.iloc[fit_rows], truth.to_numpy(float)[fit_rows],
+                                    thr, seed=int(cfg.seed))
     for subset, (feats, _, rows) in subsets.items():
         if subset == "train":
             continue
@@ -101,11 +105,9 @@ def run_classifier(cfg, run) -> dict[str, float]:
         if truth is not None:
             metrics.update(truth_accuracy(p.numpy(), y.numpy(), truth.to_numpy(float)[rows], thr,
                                           subset))
-        if noise_free is not None:  # what perfect photometry and parallax would allow
-            fit_rows = subsets["train"][2]
+        if noise_free is not None:
             metrics[metric_name(subset, "ceiling_accuracy_truth", "logg")] = class_ceiling_accuracy(
-                noise_free.iloc[fit_rows], truth.to_numpy(float)[fit_rows],
-                noise_free.iloc[rows], truth.to_numpy(float)[rows], thr, seed=int(cfg.seed))
+                ceiling, noise_free.iloc[rows], truth.to_numpy(float)[rows], thr)
     save_head(run, module, "classifier", {"threshold": thr,
                                           "backbone_run_id": inputs["backbone"].run_id},
               side=inputs["side"])

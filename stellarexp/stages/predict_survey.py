@@ -179,16 +179,17 @@ def predict_shard(cfg, run, raw: pd.DataFrame, keys, fields, folder: Path,
     ic.set_threads(cfg)
     work = folder / "fields"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a killed attempt
+    # each field's table is written under work/: frames default to the survey input's folder
+    frames = ({"frame_root": str(Path(str(cfg.input)).expanduser().parent)}
+              if predict._missing(cfg, "frame_root") else {})
     cats, rejects, outcome = [], [], []
     for key in fields:
         t0 = time.perf_counter()
         rows = raw[keys == key]
         table = work / f"{key}.csv"
         try:
-            write_csv_atomic(rows, _ensure(table), index=False)
-            field_cfg = OmegaConf.merge(cfg, {"input": str(table)})
-            if predict._missing(cfg, "frame_root"):
-                field_cfg.frame_root = str(Path(str(cfg.input)).expanduser().parent)
+            write_csv_atomic(rows, table, index=False)  # makes the folder
+            field_cfg = OmegaConf.merge(cfg, {"input": str(table), **frames})
             path = predict.prepare_input(field_cfg, dataset_path=work / f"{key}.h5")
             cat, rej = predict.predict_dataset(predictor, path, cfg.stage)
             status, error = "done", ""
@@ -222,9 +223,4 @@ def predict_shard(cfg, run, raw: pd.DataFrame, keys, fields, folder: Path,
             "survey/n_fields_failed": float(failed), "survey/n_stars": float(len(cat)),
             "survey/n_rejected": float(len(rej)), "survey/seconds": seconds,
             "survey/stars_per_s": len(cat) / seconds if seconds > 0 else 0.0}
-
-
-def _ensure(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 

@@ -27,6 +27,16 @@ from stellarexp.tracking.row_sources import TARGETS
 from stellarexp.tracking.table_format import HEADERS, format_value, markdown_table
 
 
+def dataclass_from_config(cls, cfg, node: str):
+    """An instance of the dataclass ``cls`` from the config mapping ``cfg`` (missing keys take
+    the defaults; an unknown key is an error naming ``node``)."""
+    known = cls.__dataclass_fields__
+    unknown = sorted(set(cfg or {}) - set(known))
+    if unknown:
+        raise ValueError(f"{node}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return cls(**{k: cfg[k] for k in (cfg or {})})
+
+
 @dataclass(frozen=True)
 class Goals:
     """What "close" means.
@@ -58,12 +68,7 @@ class Goals:
     @classmethod
     def from_config(cls, cfg) -> Goals:
         """From the ``goals`` mapping of the report stage (missing keys take the defaults)."""
-        known = cls.__dataclass_fields__
-        values = {k: cfg[k] for k in (cfg or {}) if k in known}
-        unknown = sorted(set(cfg or {}) - set(known))
-        if unknown:
-            raise ValueError(f"stage.goals: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return dataclass_from_config(cls, cfg, "stage.goals")
 
 
 @dataclass

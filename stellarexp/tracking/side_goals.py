@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 from stellarexp.tracking.compare import Comparison
+from stellarexp.tracking.goals import dataclass_from_config
 from stellarexp.tracking.row_sources import TARGETS
 from stellarexp.tracking.table_format import HEADERS, format_value, markdown_table
 
@@ -54,11 +55,7 @@ class SideGoals:
     @classmethod
     def from_config(cls, cfg) -> SideGoals:
         """From the ``side_goals`` mapping of the report stage (missing keys take the defaults)."""
-        known = cls.__dataclass_fields__
-        unknown = sorted(set(cfg or {}) - set(known))
-        if unknown:
-            raise ValueError(f"stage.side_goals: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: cfg[k] for k in (cfg or {})})
+        return dataclass_from_config(cls, cfg, "stage.side_goals")
 
     def limit(self, target: str) -> float:
         return self.max_logg_ratio if target == "logg" else self.max_other_ratio

@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 
 from stellarexp.data.pipeline import noise_free_inputs
-from stellarexp.evaluate.class_ceiling import class_ceiling_accuracy, noise_free_features
+from stellarexp.evaluate.class_ceiling import (
+    class_ceiling_accuracy,
+    fit_class_ceiling,
+    noise_free_features,
+)
 from stellarexp.sdss import EXTINCTION_COEFF
 
 
@@ -58,15 +62,14 @@ def test_ceiling_finds_what_the_inputs_determine_and_nothing_more():
         out["parallax_true"] = t["parallax_true"]
         return out
 
-    acc = class_ceiling_accuracy(nf(train), train["logg_true"], nf(test), test["logg_true"], 4.0)
-    assert acc > 0.97  # the absolute magnitude separates the classes
+    model = fit_class_ceiling(nf(train), train["logg_true"], 4.0)
+    assert class_ceiling_accuracy(model, nf(test), test["logg_true"], 4.0) > 0.97
     rng = np.random.default_rng(3)
     coin_train = np.where(rng.random(600) < 0.5, 4.5, 2.5)  # a class nothing determines
     coin_test = np.where(rng.random(300) < 0.5, 4.5, 2.5)
-    acc = class_ceiling_accuracy(nf(train), coin_train, nf(test), coin_test, 4.0)
-    assert 0.35 < acc < 0.65
+    coin = fit_class_ceiling(nf(train), coin_train, 4.0)
+    assert 0.35 < class_ceiling_accuracy(coin, nf(test), coin_test, 4.0) < 0.65
     # one class only, or nothing to score: no figure
-    assert np.isnan(class_ceiling_accuracy(nf(train), np.full(600, 4.5), nf(test),
-                                           test["logg_true"], 4.0))
-    assert np.isnan(class_ceiling_accuracy(nf(train), train["logg_true"], nf(test),
-                                           np.full(300, np.nan), 4.0))
+    assert fit_class_ceiling(nf(train), np.full(600, 4.5), 4.0) is None
+    assert np.isnan(class_ceiling_accuracy(None, nf(test), test["logg_true"], 4.0))
+    assert np.isnan(class_ceiling_accuracy(model, nf(test), np.full(300, np.nan), 4.0))
