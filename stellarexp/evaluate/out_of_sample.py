@@ -169,21 +169,43 @@ def score(pred: Mixture, y, truth=None, *, rank_std=None) -> dict[str, float]:
     spread = pred.std if rank_std is None else np.asarray(rank_std, float)
     ok = np.isfinite(y) & np.all(np.isfinite(pred.means) & (pred.stds > 0), 1)
     p, y = pred.subset(ok), y[ok]
-    out: dict[str, float] = {"n": float(ok.sum())}
-    for level, tag in ((0.68, "68"), (0.95, "95")):
-        lo, hi = p.interval(level)
-        out[f"coverage{tag}"] = float(np.mean((y >= lo) & (y <= hi))) if len(y) else float("nan")
-        out[f"width{tag}"] = float(np.mean(hi - lo)) if len(y) else float("nan")
-    lo, hi = binomial_range(len(y))
-    out.update({"coverage95_lo": lo, "coverage95_hi": hi,
-                "coverage95_ok": float(lo <= out["coverage95"] <= hi) if len(y) else float("nan"),
-                "nll": float(np.mean(p.nll(y))) if len(y) else float("nan"),
-                "crps": float(np.mean(p.crps(y))) if len(y) else float("nan"),
-                "interval_score95": interval_score(y, *p.interval(0.95), level=0.95),
-                "spearman": _spearman(np.abs(p.mean - y), spread[ok])})
+    out = score_stars(y, {lv: p.interval(lv) for lv in (0.68, 0.95)},
+                      p.nll(y) if len(y) else np.array([]), p.crps(y) if len(y) else np.array([]))
+    out["spearman"] = _spearman(np.abs(p.mean - y), spread[ok])
     if truth is not None:
         t = np.asarray(truth, float)[ok]
         out["spearman_truth"] = _spearman(np.abs(p.mean - t), spread[ok])
+    return out
+
+
+def score_stars(y, intervals: dict, nll=None, crps=None) -> dict[str, float]:
+    """Scores of stars from their own intervals and per-star NLL and CRPS, whatever their
+    predictive: coverage and mean width of the 68% and 95% intervals, the 95% coverage's binomial
+    range (and whether it holds), the 95% interval score, mean NLL and CRPS (NaN when not given).
+
+    Parameters
+    ----------
+    y : array_like
+        Finite labels ``[N]``.
+    intervals : dict
+        Level (0.68, 0.95) -> ``(lo, hi)`` arrays ``[N]``.
+    nll, crps : array_like, optional
+        Per-star scores ``[N]``.
+    """
+    y = np.asarray(y, float)
+    n = len(y)
+    nan = float("nan")
+    out: dict[str, float] = {"n": float(n)}
+    for level, tag in ((0.68, "68"), (0.95, "95")):
+        lo, hi = (np.asarray(v, float) for v in intervals[level])
+        out[f"coverage{tag}"] = float(np.mean((y >= lo) & (y <= hi))) if n else nan
+        out[f"width{tag}"] = float(np.mean(hi - lo)) if n else nan
+    lo, hi = binomial_range(n)
+    out.update({"coverage95_lo": lo, "coverage95_hi": hi,
+                "coverage95_ok": float(lo <= out["coverage95"] <= hi) if n else nan,
+                "interval_score95": interval_score(y, *intervals[0.95], level=0.95),
+                "nll": float(np.mean(nll)) if nll is not None and n else nan,
+                "crps": float(np.mean(crps)) if crps is not None and n else nan})
     return out
 
 

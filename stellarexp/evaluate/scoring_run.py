@@ -14,7 +14,7 @@ errors against the truth and prints the ranking ceiling
   fitting stars of fold ``k``, what a method is chosen by) and the tag ``oos_scheme`` saying
   which stars were fitted and which scored;
 - ``<artifact>/out_of_sample.csv``: per scored star and label, the fold that scores it, the
-  label, truth, mean, raw and recalibrated std, 95% interval;
+  label, truth, mean, raw and recalibrated std, 68% and 95% intervals, NLL and CRPS;
 - figures ``<artifact>_reliability.png`` and ``<artifact>_error_vs_std.png``.
 """
 
@@ -39,6 +39,10 @@ from stellarexp.io_utils import write_csv_atomic
 log = logging.getLogger(__name__)
 
 RELIABILITY_LEVELS = np.round(np.arange(0.05, 1.0, 0.05), 2)
+STAR_COLUMNS = ("lo68", "hi68", "lo95", "hi95", "nll", "crps")
+"""Per-star columns of ``out_of_sample.csv`` beyond the labels, mean and std: the star's 68% and
+95% intervals and its NLL and CRPS, whatever the method (what the report's ``selected`` row is
+scored from)."""
 
 
 def predictives_of(pred: dict, j: int) -> Mixture:
@@ -69,23 +73,43 @@ def _gaussian_label(outputs: dict, j: int, method: str, level: float, seed: int)
                          f"stars for the {level} level)")
     values = score(oos.recalibrated, oos.y, rank_std=oos.raw.std)
     values.update({f"fit_nll_fold{k}": v for k, v in enumerate(oos.fit_nll)})
-    lo, hi = oos.recalibrated.interval(0.95)
-    extra = {"std": oos.recalibrated.std, "lo95": lo, "hi95": hi, "mixture": oos, "fold": oos.fold}
+    extra = {"std": oos.recalibrated.std, "mixture": oos, "fold": oos.fold,
+             **_interval_columns(oos.recalibrated.interval),
+             **_star_scores(oos.y, oos.recalibrated.nll, oos.recalibrated.crps)}
     return (oos.scheme, oos.subset, oos.index, oos.y, oos.recalibrated.mean, oos.raw.std,
             values, extra)
 
 
+def _interval_columns(interval) -> dict[str, np.ndarray]:
+    """``lo68``, ``hi68``, ``lo95``, ``hi95`` from ``interval(level) -> (lo, hi)``."""
+    out = {}
+    for level, tag in ((0.68, "68"), (0.95, "95")):
+        out[f"lo{tag}"], out[f"hi{tag}"] = interval(level)
+    return out
+
+
+def _star_scores(y, nll, crps) -> dict[str, np.ndarray]:
+    """Per-star NLL and CRPS of the finite labels (NaN elsewhere)."""
+    y = np.asarray(y, float)
+    ok = np.isfinite(y)
+    out = {"nll": np.full(len(y), np.nan), "crps": np.full(len(y), np.nan)}
+    if ok.any():
+        out["nll"][ok], out["crps"][ok] = nll(y)[ok], crps(y)[ok]
+    return out
+
+
 def _conformal_label(outputs: dict, j: int, seed: int):
     """Scores of target column ``j`` under crepes' conformal predictive system
-    (:mod:`stellarexp.evaluate.conformal`); no NLL."""
+    (:mod:`stellarexp.evaluate.conformal`); the fitting folds' leave-one-out NLL as
+    ``fit_nll_fold<k>``."""
     col = {s: (np.asarray(p["mean"], float)[:, j], np.asarray(p["std"], float)[:, j],
                np.asarray(y, float)[:, j]) for s, (p, y) in outputs.items()}
     c = conformal_out_of_sample({s: v[0] for s, v in col.items()}, {s: v[1] for s, v in col.items()},
                                 {s: v[2] for s, v in col.items()}, seed=seed)
     values = score_conformal(c)
     values["spearman"] = error_spearman(c.y, c.mean, c.std)
-    lo, hi = c.intervals[0.95]
-    extra = {"std": np.full(len(c.y), np.nan), "lo95": lo, "hi95": hi, "fold": c.fold}
+    extra = {"std": np.full(len(c.y), np.nan), "fold": c.fold, "nll": c.nll, "crps": c.crps,
+             **_interval_columns(c.intervals.__getitem__)}
     return c.scheme, c.subset, c.index, c.y, c.mean, c.std, values, extra
 
 
@@ -108,7 +132,7 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
         The dataset and the subset's dataset rows, for truth and the ranking ceiling.
     conformal : bool
         Score crepes' conformal predictive system on the predictions' mean and std instead of
-        the recalibrated Gaussian (``stage.method=conformal``; no NLL, no reliability figures).
+        the recalibrated Gaussian (``stage.method=conformal``; no reliability figures).
 
     Returns
     -------
@@ -153,7 +177,8 @@ def score_out_of_sample(cfg, run, targets, outputs: dict, *, artifact: str, data
         tables.append(pd.DataFrame({
             "subset": subset, "row": row_ids, "fold": extra["fold"], "label": t, "y": y,
             "truth": truth if truth is not None else np.nan, "mean": mean,
-            "std_raw": std_raw, "std": extra["std"], "lo95": extra["lo95"], "hi95": extra["hi95"]}))
+            "std_raw": std_raw, "std": extra["std"],
+            **{k: extra[k] for k in STAR_COLUMNS}}))
         counts[t] = int(values["n"])
         if "mixture" in extra:
             oos = extra["mixture"]

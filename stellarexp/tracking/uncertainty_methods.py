@@ -11,7 +11,9 @@ NLL averaged over labels on those stars, chosen in each fold separately, so no m
 chosen on the stars it is scored on. The row ``selected`` scores that procedure: each scored star
 is predicted by the method its fold chose (from the runs' per-star ``head/out_of_sample.csv``);
 when both folds choose the same method it is that method's row, and the report names it as the
-best. Methods without a density (``conformal``) report intervals and CRPS and are never chosen.
+best. Every method here gives a full predictive (the conformal predictive system's density is
+its kernel smoothing, :mod:`stellarexp.evaluate.conformal`), so every one can be chosen; a
+method whose runs log no fitting NLL would report its intervals and never be chosen.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from stellarexp.constants import PAPER_HEAD_METHOD
 from stellarexp.data.dataset import read_stars
 from stellarexp.evaluate.metrics import error_spearman
 from stellarexp.evaluate.mixture import Mixture
-from stellarexp.evaluate.out_of_sample import score
+from stellarexp.evaluate.out_of_sample import score, score_stars
 from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
+from stellarexp.evaluate.scoring_run import STAR_COLUMNS
 from stellarexp.tracking.row_sources import TARGETS
 
 log = logging.getLogger(__name__)
@@ -125,12 +128,26 @@ def _per_star(client, run) -> pd.DataFrame:
         return pd.read_csv(client.download_artifacts(run.info.run_id, "head/out_of_sample.csv", tmp))
 
 
+def _score_part(part: pd.DataFrame) -> dict[str, float]:
+    """Scores of per-star rows from their own intervals, NLL and CRPS (each method's predictive,
+    conformal ones included); rows of runs written before those columns existed are scored as
+    the Gaussian of their recalibrated std."""
+    part = part[np.isfinite(part["y"].to_numpy(float))]
+    y = part["y"].to_numpy(float)
+    if all(c in part for c in STAR_COLUMNS):
+        return score_stars(y, {lv: (part[f"lo{tag}"], part[f"hi{tag}"])
+                               for lv, tag in ((0.68, "68"), (0.95, "95"))},
+                           part["nll"].to_numpy(float), part["crps"].to_numpy(float))
+    return score(Mixture.gaussian(part["mean"], part["std"]), y,
+                 rank_std=part["std_raw"].to_numpy(float))
+
+
 def selected_frame(client, by_method: dict, choice: Choice, frame: pd.DataFrame,
                    targets=TARGETS) -> pd.DataFrame:
     """The ``selected`` rows: each scored star predicted by its fold's chosen method (module
     docstring). Agreeing folds give that method's rows; otherwise the runs' per-star tables are
-    combined and scored as the runs score (Gaussian of the recalibrated std; the ceiling on the
-    run's dataset when it is readable)."""
+    combined and scored from each star's own intervals, NLL and CRPS (the ceiling on the run's
+    dataset when it is readable)."""
     if not choice.per_fold:
         return pd.DataFrame()
     if choice.best is not None:
@@ -148,8 +165,7 @@ def selected_frame(client, by_method: dict, choice: Choice, frame: pd.DataFrame,
         part = pd.concat(parts, ignore_index=True)
         if part.empty:
             continue
-        values = score(Mixture.gaussian(part["mean"], part["std"]), part["y"].to_numpy(float),
-                       rank_std=part["std_raw"].to_numpy(float))
+        values = _score_part(part)
         truth = part["truth"].to_numpy(float)
         values["spearman_truth"] = error_spearman(truth, part["mean"], part["std_raw"])
         values["ceiling_rho"] = math.nan
@@ -229,7 +245,7 @@ def to_markdown(head_runs: list, targets=TARGETS, *, client=None) -> str:
              "scored on others (docs/uncertainty_methods.md). rho truth: Spearman rho of "
              "|mean - noise-free truth| with the std, beside the ranking ceiling. IS95: the 95% "
              "interval score. Cost: head-prediction seconds per 1,000 stars (the backbone pass "
-             "is shared). Methods without a density leave NLL blank."), "",
+             "is shared). conformal: NLL of its kernel-smoothed density, CRPS of the system."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         cells = [r["method"], r["label"], *(_fmt(r[k], k) for k in METHOD_SCORES),

@@ -96,3 +96,28 @@ def test_disagreeing_folds_score_each_star_with_its_own_folds_choice():
 
 def test_a_single_method_makes_no_section():
     assert um.to_markdown([_run("b", "bbb", _metrics(2.0, 2.0, 1.0))]) == ""
+
+
+def test_a_conformal_system_can_be_chosen_and_its_stars_are_scored_by_their_own_predictive():
+    """conformal logs a fitting NLL (its smoothed density's), so a fold may choose it; the
+    selected row then scores that fold's stars from the run's per-star intervals, NLL and CRPS,
+    not as Gaussians."""
+    runs = [_run("m", "mean_variance", _metrics(2.0, 2.3, 1.0)),
+            _run("c", "conformal", _metrics(2.1, 2.2, 0.9)),
+            _run("b", "bbb", _metrics(2.5, 2.5, 1.3))]
+    by = um.latest_by_method(runs)
+    choice = um.choose(by)
+    assert choice.per_fold == ["mean_variance", "conformal"]
+    gauss, conf = _stars(0.0), _stars(0.0)
+    for table, nll, crps in ((gauss, 1.5, 0.5), (conf, 0.25, 0.125)):
+        table["nll"], table["crps"] = nll, crps
+        table["lo68"], table["hi68"] = table["mean"] - table["std"], table["mean"] + table["std"]
+    conf["lo95"], conf["hi95"] = conf["y"] - 1.0, conf["y"] + 1.0  # every conformal interval holds
+    sel = um.selected_frame(_Client({"m": gauss, "c": conf}), by, choice, um.method_frame(by))
+    teff = sel.set_index("label").loc["teff"]
+    assert teff["nll"] == pytest.approx((1.5 + 0.25) / 2)  # 200 stars per fold, one value each
+    assert teff["crps"] == pytest.approx((0.5 + 0.125) / 2)
+    held = (gauss.label == "teff") & (gauss.fold == 0)
+    g = gauss[held]
+    expected = (np.sum((g.y >= g.lo95) & (g.y <= g.hi95)) + 200) / 400
+    assert teff["coverage95"] == pytest.approx(expected)
