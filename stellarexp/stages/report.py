@@ -17,6 +17,8 @@ from pathlib import Path
 
 from stellarexp.data.dataset import eval_subset
 from stellarexp.data.fingerprint import data_fingerprint
+from stellarexp.evaluate.figures import optional_figure
+from stellarexp.evaluate.uncertainty_figures import methods_figure
 from stellarexp.io_utils import write_csv_atomic, write_text_atomic
 from stellarexp.tracking import (
     compare,
@@ -110,7 +112,7 @@ def run(cfg, run) -> dict:
         if side is not None:
             sections.append(side_goals.to_markdown(side))
             goal_metrics.update(side.metrics())
-    sections.append(uncertainty_methods.to_markdown(by_source.get("head", []), client=client))
+    sections.append(_methods_section(run, client, by_source.get("head", []), bool(scfg.figures)))
     if scfg.perturbation:
         sections += [perturb_report.section(client, r) for r in linked
                      if r.data.tags.get("stage") == "perturb"]
@@ -135,6 +137,22 @@ def run(cfg, run) -> dict:
     if goal_metrics:
         run.log_metrics(goal_metrics)
     return {}
+
+
+def _methods_section(run, client, head_runs: list, figures: bool) -> str:
+    """The uncertainty methods' section, with its figure logged on the report run."""
+    compared = uncertainty_methods.compare_methods(head_runs, client=client)
+    link = None
+    if compared is not None and figures:
+        path = optional_figure("uncertainty methods", methods_figure, compared[0],
+                               run.output_dir / "figures" / "uncertainty_methods.png",
+                               title="uncertainty methods on one backbone (out of sample)")
+        if path is not None:
+            run.log_figure(path)
+            base = str(client.get_run(run.run_id).info.artifact_uri).rstrip("/")
+            link = f"{base}/figures/{path.name}"
+    return uncertainty_methods.to_markdown(head_runs, client=client, compared=compared,
+                                           figure=link)
 
 
 def _linked_runs(client, comp, run_ids, fingerprint, split) -> list:

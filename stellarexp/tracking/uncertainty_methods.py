@@ -52,6 +52,7 @@ METHOD_SCORES: dict[str, str] = {
     "ceiling_rho": "ceiling",
 }
 """Out-of-sample scores shown per method and label (``oos/<score>_<label>``), with headers."""
+BAND = ("coverage95_lo", "coverage95_hi")  # the 95% coverage's binomial range (for the figure)
 COST_METRIC = "cost/predict_s_per_1000"
 RHO_TARGET, CEILING_SHARE, CEILING_LOW = 0.3, 0.75, 0.4  # issue 27's rho target
 
@@ -97,7 +98,7 @@ def method_frame(by_method: dict, targets=TARGETS) -> pd.DataFrame:
             if f"oos/coverage95_{t}" not in m:
                 continue
             row = {"method": method, "label": t}
-            row.update({k: m.get(f"oos/{k}_{t}", math.nan) for k in METHOD_SCORES})
+            row.update({k: m.get(f"oos/{k}_{t}", math.nan) for k in (*METHOD_SCORES, *BAND)})
             row["cost"] = m.get(COST_METRIC, math.nan)
             row["run_id"] = r.info.run_id
             rows.append(row)
@@ -180,7 +181,7 @@ def selected_frame(client, by_method: dict, choice: Choice, frame: pd.DataFrame,
         costs = [by_method[m].data.metrics.get(COST_METRIC, math.nan) * len(p)
                  for m, p in zip(choice.per_fold, parts)]
         rows.append({"method": SELECTED, "label": t,
-                     **{k: values.get(k, math.nan) for k in METHOD_SCORES},
+                     **{k: values.get(k, math.nan) for k in (*METHOD_SCORES, *BAND)},
                      "cost": sum(costs) / len(part), "run_id": ""})
     return pd.DataFrame(rows)
 
@@ -222,16 +223,17 @@ def _fmt(v, kind: str) -> str:
     return f"{v:.4g}"
 
 
-def to_markdown(head_runs: list, targets=TARGETS, *, client=None) -> str:
-    """The methods' table, the choice and the targets as a Markdown section (``""`` with fewer
-    than two methods). ``client`` (an MLflow client) reads the per-star tables when the folds
-    choose different methods."""
+def compare_methods(head_runs: list, targets=TARGETS, *, client=None
+                    ) -> tuple[pd.DataFrame, Choice] | None:
+    """The methods' frame (with the ``selected`` rows where they can be scored) and the choice,
+    or ``None`` with fewer than two methods. ``client`` (an MLflow client) reads the per-star
+    tables when the folds choose different methods."""
     by_method = latest_by_method(head_runs)
     if len(by_method) < 2:
-        return ""
+        return None
     frame = method_frame(by_method, targets)
     if frame.empty:
-        return ""
+        return None
     choice = choose(by_method, targets)
     if client is not None or choice.best is not None:
         try:
@@ -239,6 +241,19 @@ def to_markdown(head_runs: list, targets=TARGETS, *, client=None) -> str:
                               ignore_index=True)
         except (OSError, KeyError, ValueError) as exc:  # no per-star table: no selected row
             log.warning("the selected method's scores are not shown: %s", exc)
+    return frame, choice
+
+
+def to_markdown(head_runs: list, targets=TARGETS, *, client=None, compared=None,
+                figure: str | None = None) -> str:
+    """The methods' table, the choice and the targets as a Markdown section (``""`` with fewer
+    than two methods). ``compared``: :func:`compare_methods`'s result when the caller has it;
+    ``figure``: the URI of the methods' figure, linked under the table."""
+    compared = compared if compared is not None else compare_methods(head_runs, targets,
+                                                                      client=client)
+    if compared is None:
+        return ""
+    frame, choice = compared
     head = ["method", "label", *METHOD_SCORES.values(), "s / 1000 stars"]
     lines = ["## Uncertainty methods on one backbone (out of sample)", "",
              ("Each head method's predictive, recalibrated or conformalised on fitting stars and "
@@ -252,6 +267,9 @@ def to_markdown(head_runs: list, targets=TARGETS, *, client=None) -> str:
                  _fmt(r["cost"], "cost")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
+    if figure:
+        caption = "NLL, 95% coverage and rho against truth per method and label"
+        lines += [f"Figure: [uncertainty_methods]({figure}) ({caption})", ""]
     fits = "; ".join(f"{m} " + "/".join(f"{v:.4g}" for v in f) for m, f in choice.fit_nll.items())
     if choice.best:
         lines.append(f"Best method by mean NLL on the fitting stars of each fold: **{choice.best}** "

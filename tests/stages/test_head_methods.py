@@ -68,11 +68,12 @@ def test_every_method_is_a_scored_run_on_the_same_backbone(home, tmp_path, metho
     assert not torch.allclose(mu[0], mu[1])
 
     # the report: the paper's head alone in Table 2, every method in the methods' table
-    _, rep = run_job(["stage=report", f"data.dataset_path={path}", "stage.figures=false"],
-                     tmp_path / "report")
+    _, rep = run_job(["stage=report", f"data.dataset_path={path}"], tmp_path / "report")
     md = Path(client.download_artifacts(rep.info.run_id, "comparison/comparison.md",
                                         str(tmp_path / "rep"))).read_text()
     section = md[md.index("## Uncertainty methods on one backbone"):]
+    figure = [f.path for f in client.list_artifacts(rep.info.run_id, "figures")]
+    assert "figures/uncertainty_methods.png" in figure and "uncertainty_methods.png)" in section
     for method in runs:
         assert f"| {method} | teff |" in section, method
     assert "Best method by mean NLL" in section or "No single best method" in section

@@ -121,3 +121,17 @@ def test_a_conformal_system_can_be_chosen_and_its_stars_are_scored_by_their_own_
     g = gauss[held]
     expected = (np.sum((g.y >= g.lo95) & (g.y <= g.hi95)) + 200) / 400
     assert teff["coverage95"] == pytest.approx(expected)
+
+
+def test_the_methods_figure_draws_every_method_and_label(tmp_path):
+    from stellarexp.evaluate.uncertainty_figures import methods_figure
+
+    runs = [_run("m", "mean_variance", _metrics(2.0, 2.0, 1.0)),
+            _run("b", "bbb", _metrics(2.5, 2.5, 1.3))]
+    frame, choice = um.compare_methods(runs)
+    assert choice.best == "mean_variance" and set(frame["method"]) == {"mean_variance", "bbb",
+                                                                        "selected"}
+    path = methods_figure(frame, tmp_path / "m.png", title="t")
+    assert path.stat().st_size > 10_000
+    md = um.to_markdown(runs, compared=(frame, choice), figure="file:///x/uncertainty_methods.png")
+    assert "[uncertainty_methods](file:///x/uncertainty_methods.png)" in md
