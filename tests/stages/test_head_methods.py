@@ -110,3 +110,20 @@ def test_the_methods_study_searches_every_method():
     choices = set(space["stage.method"].distribution.choices)
     assert choices == set(HEAD_METHODS)
     assert study.settings["metric"] == "oos/fit_nll_fold0_teff" and "target=teff" in fixed
+
+
+def test_the_conformal_cost_counts_its_intervals_and_skips_a_label_without_a_system(monkeypatch):
+    from stellarexp.stages import head
+
+    rng = np.random.default_rng(0)
+    n = 200
+    pred = {"mean": rng.normal(size=(n, 2)), "std": rng.uniform(0.5, 1.5, (n, 2))}
+    true = pred["mean"] + rng.normal(size=(n, 2))
+    true[1:, 1] = np.nan  # the second label: one labelled star, no conformal system
+    timed = []
+    real = head.conformal_intervals
+    monkeypatch.setattr(head, "conformal_intervals",
+                        lambda *a, **k: timed.append(len(a[1])) or real(*a, **k))
+    seconds = head.conformal_interval_seconds({"val": (pred, true), "test": (pred, true)},
+                                              ["teff", "logg"])
+    assert seconds > 0 and timed == [n, n]  # the first label's intervals for both subsets only
