@@ -8,16 +8,22 @@ any level hold their coverage for exchangeable stars whatever the base head's sh
 
 It is a full predictive distribution, so it is scored like the others:
 
-- CRPS: of that empirical distribution (scoringrules' ensemble CRPS, exact for it; crepes 0.9.1's
-  own CRPS multiplies part of the score by the star's std twice);
-- NLL: the empirical distribution has no density, so the density is its Gaussian-kernel
-  smoothing: scikit-learn's ``KernelDensity`` of the fitting stars' normalised residuals, the
-  bandwidth chosen by 5-fold cross-validated likelihood on them (``GridSearchCV``; a rule of
-  thumb such as Scott's oversmooths the peak of heavy-tailed residuals), and
-  ``p(y) = kde((y - mean) / std) / std``. Its fitting-star NLL (what a method is chosen by) is
-  cross-validated: each fitting star's density comes from the kernel fitted on the other folds,
-  as a scored star's comes from stars it is not, so the kernel is not credited for having seen
-  the star it scores.
+- CRPS: of the empirical distribution ``mean + std x residuals`` (scoringrules' ensemble CRPS,
+  exact for it; the conformal system's own distribution differs only in its 1 / (n + 1) ranks;
+  crepes 0.9.1's CRPS multiplies part of the score by the star's std twice);
+- NLL: the empirical distribution has no density, so the density is its smoothing
+  (:class:`ResidualDensity`): scikit-learn's ``KernelDensity`` of the fitting stars' normalised
+  residuals, the bandwidth chosen by 5-fold cross-validated likelihood on them (``GridSearchCV``;
+  a rule of thumb such as Scott's oversmooths the peak of heavy-tailed residuals), mixed with a
+  1% Gaussian of the residuals' mean and std so that a residual beyond the fitting ones costs
+  tens of nats, not hundreds; ``p(y) = density((y - mean) / std) / std``. This density is wider
+  than the empirical distribution (by the kernel's bandwidth): the NLL scores it, the intervals
+  and CRPS the conformal system.
+
+The fitting-star NLL a method is chosen by is cross-validated for every method
+(:func:`stellarexp.evaluate.out_of_sample.fitting_nll`): here the density, its bandwidth search
+included, is fitted on four fifths of the fitting stars and scores the fifth, so neither the
+kernel nor the bandwidth is credited for the star it scores (nested cross-validation).
 
 Fitting and scored stars are chosen as for the other methods
 (:func:`stellarexp.evaluate.out_of_sample.out_of_sample`): fitted on val and scored on test
@@ -31,14 +37,16 @@ from dataclasses import dataclass
 import numpy as np
 import scoringrules as sr
 from crepes import ConformalPredictiveSystem
+from scipy.stats import norm
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KernelDensity
 
-from stellarexp.evaluate.out_of_sample import halves, score_stars
+from stellarexp.evaluate.out_of_sample import fit_nll_folds, halves, score_stars
 
 MIN_FIT_STARS_95 = 39  # ceil((n + 1) 0.975) <= n: the 97.5th percentile of n residuals needs 39
 KDE_FOLDS = 5          # cross-validation folds choosing the residual density's bandwidth
-KDE_BANDWIDTHS = np.geomspace(0.02, 2.0, 25)  # candidate bandwidths x the residuals' std
+KDE_BANDWIDTHS = np.geomspace(0.02, 2.0, 17)  # candidate bandwidths x the residuals' std
+TAIL_WEIGHT = 0.01     # weight of the Gaussian guarding the density's tails
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,8 @@ class ConformalScored:
     intervals : dict
         Level (0.68, 0.95) -> ``(lo, hi)`` of the scored stars.
     nll, crps : numpy.ndarray
-        Per scored star, the NLL of the smoothed predictive and the CRPS of the conformal
-        predictive distribution (NaN where the label is missing).
+        Per scored star, the NLL of the smoothed predictive and the CRPS of the empirical
+        predictive distribution (NaN where the star is not usable).
     fold : numpy.ndarray
         Per scored star, the fold that scores it (as
         :class:`~stellarexp.evaluate.out_of_sample.OutOfSample`'s).
@@ -81,7 +89,7 @@ class ConformalScored:
 def fit_system(y, mean, std) -> ConformalPredictiveSystem:
     """A crepes system fitted on the normalised residuals of the finite stars."""
     y, mean, std = (np.asarray(a, float) for a in (y, mean, std))
-    ok = np.isfinite(y) & np.isfinite(mean) & (std > 0)
+    ok = usable(y, mean, std)
     if ok.sum() < 2:
         raise ValueError(f"a conformal system needs at least 2 fitting stars, got {int(ok.sum())}")
     return ConformalPredictiveSystem().fit(y[ok] - mean[ok], sigmas=std[ok])
@@ -97,35 +105,49 @@ def conformal_intervals(system, mean, std, levels=(0.68, 0.95)) -> dict:
     return {lv: (bounds[:, i], bounds[:, k + i]) for i, lv in enumerate(levels)}
 
 
-def residual_density(residuals, seed: int = 0) -> tuple[KernelDensity, np.ndarray]:
-    """The Gaussian-kernel density of normalised residuals, its bandwidth chosen by
-    cross-validated likelihood, and each residual's log density under the kernel fitted on the
-    other folds (module docstring)."""
-    z = np.asarray(residuals, float)[:, None]
-    if len(z) < 2 * KDE_FOLDS:
-        raise ValueError(f"a residual density needs at least {2 * KDE_FOLDS} fitting stars, "
-                         f"got {len(z)}")
-    spread = float(np.std(z)) or 1.0
-    folds = KFold(KDE_FOLDS, shuffle=True, random_state=seed)
-    search = GridSearchCV(KernelDensity(kernel="gaussian"),
-                          {"bandwidth": spread * KDE_BANDWIDTHS}, cv=folds).fit(z)
-    held_out = np.empty(len(z))
-    for fit, scored in folds.split(z):
-        held_out[scored] = KernelDensity(**search.best_params_).fit(z[fit]).score_samples(z[scored])
-    return search.best_estimator_, held_out
+@dataclass(frozen=True)
+class ResidualDensity:
+    """The smoothed density of normalised residuals: a Gaussian kernel density (its bandwidth
+    chosen by cross-validated likelihood) mixed with a small Gaussian of the residuals' own mean
+    and std, which keeps a residual beyond the fitting ones from costing hundreds of nats."""
+
+    kernel: KernelDensity
+    centre: float
+    spread: float
+    tail_weight: float = TAIL_WEIGHT
+
+    @classmethod
+    def fit(cls, residuals, seed: int = 0) -> ResidualDensity:
+        """Fit on normalised residuals ``[N]`` (at least ``2 x KDE_FOLDS``)."""
+        z = np.asarray(residuals, float)
+        if len(z) < 2 * KDE_FOLDS:
+            raise ValueError(f"a residual density needs at least {2 * KDE_FOLDS} fitting stars, "
+                             f"got {len(z)}")
+        spread = float(np.std(z)) or 1.0
+        search = GridSearchCV(KernelDensity(kernel="gaussian"),
+                              {"bandwidth": spread * KDE_BANDWIDTHS},
+                              cv=KFold(KDE_FOLDS, shuffle=True, random_state=seed)).fit(z[:, None])
+        return cls(search.best_estimator_, float(np.mean(z)), spread)
+
+    def log_pdf(self, z) -> np.ndarray:
+        """Log density at normalised residuals ``z``."""
+        z = np.asarray(z, float)
+        return np.logaddexp(np.log1p(-self.tail_weight) + self.kernel.score_samples(z[:, None]),
+                            np.log(self.tail_weight) + norm.logpdf(z, self.centre, self.spread))
 
 
-def predictive_scores(system, y, mean, std, density: KernelDensity
+def predictive_scores(system, y, mean, std, density: ResidualDensity
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Per star, the NLL of the smoothed predictive (``density`` of the system's residuals) and
-    the CRPS of the conformal predictive distribution ``mean + std x residuals`` (NaN where
-    ``y`` is missing)."""
+    the CRPS of the empirical distribution ``mean + std x residuals`` (the conformal system's
+    distribution up to its 1 / (n + 1) ranks) (NaN where ``y``, ``mean`` or ``std`` is not
+    usable)."""
     y, mean, std = (np.asarray(a, float) for a in (y, mean, std))
     nll, crps = np.full(len(y), np.nan), np.full(len(y), np.nan)
-    ok = np.isfinite(y) & np.isfinite(mean) & (std > 0)
+    ok = usable(y, mean, std)
     if ok.any():
         z = (y[ok] - mean[ok]) / std[ok]
-        nll[ok] = np.log(std[ok]) - density.score_samples(z[:, None])
+        nll[ok] = np.log(std[ok]) - density.log_pdf(z)
         alphas = np.asarray(system.alphas, float)  # sorted by crepes
         members = mean[ok, None] + std[ok, None] * alphas[None, :]
         crps[ok] = np.asarray(sr.crps_ensemble(y[ok], members, estimator="qd",
@@ -133,22 +155,39 @@ def predictive_scores(system, y, mean, std, density: KernelDensity
     return nll, crps
 
 
+def usable(y, mean, std) -> np.ndarray:
+    """Stars with a finite label, a finite mean and a positive std (the ones fitted and scored)."""
+    return np.isfinite(y) & np.isfinite(mean) & np.isfinite(std) & (std > 0)
+
+
+def fitting_nll(y, mean, std, seed: int = 0) -> float:
+    """The cross-validated NLL of the fitting stars (label units): in each fold of
+    :func:`~stellarexp.evaluate.out_of_sample.fit_nll_folds` the residual density, its bandwidth
+    search included, is fitted on the other folds and scores the fold's stars, as the Gaussian
+    methods' factors are (:func:`stellarexp.evaluate.out_of_sample.fitting_nll`)."""
+    y, mean, std = (np.asarray(a, float) for a in (y, mean, std))
+    ok = usable(y, mean, std)
+    z, s = (y[ok] - mean[ok]) / std[ok], std[ok]
+    if len(z) < 3 * KDE_FOLDS:  # each inner search fits 4/5 of them and needs 2 x KDE_FOLDS
+        return float("nan")
+    nll = np.empty(len(z))
+    for fit, scored in fit_nll_folds(seed).split(z):
+        nll[scored] = np.log(s[scored]) - ResidualDensity.fit(z[fit], seed).log_pdf(z[scored])
+    return float(np.mean(nll))
+
+
 def fit_conformal(y, mean, std, seed: int = 0):
-    """A system on the fitting stars, the density of its residuals and its fitting NLL (the
-    cross-validated NLL of the fitting stars in label units)."""
+    """The system on the fitting stars, the density of its residuals and its fitting NLL."""
     system = fit_system(y, mean, std)
-    density, held_out = residual_density(system.alphas, seed)
-    y, std = np.asarray(y, float), np.asarray(std, float)
-    fitted = np.isfinite(y) & np.isfinite(np.asarray(mean, float)) & (std > 0)
-    return system, density, float(np.mean(np.log(std[fitted])) - np.mean(held_out))
+    if len(system.alphas) < MIN_FIT_STARS_95:
+        raise ValueError(f"{len(system.alphas)} fitting stars are too few for a finite 95% "
+                         f"conformal interval (at least {MIN_FIT_STARS_95})")
+    return (system, ResidualDensity.fit(system.alphas, seed),
+            fitting_nll(y, mean, std, seed))
 
 
 def _part(fitted, y, mean, std):
     system, density, _ = fitted
-    n_fit = len(system.alphas)
-    if n_fit < MIN_FIT_STARS_95:
-        raise ValueError(f"{n_fit} fitting stars are too few for a finite 95% conformal "
-                         f"interval (at least {MIN_FIT_STARS_95})")
     return (conformal_intervals(system, mean, std),
             *predictive_scores(system, y, mean, std, density))
 
@@ -196,7 +235,7 @@ def conformal_out_of_sample(mean: dict, std: dict, labels: dict, *, seed: int = 
 def score_conformal(c: ConformalScored) -> dict[str, float]:
     """Coverage and width at 68/95%, the binomial range, the 95% interval score, NLL and CRPS of
     the finite scored stars, and the fitting folds' NLL as ``fit_nll_fold<k>``."""
-    ok = np.isfinite(c.y)
+    ok = usable(c.y, c.mean, c.std)
     out = score_stars(c.y[ok], {lv: (lo[ok], hi[ok]) for lv, (lo, hi) in c.intervals.items()},
                       c.nll[ok], c.crps[ok])
     out.update({f"fit_nll_fold{k}": v for k, v in enumerate(c.fit_nll)})

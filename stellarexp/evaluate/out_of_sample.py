@@ -31,10 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 import scoringrules as sr
 from scipy.stats import binom, spearmanr
+from sklearn.model_selection import KFold
 
 from stellarexp.evaluate.mixture import Mixture, conformal_scale, fit_scale
 
 COVERAGE_LEVEL = 0.95  # the nominal level judged against its binomial range
+FIT_NLL_FOLDS = 5      # cross-validation folds of every method's fitting NLL
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,9 @@ class OutOfSample:
         Per scored star, the fold that scores it (fitted on the other stars): holdout 0;
         cross-fitting 0 for the second half, 1 for the first.
     fit_nll : tuple of float
-        Per fold, the mean NLL of the fitting stars' predictives recalibrated by the factor
-        fitted on them: what a method is chosen by (never the scored stars'). Holdout: one fold
-        (val); cross-fitting: fold 0 fitted on the first half (scored on the second), fold 1 the
-        reverse.
+        Per fold, the cross-validated NLL of its fitting stars (:func:`fitting_nll`): what a
+        method is chosen by (never the scored stars'). Holdout: one fold (val); cross-fitting:
+        fold 0 fitted on the first half (scored on the second), fold 1 the reverse.
     """
 
     scheme: str
@@ -76,14 +77,29 @@ class OutOfSample:
     fit_nll: tuple[float, ...] = ()
 
 
-def fitting_nll(pred: Mixture, y, factor: float) -> float:
-    """Mean NLL of ``pred`` scaled by ``factor`` over the finite labels ``y`` (NaN if none or
-    the factor is not finite)."""
+def fitting_nll(pred: Mixture, y, method: str, level: float, seed: int = 0) -> float:
+    """The cross-validated NLL of the recalibrated predictives on the fitting stars: in each of
+    :data:`FIT_NLL_FOLDS` folds of the finite labels, the factor of ``method`` is fitted on the
+    other folds and the fold's stars are scored with it (NaN if there are too few stars or a
+    factor is not finite). Every method's fitting NLL is estimated this way, its whole
+    calibration fitted without the stars it scores, so no method is favoured by an in-sample
+    fit (:func:`stellarexp.evaluate.conformal.fitting_nll` for the conformal density)."""
     y = np.asarray(y, float)
-    ok = np.isfinite(y)
-    if not ok.any() or not np.isfinite(factor):
+    ok = np.flatnonzero(np.isfinite(y))
+    if len(ok) < 2 * FIT_NLL_FOLDS:
         return float("nan")
-    return float(np.mean(pred.subset(ok).scaled(factor).nll(y[ok])))
+    nll = np.empty(len(ok))
+    for fit, scored in fit_nll_folds(seed).split(ok):
+        k = recalibration_factor(pred.subset(ok[fit]), y[ok[fit]], method, level)
+        if not np.isfinite(k):
+            return float("nan")
+        nll[scored] = pred.subset(ok[scored]).scaled(k).nll(y[ok[scored]])
+    return float(np.mean(nll))
+
+
+def fit_nll_folds(seed: int) -> KFold:
+    """The seeded folds every method's fitting NLL is cross-validated on."""
+    return KFold(FIT_NLL_FOLDS, shuffle=True, random_state=seed)
 
 
 def recalibration_factor(fit: Mixture, y, method: str, level: float) -> float:
@@ -128,7 +144,7 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
         scheme = f"recalibration fitted on val ({len(val_y)} stars), scored on test ({len(test_y)})"
         return OutOfSample(scheme, "test", index, test_y, predictives["test"],
                            predictives["test"].scaled(k), (k,), np.zeros(len(test_y), int),
-                           (fitting_nll(val_pred, val_y, k),))
+                           (fitting_nll(val_pred, val_y, method, level, seed),))
     a, b = halves(len(val_y), seed)
     k_a = recalibration_factor(val_pred.subset(a), val_y[a], method, level)  # applied to b
     k_b = recalibration_factor(val_pred.subset(b), val_y[b], method, level)  # applied to a
@@ -138,7 +154,7 @@ def out_of_sample(predictives: dict[str, Mixture], labels: dict[str, np.ndarray]
     recal = Mixture(raw.weights, raw.means, raw.stds * factor[:, None])
     scheme = (f"cross-fitted halves of val ({len(a)} + {len(b)} stars): each half recalibrated "
               "by the other, all scored")
-    fit = (fitting_nll(val_pred.subset(a), val_y[a], k_a), fitting_nll(val_pred.subset(b), val_y[b], k_b))
+    fit = tuple(fitting_nll(val_pred.subset(h), val_y[h], method, level, seed) for h in (a, b))
     fold = np.concatenate([np.ones(len(a), int), np.zeros(len(b), int)])
     return OutOfSample(scheme, "val", index, val_y[index], raw, recal, (k_a, k_b), fold, fit)
 

@@ -100,7 +100,7 @@ def _star_scores(y, nll, crps) -> dict[str, np.ndarray]:
 
 def _conformal_label(outputs: dict, j: int, seed: int):
     """Scores of target column ``j`` under crepes' conformal predictive system
-    (:mod:`stellarexp.evaluate.conformal`); the fitting folds' leave-one-out NLL as
+    (:mod:`stellarexp.evaluate.conformal`); the fitting folds' cross-validated NLL as
     ``fit_nll_fold<k>``."""
     col = {s: (np.asarray(p["mean"], float)[:, j], np.asarray(p["std"], float)[:, j],
                np.asarray(y, float)[:, j]) for s, (p, y) in outputs.items()}

@@ -31,7 +31,7 @@ from stellarexp.constants import PAPER_HEAD_METHOD
 from stellarexp.data.dataset import read_stars
 from stellarexp.evaluate.metrics import error_spearman
 from stellarexp.evaluate.mixture import Mixture
-from stellarexp.evaluate.out_of_sample import score, score_stars
+from stellarexp.evaluate.out_of_sample import score_stars
 from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
 from stellarexp.evaluate.scoring_run import STAR_COLUMNS
 from stellarexp.tracking.row_sources import TARGETS
@@ -129,18 +129,29 @@ def _per_star(client, run) -> pd.DataFrame:
         return pd.read_csv(client.download_artifacts(run.info.run_id, "head/out_of_sample.csv", tmp))
 
 
+def _with_star_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A run's per-star table with each star's intervals, NLL and CRPS; a table written before
+    those columns existed gets the ones of the Gaussian of its recalibrated std (what such runs
+    scored)."""
+    if all(c in table for c in STAR_COLUMNS):
+        return table
+    table = table.copy()
+    gauss = Mixture.gaussian(table["mean"], table["std"])
+    y = table["y"].to_numpy(float)
+    for level, tag in ((0.68, "68"), (0.95, "95")):
+        table[f"lo{tag}"], table[f"hi{tag}"] = gauss.interval(level)
+    table["nll"], table["crps"] = gauss.nll(y), gauss.crps(y)
+    return table
+
+
 def _score_part(part: pd.DataFrame) -> dict[str, float]:
-    """Scores of per-star rows from their own intervals, NLL and CRPS (each method's predictive,
-    conformal ones included); rows of runs written before those columns existed are scored as
-    the Gaussian of their recalibrated std."""
-    part = part[np.isfinite(part["y"].to_numpy(float))]
-    y = part["y"].to_numpy(float)
-    if all(c in part for c in STAR_COLUMNS):
-        return score_stars(y, {lv: (part[f"lo{tag}"], part[f"hi{tag}"])
-                               for lv, tag in ((0.68, "68"), (0.95, "95"))},
-                           part["nll"].to_numpy(float), part["crps"].to_numpy(float))
-    return score(Mixture.gaussian(part["mean"], part["std"]), y,
-                 rank_std=part["std_raw"].to_numpy(float))
+    """Scores of per-star rows from their own intervals, NLL and CRPS, over the stars their run
+    scored (a finite label, mean and NLL)."""
+    keep = np.isfinite(part[["y", "mean", "nll"]].to_numpy(float)).all(axis=1)
+    part = part[keep]
+    return score_stars(part["y"].to_numpy(float),
+                       {lv: (part[f"lo{tag}"], part[f"hi{tag}"]) for lv, tag in ((0.68, "68"), (0.95, "95"))},
+                       part["nll"].to_numpy(float), part["crps"].to_numpy(float))
 
 
 def selected_frame(client, by_method: dict, choice: Choice, frame: pd.DataFrame,
@@ -153,7 +164,7 @@ def selected_frame(client, by_method: dict, choice: Choice, frame: pd.DataFrame,
         return pd.DataFrame()
     if choice.best is not None:
         return frame[frame["method"] == choice.best].assign(method=SELECTED)
-    tables = {m: _per_star(client, by_method[m]) for m in set(choice.per_fold)}
+    tables = {m: _with_star_columns(_per_star(client, by_method[m])) for m in set(choice.per_fold)}
     first = by_method[choice.per_fold[0]]
     stars = None
     path = first.data.tags.get("data_path")

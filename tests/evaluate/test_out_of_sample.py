@@ -142,3 +142,29 @@ def test_too_few_fitting_stars_for_a_conformal_95_factor_give_an_infinite_one():
                                      method="variance", seed=0).scales).all()
     with pytest.raises(ValueError, match="at least 4"):
         out_of_sample({"val": Mixture.gaussian(mean[:3], std[:3])}, {"val": y[:3]})
+
+
+def test_the_fitting_nll_scores_each_fitting_star_with_a_factor_fitted_without_it():
+    """A method is chosen by its fitting stars' NLL; the factor is fitted on four fifths and
+    scores the fifth, so a recalibration is not credited for stars it was fitted on."""
+    from sklearn.model_selection import KFold
+
+    from stellarexp.evaluate.mixture import Mixture, fit_scale
+    from stellarexp.evaluate.out_of_sample import fitting_nll
+
+    rng = np.random.default_rng(11)
+    n = 300
+    std = rng.uniform(0.5, 2.0, n)
+    y = std * rng.standard_t(3, n)
+    y[:7] = np.nan  # unlabelled stars are neither fitted nor scored
+    pred = Mixture.gaussian(np.zeros(n), std)
+    ok = np.flatnonzero(np.isfinite(y))
+    expected = np.empty(len(ok))
+    for fit, held in KFold(5, shuffle=True, random_state=4).split(ok):
+        k = fit_scale(pred.subset(ok[fit]), y[ok[fit]])
+        expected[held] = pred.subset(ok[held]).scaled(k).nll(y[ok[held]])
+    got = fitting_nll(pred, y, "variance", 0.95, seed=4)
+    assert got == pytest.approx(expected.mean())
+    in_sample = np.mean(pred.subset(ok).scaled(fit_scale(pred.subset(ok), y[ok])).nll(y[ok]))
+    assert got > in_sample  # the maximum-likelihood factor is best on its own stars
+    assert np.isnan(fitting_nll(pred.subset(np.arange(12)), y[:12], "variance", 0.95))

@@ -135,3 +135,23 @@ def test_the_methods_figure_draws_every_method_and_label(tmp_path):
     assert path.stat().st_size > 10_000
     md = um.to_markdown(runs, compared=(frame, choice), figure="file:///x/uncertainty_methods.png")
     assert "[uncertainty_methods](file:///x/uncertainty_methods.png)" in md
+
+
+def test_a_run_written_before_the_per_star_scores_is_scored_as_its_gaussian_beside_a_new_one():
+    runs = [_run("m", "mean_variance", _metrics(2.0, 2.3, 1.0)),
+            _run("c", "conformal", _metrics(2.1, 2.2, 0.9))]
+    by = um.latest_by_method(runs)
+    choice = um.choose(by)
+    old, new = _stars(0.0), _stars(0.0)  # old: no lo68/hi68/nll/crps columns
+    new["nll"], new["crps"] = 0.25, 0.125
+    new["lo68"], new["hi68"] = new["y"] - 1.0, new["y"] + 1.0
+    sel = um.selected_frame(_Client({"m": old, "c": new}), by, choice, um.method_frame(by))
+    teff = sel.set_index("label").loc["teff"]
+    g = old[(old.label == "teff") & (old.fold == 0)]
+    from stellarexp.evaluate.mixture import Mixture
+
+    gauss = Mixture.gaussian(g["mean"], g["std"])
+    lo, hi = gauss.interval(0.68)
+    expected68 = (np.sum((g.y >= lo) & (g.y <= hi)) + 200) / 400
+    assert teff["coverage68"] == pytest.approx(expected68)
+    assert teff["nll"] == pytest.approx((np.sum(gauss.nll(g["y"].to_numpy())) + 200 * 0.25) / 400)
