@@ -140,19 +140,23 @@ def run(cfg, run) -> dict:
 
 
 def _methods_section(run, client, head_runs: list, figures: bool) -> str:
-    """The uncertainty methods' section, with its figure logged on the report run."""
-    compared = uncertainty_methods.compare_methods(head_runs, client=client)
-    link = None
-    if compared is not None and figures:
-        path = optional_figure("uncertainty methods", methods_figure, compared[0],
-                               run.output_dir / "figures" / "uncertainty_methods.png",
-                               title="uncertainty methods on one backbone (out of sample)")
-        if path is not None:
-            run.log_figure(path)
-            base = str(client.get_run(run.run_id).info.artifact_uri).rstrip("/")
-            link = f"{base}/figures/{path.name}"
-    return uncertainty_methods.to_markdown(head_runs, client=client, compared=compared,
-                                           figure=link)
+    """The uncertainty methods' sections, one per side-input group of heads with two methods or
+    more, each with its figure logged on the report run."""
+    sections = []
+    for side_key in uncertainty_methods.side_keys(head_runs):
+        compared = uncertainty_methods.compare_methods(head_runs, client=client, side_key=side_key)
+        link = None
+        if compared is not None and figures:
+            path = optional_figure("uncertainty methods", methods_figure, compared[0],
+                                   run.output_dir / "figures" / f"uncertainty_methods{side_key}.png",
+                                   title=f"uncertainty methods on one backbone{side_key} (out of sample)")
+            if path is not None:
+                run.log_figure(path)
+                base = str(client.get_run(run.run_id).info.artifact_uri).rstrip("/")
+                link = f"{base}/figures/{path.name}"
+        sections.append(uncertainty_methods.to_markdown(head_runs, client=client, compared=compared,
+                                                        figure=link, side_key=side_key))
+    return "\n".join(s for s in sections if s)
 
 
 def _linked_runs(client, comp, run_ids, fingerprint, split) -> list:

@@ -76,14 +76,28 @@ class Choice:
     best: str | None
 
 
-def latest_by_method(head_runs: list) -> dict[str, object]:
-    """The newest run of each ``head_method`` on the newest run's backbone (runs newest first;
-    untagged runs are ``bbb``: they predate the methods)."""
-    if not head_runs:
+def side_key_of(run) -> str:
+    """The run's side inputs as a key (``""``: image features only; runs from before side
+    inputs carry no tag and are image-only)."""
+    return run.data.tags.get("side_key", "")
+
+
+def side_keys(head_runs: list) -> list[str]:
+    """The side-input groups among the runs, image-only first."""
+    return sorted({side_key_of(r) for r in head_runs}, key=lambda k: (k != "", k))
+
+
+def latest_by_method(head_runs: list, side_key: str = "") -> dict[str, object]:
+    """The newest run of each ``head_method`` among the runs with these side inputs, on the
+    backbone of the newest of them (runs newest first; untagged runs are ``bbb``: they predate
+    the methods). Methods are compared on the same inputs only: a head that also reads the
+    parallax is not set against image-only ones."""
+    runs = [r for r in head_runs if side_key_of(r) == side_key]
+    if not runs:
         return {}
-    backbone = head_runs[0].data.tags.get("backbone_run_id")
+    backbone = runs[0].data.tags.get("backbone_run_id")
     out: dict[str, object] = {}
-    for r in head_runs:
+    for r in runs:
         if r.data.tags.get("backbone_run_id") == backbone:
             out.setdefault(r.data.tags.get("head_method", PAPER_HEAD_METHOD), r)
     return out
@@ -234,12 +248,13 @@ def _fmt(v, kind: str) -> str:
     return f"{v:.4g}"
 
 
-def compare_methods(head_runs: list, targets=TARGETS, *, client=None
+def compare_methods(head_runs: list, targets=TARGETS, *, client=None, side_key: str = ""
                     ) -> tuple[pd.DataFrame, Choice] | None:
-    """The methods' frame (with the ``selected`` rows where they can be scored) and the choice,
-    or ``None`` with fewer than two methods. ``client`` (an MLflow client) reads the per-star
-    tables when the folds choose different methods."""
-    by_method = latest_by_method(head_runs)
+    """The methods' frame (with the ``selected`` rows where they can be scored) and the choice
+    among the runs with side inputs ``side_key``, or ``None`` with fewer than two methods.
+    ``client`` (an MLflow client) reads the per-star tables when the folds choose different
+    methods."""
+    by_method = latest_by_method(head_runs, side_key)
     if len(by_method) < 2:
         return None
     frame = method_frame(by_method, targets)
@@ -256,17 +271,20 @@ def compare_methods(head_runs: list, targets=TARGETS, *, client=None
 
 
 def to_markdown(head_runs: list, targets=TARGETS, *, client=None, compared=None,
-                figure: str | None = None) -> str:
+                figure: str | None = None, side_key: str = "") -> str:
     """The methods' table, the choice and the targets as a Markdown section (``""`` with fewer
-    than two methods). ``compared``: :func:`compare_methods`'s result when the caller has it;
-    ``figure``: the URI of the methods' figure, linked under the table."""
-    compared = compared if compared is not None else compare_methods(head_runs, targets,
-                                                                      client=client)
+    than two methods) for the heads with side inputs ``side_key`` (``""``: image features
+    only). ``compared``: :func:`compare_methods`'s result when the caller has it; ``figure``:
+    the URI of the methods' figure, linked under the table."""
+    compared = compared if compared is not None else compare_methods(
+        head_runs, targets, client=client, side_key=side_key)
     if compared is None:
         return ""
     frame, choice = compared
     head = ["method", "label", *METHOD_SCORES.values(), "s / 1000 stars"]
-    lines = ["## Uncertainty methods on one backbone (out of sample)", "",
+    inputs = (f", backbone features and side inputs {side_key.strip('_').replace('_', ', ')}"
+              if side_key else ", backbone features only")
+    lines = [f"## Uncertainty methods on one backbone (out of sample{inputs})", "",
              ("Each head method's predictive, recalibrated or conformalised on fitting stars and "
              "scored on others (docs/uncertainty_methods.md). rho truth: Spearman rho of "
              "|mean - noise-free truth| with the std, beside the ranking ceiling. IS95: the 95% "

@@ -155,3 +155,22 @@ def test_a_run_written_before_the_per_star_scores_is_scored_as_its_gaussian_besi
     expected68 = (np.sum((g.y >= lo) & (g.y <= hi)) + 200) / 400
     assert teff["coverage68"] == pytest.approx(expected68)
     assert teff["nll"] == pytest.approx((np.sum(gauss.nll(g["y"].to_numpy())) + 200 * 0.25) / 400)
+
+
+def test_methods_are_compared_on_the_same_inputs_only():
+    """A Bayes-by-Backprop head that also reads the parallax (newer, same backbone) is not set
+    against the image-only methods: they keep their own image-only bbb run."""
+    def with_side(run, key):
+        run.data.tags["side_key"] = key
+        return run
+
+    runs = [with_side(_run("bp", "bbb", _metrics(1.0, 1.0, 0.5)), "_parallax"),
+            _run("m", "mean_variance", _metrics(2.0, 2.0, 1.0)),
+            _run("b", "bbb", _metrics(2.5, 2.5, 1.3))]
+    assert um.side_keys(runs) == ["", "_parallax"]
+    image_only = um.latest_by_method(runs)
+    assert {m: r.info.run_id for m, r in image_only.items()} == {"mean_variance": "m", "bbb": "b"}
+    assert list(um.latest_by_method(runs, "_parallax")) == ["bbb"]
+    md = um.to_markdown(runs)
+    assert "backbone features only" in md and "**mean_variance**" in md
+    assert um.to_markdown(runs, side_key="_parallax") == ""  # one method: nothing to compare
