@@ -1,5 +1,5 @@
 """Facts every layer shares, defined once: the labels, the bands, the paper's dwarf/giant split
-and the normal-consistent MAD factor.
+the normal-consistent MAD factor and the scored interval levels.
 
 The SDSS instrument facts (gains, flags, file names, ...) live in :mod:`stellarexp.sdss`, which
 re-exports :data:`BANDS`.
@@ -19,6 +19,10 @@ LOGG_THRESHOLD = 4.0
 MAD_TO_SIGMA = 1.4826
 """The median absolute deviation of a normal sample times this is its sigma: the conventional
 four digits of 1 / Phi^-1(3/4) = 1.482602... (every robust sigma of the project uses it)."""
+
+INTERVAL_LEVELS: dict[float, str] = {0.68: "68", 0.95: "95"}
+"""The central intervals every uncertainty is scored at, with the tag of their metric and column
+names (``coverage68``, ``lo95``, ...)."""
 
 PAPER_HEAD_METHOD = "bbb"
 """The paper's uncertainty method of the head (Bayes-by-Backprop): ``stage.method``'s default,

@@ -41,6 +41,7 @@ from scipy.stats import norm
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.neighbors import KernelDensity
 
+from stellarexp.constants import INTERVAL_LEVELS
 from stellarexp.evaluate.out_of_sample import fit_nll_folds, halves, score_stars
 
 MIN_FIT_STARS_95 = 39  # ceil((n + 1) 0.975) <= n: the 97.5th percentile of n residuals needs 39
@@ -95,7 +96,7 @@ def fit_system(y, mean, std) -> ConformalPredictiveSystem:
     return ConformalPredictiveSystem().fit(y[ok] - mean[ok], sigmas=std[ok])
 
 
-def conformal_intervals(system, mean, std, levels=(0.68, 0.95)) -> dict:
+def conformal_intervals(system, mean, std, levels=tuple(INTERVAL_LEVELS)) -> dict:
     """Level -> central ``(lo, hi)`` of the system's predictive distributions."""
     lows = [50.0 * (1.0 - lv) for lv in levels]
     highs = [100.0 - lo for lo in lows]

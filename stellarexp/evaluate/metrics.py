@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import norm, spearmanr
 from sklearn.metrics import accuracy_score, precision_score, recall_score
 
-from stellarexp.constants import LOGG_THRESHOLD, MAD_TO_SIGMA
+from stellarexp.constants import INTERVAL_LEVELS, LOGG_THRESHOLD, MAD_TO_SIGMA
 from stellarexp.evaluate.calibration import z_value
 
 """Scale turning a median absolute deviation into a Gaussian sigma."""
@@ -292,7 +292,7 @@ def uncertainty_metrics(y, mean, std, *, interval=None) -> dict[str, float]:
     """
     y, mean, std = (np.asarray(a, dtype=float).ravel() for a in (y, mean, std))
     out = {}
-    for level, tag in ((0.68, "68"), (0.95, "95")):
+    for level, tag in INTERVAL_LEVELS.items():
         if interval is None:
             h = z_value(level) * std
             lo, hi = mean - h, mean + h

@@ -33,6 +33,7 @@ import scoringrules as sr
 from scipy.stats import binom, spearmanr
 from sklearn.model_selection import KFold
 
+from stellarexp.constants import INTERVAL_LEVELS
 from stellarexp.evaluate.mixture import Mixture, conformal_scale, fit_scale
 
 COVERAGE_LEVEL = 0.95  # the nominal level judged against its binomial range
@@ -185,7 +186,7 @@ def score(pred: Mixture, y, truth=None, *, rank_std=None) -> dict[str, float]:
     spread = pred.std if rank_std is None else np.asarray(rank_std, float)
     ok = np.isfinite(y) & np.all(np.isfinite(pred.means) & (pred.stds > 0), 1)
     p, y = pred.subset(ok), y[ok]
-    out = score_stars(y, {lv: p.interval(lv) for lv in (0.68, 0.95)},
+    out = score_stars(y, {lv: p.interval(lv) for lv in INTERVAL_LEVELS},
                       p.nll(y) if len(y) else np.array([]), p.crps(y) if len(y) else np.array([]))
     out["spearman"] = _spearman(np.abs(p.mean - y), spread[ok])
     if truth is not None:
@@ -212,7 +213,7 @@ def score_stars(y, intervals: dict, nll=None, crps=None) -> dict[str, float]:
     n = len(y)
     nan = float("nan")
     out: dict[str, float] = {"n": float(n)}
-    for level, tag in ((0.68, "68"), (0.95, "95")):
+    for level, tag in INTERVAL_LEVELS.items():
         lo, hi = (np.asarray(v, float) for v in intervals[level])
         out[f"coverage{tag}"] = float(np.mean((y >= lo) & (y <= hi))) if n else nan
         out[f"width{tag}"] = float(np.mean(hi - lo)) if n else nan

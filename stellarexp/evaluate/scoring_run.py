@@ -25,6 +25,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from stellarexp.constants import INTERVAL_LEVELS
 from stellarexp.data.dataset import read_stars
 from stellarexp.evaluate import uncertainty_figures as uf
 from stellarexp.evaluate.calibration import recalibration_settings
@@ -74,22 +75,36 @@ def _gaussian_label(outputs: dict, j: int, method: str, level: float, seed: int)
     values = score(oos.recalibrated, oos.y, rank_std=oos.raw.std)
     values.update({f"fit_nll_fold{k}": v for k, v in enumerate(oos.fit_nll)})
     extra = {"std": oos.recalibrated.std, "mixture": oos, "fold": oos.fold,
-             **_interval_columns(oos.recalibrated.interval),
-             **_star_scores(oos.y, oos.recalibrated.nll, oos.recalibrated.crps)}
+             **interval_columns(oos.recalibrated.interval),
+             **star_scores(oos.y, oos.recalibrated.nll, oos.recalibrated.crps)}
     return (oos.scheme, oos.subset, oos.index, oos.y, oos.recalibrated.mean, oos.raw.std,
             values, extra)
 
 
-def _interval_columns(interval) -> dict[str, np.ndarray]:
-    """``lo68``, ``hi68``, ``lo95``, ``hi95`` from ``interval(level) -> (lo, hi)``."""
+def interval_columns(interval) -> dict[str, np.ndarray]:
+    """Per-star interval columns ``lo68``, ``hi68``, ``lo95``, ``hi95`` (:data:`STAR_COLUMNS`).
+
+    Parameters
+    ----------
+    interval : callable
+        ``interval(level) -> (lo, hi)`` arrays ``[N]`` of the central interval at ``level``.
+    """
     out = {}
-    for level, tag in ((0.68, "68"), (0.95, "95")):
+    for level, tag in INTERVAL_LEVELS.items():
         out[f"lo{tag}"], out[f"hi{tag}"] = interval(level)
     return out
 
 
-def _star_scores(y, nll, crps) -> dict[str, np.ndarray]:
-    """Per-star NLL and CRPS of the finite labels (NaN elsewhere)."""
+def star_scores(y, nll, crps) -> dict[str, np.ndarray]:
+    """Per-star ``nll`` and ``crps`` columns of the finite labels (NaN elsewhere).
+
+    Parameters
+    ----------
+    y : array_like
+        Labels ``[N]``.
+    nll, crps : callable
+        ``f(y) -> [N]`` per-star scores of the predictive.
+    """
     y = np.asarray(y, float)
     ok = np.isfinite(y)
     out = {"nll": np.full(len(y), np.nan), "crps": np.full(len(y), np.nan)}
@@ -109,7 +124,7 @@ def _conformal_label(outputs: dict, j: int, seed: int):
     values = score_conformal(c)
     values["spearman"] = error_spearman(c.y, c.mean, c.std)
     extra = {"std": np.full(len(c.y), np.nan), "fold": c.fold, "nll": c.nll, "crps": c.crps,
-             **_interval_columns(c.intervals.__getitem__)}
+             **interval_columns(c.intervals.__getitem__)}
     return c.scheme, c.subset, c.index, c.y, c.mean, c.std, values, extra
 
 

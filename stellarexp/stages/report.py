@@ -142,7 +142,7 @@ def run(cfg, run) -> dict:
 def _methods_section(run, client, head_runs: list, figures: bool) -> str:
     """The uncertainty methods' sections, one per side-input group of heads with two methods or
     more, each with its figure logged on the report run."""
-    sections = []
+    sections, base = [], None
     for side_key in uncertainty_methods.side_keys(head_runs):
         compared = uncertainty_methods.compare_methods(head_runs, client=client, side_key=side_key)
         link = None
@@ -152,7 +152,7 @@ def _methods_section(run, client, head_runs: list, figures: bool) -> str:
                                    title=f"uncertainty methods on one backbone{side_key} (out of sample)")
             if path is not None:
                 run.log_figure(path)
-                base = str(client.get_run(run.run_id).info.artifact_uri).rstrip("/")
+                base = base or str(client.get_run(run.run_id).info.artifact_uri).rstrip("/")
                 link = f"{base}/figures/{path.name}"
         sections.append(uncertainty_methods.to_markdown(head_runs, client=client, compared=compared,
                                                         figure=link, side_key=side_key))

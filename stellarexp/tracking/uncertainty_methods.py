@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stellarexp.constants import PAPER_HEAD_METHOD
+from stellarexp.constants import INTERVAL_LEVELS, PAPER_HEAD_METHOD
 from stellarexp.data.dataset import read_stars
 from stellarexp.evaluate.metrics import error_spearman
 from stellarexp.evaluate.mixture import Mixture
 from stellarexp.evaluate.out_of_sample import score_stars
 from stellarexp.evaluate.ranking_ceiling import ceiling_features, ceiling_rho
-from stellarexp.evaluate.scoring_run import STAR_COLUMNS
+from stellarexp.evaluate.scoring_run import STAR_COLUMNS, interval_columns, star_scores
 from stellarexp.tracking.row_sources import TARGETS
 
 log = logging.getLogger(__name__)
@@ -149,13 +149,9 @@ def _with_star_columns(table: pd.DataFrame) -> pd.DataFrame:
     scored)."""
     if all(c in table for c in STAR_COLUMNS):
         return table
-    table = table.copy()
     gauss = Mixture.gaussian(table["mean"], table["std"])
-    y = table["y"].to_numpy(float)
-    for level, tag in ((0.68, "68"), (0.95, "95")):
-        table[f"lo{tag}"], table[f"hi{tag}"] = gauss.interval(level)
-    table["nll"], table["crps"] = gauss.nll(y), gauss.crps(y)
-    return table
+    return table.assign(**interval_columns(gauss.interval),
+                        **star_scores(table["y"], gauss.nll, gauss.crps))
 
 
 def _score_part(part: pd.DataFrame) -> dict[str, float]:
@@ -164,7 +160,7 @@ def _score_part(part: pd.DataFrame) -> dict[str, float]:
     keep = np.isfinite(part[["y", "mean", "nll"]].to_numpy(float)).all(axis=1)
     part = part[keep]
     return score_stars(part["y"].to_numpy(float),
-                       {lv: (part[f"lo{tag}"], part[f"hi{tag}"]) for lv, tag in ((0.68, "68"), (0.95, "95"))},
+                       {lv: (part[f"lo{tag}"], part[f"hi{tag}"]) for lv, tag in INTERVAL_LEVELS.items()},
                        part["nll"].to_numpy(float), part["crps"].to_numpy(float))
 
 
